@@ -1,0 +1,159 @@
+// PUBLIC: exact k-means (Lloyd) on CPUs and NVIDIA GPUs.
+//
+// Shapes: data x is row-major float32, n rows of d values (x[i * d + j]); centroids are
+// row-major k x d float32; labels are int32 in [0, k).
+//
+// Exactness (see DESIGN.md section 2): given the same initial centroids, every iteration
+// assigns each point to the centroid nearest in exact arithmetic (ties, i.e. distances equal
+// in float64, go to the lowest index), and centroids are means accumulated in float64 and
+// rounded once to float32. Results are bit-identical whatever the thread count, tile sizes,
+// SIMD level, and between the CPU and CUDA backends for labels.
+//
+// Thread safety: a KMeans object is not safe to use from several threads at once; distinct
+// objects are independent. fit() and assign() may use params.threads worker threads.
+//
+// Errors: caller mistakes throw flashkm::Error naming the bad value (n < k, k < 1, d < 1,
+// NaN/Inf in x or in given centroids, n * d overflow, CUDA requested but unavailable).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "flashkm/error.h"
+
+namespace flashkm {
+
+/// Distance used for assignment.
+enum class Metric {
+  L2,            ///< squared Euclidean distance; centroids are plain means
+  InnerProduct,  ///< spherical k-means: argmax of x.c, centroids are L2-normalised means
+};
+
+/// How the first centroids are chosen.
+enum class Init {
+  Random,          ///< k distinct points drawn like faiss::Clustering (rand_perm(seed + 1))
+  KMeansPlusPlus,  ///< k-means++ (D^2 sampling), deterministic for a given seed
+  Given,           ///< exactly KMeansParams::init_centroids (k x d)
+};
+
+/// What happens to a cluster that receives no point in an iteration.
+enum class EmptyClusterPolicy {
+  Split,  ///< faiss's split_clusters: copy a large cluster's centroid, perturb both (default)
+  Keep,   ///< keep the previous centroid unchanged
+  Error,  ///< throw flashkm::Error naming the iteration and the cluster
+};
+
+/// Where the work runs.
+enum class Device {
+  Auto,  ///< CUDA when built with it and a GPU is present, else CPU
+  CPU,
+  CUDA,  ///< throws if the library was built without CUDA or no GPU is visible
+};
+
+/// Arithmetic of the assignment step.
+enum class Precision {
+  Exact,  ///< certified result equal to exact arithmetic (default, see header comment)
+  Fast,   ///< GPU only: plain fp16 tensor-core distances, no fix-up (like the paper's code)
+};
+
+/// Tile shape of the fused assignment. Zero fields mean "let the selector choose"; any valid
+/// value gives bit-identical results, only speed changes.
+struct TileConfig {
+  int rows = 0;       ///< points per tile (CPU: per work item; CUDA: per thread block)
+  int centroids = 0;  ///< centroids per inner block (CPU: per L2-resident panel)
+};
+
+/// Statistics of one Lloyd iteration (assignment followed by update).
+struct IterationStats {
+  int iter = 0;             ///< 0-based iteration number
+  double inertia = 0;       ///< L2: sum of squared distances; IP: sum of inner products
+  double seconds = 0;       ///< wall time of this iteration
+  int64_t changed = 0;      ///< points whose label differs from the previous iteration
+  int64_t fixups = 0;       ///< rows whose fast distance was not certified and were recomputed
+  int64_t empty_clusters = 0;  ///< clusters that received no point (then handled by policy)
+};
+
+/// Called after each iteration; return false to stop early (the result is still complete).
+using IterationCallback = std::function<bool(const IterationStats&)>;
+
+struct KMeansParams {
+  int n_clusters = 0;        ///< k, required, 1 <= k <= n
+  int max_iter = 25;         ///< number of Lloyd iterations (>= 0)
+  /// Stop when the relative inertia decrease (prev - cur) / prev is <= tol after an
+  /// iteration. 0 (default) runs max_iter iterations, or stops earlier only when no point
+  /// changed cluster (a fixed point: further iterations would change nothing).
+  double tol = 0;
+  Init init = Init::Random;  ///< default matches faiss::Clustering's sampling
+  std::vector<float> init_centroids;  ///< k x d, used when init == Init::Given
+  uint64_t seed = 1234;      ///< seed of init (faiss's default seed is 1234)
+  Metric metric = Metric::L2;
+  EmptyClusterPolicy empty_policy = EmptyClusterPolicy::Split;
+  int threads = 0;           ///< CPU worker threads; 0 = all hardware threads
+  Device device = Device::Auto;
+  Precision precision = Precision::Exact;
+  TileConfig tiles;          ///< zeros: the selector picks by device and shape
+  /// Upper bound on bytes of device memory flashkm may hold for data (0 = free memory less a
+  /// margin). Data that does not fit is streamed from host memory in chunks.
+  size_t device_memory_budget = 0;
+  IterationCallback callback;  ///< optional progress hook
+  bool verbose = false;        ///< print one line per iteration on stderr
+};
+
+struct KMeansResult {
+  int64_t n = 0, d = 0, k = 0;
+  std::vector<float> centroids;  ///< k x d, final centroids (after the last update)
+  std::vector<int32_t> labels;   ///< n, nearest final centroid of each point
+  double inertia = 0;            ///< objective of labels against the final centroids
+  std::vector<IterationStats> iterations;
+  double seconds = 0;            ///< whole fit, init included
+  Device device = Device::CPU;   ///< backend that ran
+  int threads = 0;               ///< CPU threads used
+};
+
+/// Exact Lloyd k-means. Example:
+///   flashkm::KMeansParams p; p.n_clusters = 1024;
+///   flashkm::KMeans km(d, p);
+///   flashkm::KMeansResult r = km.fit(n, x);
+class KMeans {
+ public:
+  /// Validates params against d (throws flashkm::Error on bad values).
+  KMeans(int64_t d, KMeansParams params);
+
+  /// Clusters n points x (n x d). Throws if n < k, x holds NaN/Inf, or n * d overflows.
+  /// The result's centroids are also kept for assign().
+  KMeansResult fit(int64_t n, const float* x);
+
+  /// Labels (and, when distances is non-null, L2 squared distances or inner products) of n
+  /// new points against the fitted or given centroids. Same exactness contract as fit.
+  void assign(int64_t n, const float* x, int32_t* labels, float* distances = nullptr) const;
+
+  /// Replaces the centroids used by assign() (k x d).
+  void set_centroids(const std::vector<float>& centroids);
+  const std::vector<float>& centroids() const { return centroids_; }
+
+  int64_t d() const { return d_; }
+  const KMeansParams& params() const { return params_; }
+
+ private:
+  int64_t d_;
+  KMeansParams params_;
+  std::vector<float> centroids_;
+};
+
+/// True when the library was built with CUDA and at least one GPU is visible.
+bool cuda_available();
+
+/// Names for CLI / JSON output and parsing ("l2", "ip", "random", "kmeans++", "cpu", ...).
+const char* to_string(Metric m);
+const char* to_string(Init i);
+const char* to_string(Device d);
+const char* to_string(EmptyClusterPolicy p);
+const char* to_string(Precision p);
+Metric parse_metric(const std::string& s);
+Device parse_device(const std::string& s);
+EmptyClusterPolicy parse_empty_policy(const std::string& s);
+Precision parse_precision(const std::string& s);
+
+}  // namespace flashkm

@@ -1,0 +1,115 @@
+// PRIVATE to kernels/: the interface between the backend-agnostic Lloyd driver (lloyd.cpp)
+// and a backend (cpu/, cuda/).
+//
+// The driver owns the centroids on the host (k x d float32, small) and applies init, the
+// empty-cluster policy and spherical normalisation there, once, for every backend; a backend
+// owns the data-sized state (labels, sort buffers, device copies of x) and does the two
+// data-sized passes of an iteration: assignment and the sort-inverse update.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "flashkm/kmeans.h"
+
+namespace flashkm {
+namespace detail {
+
+/// Outcome of one assignment pass over all n points.
+struct AssignOutcome {
+  double inertia = 0;   ///< sum over points of the exact (float64) distance to its centroid
+  int64_t changed = 0;  ///< labels that differ from the previous pass (n on the first pass)
+  int64_t fixups = 0;   ///< rows recomputed in float64 because the fast bound did not certify
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  /// Uploads the centroids (k x d, host) that the next assign() uses.
+  virtual void set_centroids(const float* centroids) = 0;
+
+  /// Assigns every point to its nearest centroid (ties: lowest index) and keeps the labels.
+  /// When distances is non-null, writes per-point distances (L2: squared distance, IP: inner
+  /// product), computed in float64 and rounded to float32, to that host array (n values).
+  virtual AssignOutcome assign(float* distances = nullptr) = 0;
+
+  /// From the current labels: sums of each cluster's points accumulated in float64 in a fixed
+  /// order (ascending point index), then rounded to float32 means written to centroids (k x d,
+  /// host). Rows of empty clusters are left untouched. counts[c] = points in cluster c.
+  virtual void update(float* centroids, int64_t* counts) = 0;
+
+  /// Copies the current labels (n values) to the host.
+  virtual void get_labels(int32_t* labels) = 0;
+
+  /// k-means++ seeding on this backend (D^2 sampling, deterministic for a seed). Writes k x d
+  /// centroids to the host array. Backends share the CPU implementation unless they override.
+  virtual void kmeanspp(uint64_t seed, float* centroids);
+
+  int64_t n() const { return n_; }
+  int64_t d() const { return d_; }
+  int64_t k() const { return k_; }
+
+ protected:
+  Engine(int64_t n, int64_t d, int64_t k, const float* x, const KMeansParams& p)
+      : n_(n), d_(d), k_(k), x_(x), params_(p) {}
+  int64_t n_, d_, k_;
+  const float* x_;  ///< host data, n x d, not owned
+  KMeansParams params_;
+};
+
+/// The CPU backend (cpu/cpu_engine.cpp).
+std::unique_ptr<Engine> make_cpu_engine(int64_t n, int64_t d, int64_t k, const float* x,
+                                        const KMeansParams& p);
+
+/// The CUDA backend (cuda/), or throws flashkm::Error when built without CUDA.
+std::unique_ptr<Engine> make_cuda_engine(int64_t n, int64_t d, int64_t k, const float* x,
+                                         const KMeansParams& p);
+
+/// Number of visible CUDA devices (0 when built without CUDA).
+int cuda_device_count();
+
+/// Host-side pieces shared by all backends (init.cpp, lloyd.cpp).
+
+/// faiss-compatible random init: centroids = x[perm[0..k)], perm = faiss::rand_perm(n, seed+1).
+void init_random(int64_t n, int64_t d, int64_t k, const float* x, uint64_t seed,
+                 float* centroids);
+
+/// Applies the empty-cluster policy in place to centroids (k x d) given counts (k); returns
+/// how many clusters were empty. Split follows faiss::split_clusters exactly (same RNG, same
+/// perturbation), so faiss parity holds when clusters go empty.
+int64_t handle_empty_clusters(EmptyClusterPolicy policy, int iter, int64_t n, int64_t d,
+                              int64_t k, float* centroids, std::vector<int64_t>& counts);
+
+/// L2-normalises each of the k rows (spherical k-means), in float64, as faiss's renorm.
+void normalize_rows(int64_t k, int64_t d, float* centroids);
+
+/// Float64 distance used by every exact fix-up and by the reported inertia, so that all
+/// backends agree bit for bit: L2 = sum_j fma((x_j - c_j), (x_j - c_j), acc) in order j = 0..d-1,
+/// IP = sum_j fma(x_j, c_j, acc) (the caller minimises -ip).
+inline double exact_l2(const float* x, const float* c, int64_t d);
+inline double exact_ip(const float* x, const float* c, int64_t d);
+
+}  // namespace detail
+}  // namespace flashkm
+
+#include <cmath>
+
+namespace flashkm {
+namespace detail {
+inline double exact_l2(const float* x, const float* c, int64_t d) {
+  double acc = 0;
+  for (int64_t j = 0; j < d; ++j) {
+    double t = double(x[j]) - double(c[j]);
+    acc = std::fma(t, t, acc);
+  }
+  return acc;
+}
+inline double exact_ip(const float* x, const float* c, int64_t d) {
+  double acc = 0;
+  for (int64_t j = 0; j < d; ++j) acc = std::fma(double(x[j]), double(c[j]), acc);
+  return acc;
+}
+}  // namespace detail
+}  // namespace flashkm
