@@ -1,0 +1,263 @@
+// The CPU backend: fused assignment with certification and float64 fix-up, and the
+// sort-inverse centroid update. See kernels/engine.h for the contract.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/assign_cpu.h"
+#include "kernels/cpu/cpu_engine.h"
+#include "kernels/engine.h"
+
+namespace flashkm {
+namespace detail {
+namespace cpu {
+
+CpuTiles select_cpu_tiles(Isa isa, int64_t d, int64_t k, const TileConfig& user) {
+  CpuTiles t;
+  const int mr = micro_rows(isa);
+  // Rows per tile: 20 row panels (240 rows on AVX-512, 120 on AVX2) keep the packed tile
+  // (240 x 128 floats = 120 KB at d=128) in L2 beside a centroid block (bench_kmeans_cpu,
+  // N=1M d=128 K=1024, 2-core Zen 4).
+  t.rows = user.rows > 0 ? user.rows : 20 * mr;
+  t.rows = std::min<int64_t>(t.rows, kAssignBlock);
+  // Centroid block: about 512 KB of packed centroids (half of Zen 4's 1 MB L2), split evenly
+  // so blocks have similar sizes.
+  const int64_t kpad = (k + kPanel - 1) / kPanel * kPanel;
+  if (user.centroids > 0) {
+    t.centroids = std::max<int64_t>(kPanel, (user.centroids + kPanel - 1) / kPanel * kPanel);
+  } else {
+    const int64_t budget = 512 * 1024;
+    const int64_t nblocks = std::max<int64_t>(1, (kpad * d * 4 + budget - 1) / budget);
+    const int64_t per = (kpad + nblocks - 1) / nblocks;
+    t.centroids = (per + kPanel - 1) / kPanel * kPanel;
+  }
+  return t;
+}
+
+// Certification bound for the fast value of one row (see assign_cpu.h for v_j). With X =
+// |x'|, C = max_j |c'_j| of the packed (shifted, float32) values and u = 2^-24:
+//   fmaf chain:      |s_j - x'.c'_j| <= g X C, g = d u / (1 - d u)
+//   beta rounding:   u C^2; final fma rounding: u (C^2 + 2 X C)(1 + g + u)
+//   shift rounding:  x' and c'_j are (x - s), (c_j - s) rounded once, which moves the true
+//                    distance by at most 2.01 u (X + C)^2
+// so |v_j - (|x - c_j|^2 - |x'|^2)| <= E for every j, and a row whose second-best value
+// exceeds its best by more than 2E has a certified argmin. IP: v_j = -s_j, E = g X C.
+double certify_bound(Metric metric, int64_t d, double X, double C) {
+  const double u = std::ldexp(1.0, -24);
+  const double g = d * u / (1 - d * u);
+  double e;
+  if (metric == Metric::L2) {
+    e = 2 * g * X * C + u * C * C + u * (C * C + 2 * X * C) * (1 + g + u) +
+        2.01 * u * (X + C) * (X + C);
+  } else {
+    e = g * X * C;
+  }
+  // Margin for the float64 evaluation of the bound itself, and an absolute floor below
+  // which float32 results are subnormal.
+  return e * 1.01 + 1e-30;
+}
+
+namespace {
+
+// Exact float64 distance of several (row, centroid) pairs, interleaved so the fma chains run
+// in parallel; each chain is exactly detail::exact_l2 / exact_ip.
+template <int W>
+void exact_batch(Metric metric, const float* const* xs, const float* const* cs, int64_t d,
+                 double* out) {
+  double acc[W] = {};
+  if (metric == Metric::L2) {
+    for (int64_t j = 0; j < d; ++j)
+      for (int w = 0; w < W; ++w) {
+        double t = double(xs[w][j]) - double(cs[w][j]);
+        acc[w] = std::fma(t, t, acc[w]);
+      }
+  } else {
+    for (int64_t j = 0; j < d; ++j)
+      for (int w = 0; w < W; ++w) acc[w] = std::fma(double(xs[w][j]), double(cs[w][j]), acc[w]);
+  }
+  for (int w = 0; w < W; ++w) out[w] = acc[w];
+}
+
+void exact_many(Metric metric, const float* const* xs, const float* const* cs, int64_t cnt,
+                int64_t d, double* out) {
+  int64_t i = 0;
+  for (; i + 8 <= cnt; i += 8) exact_batch<8>(metric, xs + i, cs + i, d, out + i);
+  for (; i < cnt; ++i) exact_batch<1>(metric, xs + i, cs + i, d, out + i);
+}
+
+class CpuEngine final : public Engine {
+ public:
+  CpuEngine(int64_t n, int64_t d, int64_t k, const float* x, const KMeansParams& p)
+      : Engine(n, d, k, x, p), isa_(detect_isa()) {
+    threads_ = p.threads > 0 ? p.threads : omp_get_max_threads();
+    tiles_ = select_cpu_tiles(isa_, d, k, p.tiles);
+    labels_.assign(n, -1);
+    if (p.metric == Metric::L2) shift_ = column_mean(n, d, x, threads_);
+  }
+
+  void set_centroids(const float* c) override {
+    centroids_.assign(c, c + k_ * d_);
+    pack_centroids(c, k_, d_, shift_.empty() ? nullptr : shift_.data(), params_.metric, &pc_);
+  }
+
+  AssignOutcome assign(float* distances) override {
+    const int64_t nblocks = (n_ + kAssignBlock - 1) / kAssignBlock;
+    std::vector<double> block_inertia(nblocks, 0);
+    std::vector<int64_t> block_changed(nblocks, 0), block_fixups(nblocks, 0);
+    const Isa isa = isa_;
+    const int mr = micro_rows(isa);
+    const int64_t tile_rows = tiles_.rows;
+    const int64_t tile_alloc = (tile_rows + mr - 1) / mr * mr;
+
+#pragma omp parallel num_threads(threads_)
+    {
+      std::vector<float> buf(tile_alloc * d_ + 16);
+      float* bufp = buf.data() + ((64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64) / 4;
+      std::vector<double> norms(tile_alloc);
+      std::vector<RowBest> best(tile_alloc);
+      std::vector<double> dist(kAssignBlock);
+      std::vector<const float*> xs(std::max<int64_t>(kAssignBlock, k_)), cs(xs.size());
+      std::vector<double> fix(k_);
+
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t blk = 0; blk < nblocks; ++blk) {
+        const int64_t b0 = blk * kAssignBlock, b1 = std::min(n_, b0 + kAssignBlock);
+        int64_t fixups = 0, changed = 0;
+        for (int64_t t0 = b0; t0 < b1; t0 += tile_rows) {
+          const int64_t rows = std::min(tile_rows, b1 - t0);
+          pack_rows(isa, x_ + t0 * d_, rows, d_, shift_.empty() ? nullptr : shift_.data(),
+                    bufp, norms.data());
+          for (int64_t r = 0; r < rows; ++r)
+            best[r] = {std::numeric_limits<float>::infinity(),
+                       std::numeric_limits<float>::infinity(), -1};
+          for (int64_t c0 = 0; c0 < pc_.kpad; c0 += tiles_.centroids)
+            fast_top2(isa, bufp, rows, pc_, c0, std::min(pc_.kpad, c0 + tiles_.centroids),
+                      best.data());
+          for (int64_t r = 0; r < rows; ++r) {
+            int32_t label = best[r].index;
+            const bool precise = params_.precision == Precision::Exact;
+            if (precise && !(double(best[r].second) - double(best[r].best) >
+                             2 * certify_bound(params_.metric, d_, norms[r], pc_.max_norm))) {
+              label = exact_argmin(x_ + (t0 + r) * d_, xs.data(), cs.data(), fix.data());
+              ++fixups;
+            }
+            int32_t& old = labels_[t0 + r];
+            changed += old != label;
+            old = label;
+          }
+        }
+        // Exact distance of each row to its centroid, summed in row order within the block:
+        // the same value whatever the tile size or thread count.
+        const int64_t rows = b1 - b0;
+        for (int64_t r = 0; r < rows; ++r) {
+          xs[r] = x_ + (b0 + r) * d_;
+          cs[r] = centroids_.data() + int64_t(labels_[b0 + r]) * d_;
+        }
+        exact_many(params_.metric, xs.data(), cs.data(), rows, d_, dist.data());
+        double sum = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          sum += dist[r];
+          if (distances) distances[b0 + r] = float(dist[r]);
+        }
+        block_inertia[blk] = sum;
+        block_changed[blk] = changed;
+        block_fixups[blk] = fixups;
+      }
+    }
+    AssignOutcome out;
+    for (int64_t b = 0; b < nblocks; ++b) {
+      out.inertia += block_inertia[b];
+      out.changed += block_changed[b];
+      out.fixups += block_fixups[b];
+    }
+    return out;
+  }
+
+  void update(float* centroids, int64_t* counts) override {
+    // Sort-inverse: a stable counting sort of point ids by label, then each cluster's
+    // contiguous segment is summed in ascending point order in float64. No atomics; the
+    // result does not depend on the thread count.
+    std::vector<int64_t> start(k_ + 1, 0);
+    for (int64_t i = 0; i < n_; ++i) ++start[labels_[i] + 1];
+    for (int64_t c = 0; c < k_; ++c) start[c + 1] += start[c];
+    order_.resize(n_);
+    {
+      std::vector<int64_t> pos(start.begin(), start.end() - 1);
+      for (int64_t i = 0; i < n_; ++i) order_[pos[labels_[i]]++] = i;
+    }
+#pragma omp parallel num_threads(threads_)
+    {
+      std::vector<double> sum(d_);
+#pragma omp for schedule(dynamic, 16)
+      for (int64_t c = 0; c < k_; ++c) {
+        const int64_t s0 = start[c], s1 = start[c + 1];
+        counts[c] = s1 - s0;
+        if (s0 == s1) continue;
+        std::fill(sum.begin(), sum.end(), 0.0);
+        for (int64_t s = s0; s < s1; ++s) {
+          const float* xi = x_ + order_[s] * d_;
+          for (int64_t j = 0; j < d_; ++j) sum[j] += double(xi[j]);
+        }
+        const double cnt = double(s1 - s0);
+        for (int64_t j = 0; j < d_; ++j) centroids[c * d_ + j] = float(sum[j] / cnt);
+      }
+    }
+  }
+
+  void get_labels(int32_t* labels) override { std::copy(labels_.begin(), labels_.end(), labels); }
+
+ private:
+  // Float64 argmin over all centroids (L2: smallest distance, IP: largest inner product;
+  // ties: lowest index).
+  int32_t exact_argmin(const float* xr, const float** xs, const float** cs, double* val) const {
+    for (int64_t j = 0; j < k_; ++j) {
+      xs[j] = xr;
+      cs[j] = centroids_.data() + j * d_;
+    }
+    exact_many(params_.metric, xs, cs, k_, d_, val);
+    const double sign = params_.metric == Metric::L2 ? 1.0 : -1.0;
+    int32_t arg = 0;
+    for (int64_t j = 1; j < k_; ++j)
+      if (sign * val[j] < sign * val[arg]) arg = static_cast<int32_t>(j);
+    return arg;
+  }
+
+  static std::vector<double> column_mean(int64_t n, int64_t d, const float* x, int threads) {
+    const int64_t nblocks = (n + kAssignBlock - 1) / kAssignBlock;
+    std::vector<double> part(nblocks * d, 0.0);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < nblocks; ++b) {
+      double* p = part.data() + b * d;
+      for (int64_t i = b * kAssignBlock; i < std::min(n, (b + 1) * kAssignBlock); ++i)
+        for (int64_t j = 0; j < d; ++j) p[j] += x[i * d + j];
+    }
+    std::vector<double> mean(d, 0.0);
+    for (int64_t b = 0; b < nblocks; ++b)
+      for (int64_t j = 0; j < d; ++j) mean[j] += part[b * d + j];
+    for (int64_t j = 0; j < d; ++j) mean[j] /= double(n);
+    return mean;
+  }
+
+  Isa isa_;
+  int threads_ = 1;
+  CpuTiles tiles_;
+  std::vector<int32_t> labels_;
+  std::vector<int64_t> order_;
+  std::vector<float> centroids_;
+  std::vector<double> shift_;
+  PackedCentroids pc_;
+};
+
+}  // namespace
+}  // namespace cpu
+
+std::unique_ptr<Engine> make_cpu_engine(int64_t n, int64_t d, int64_t k, const float* x,
+                                        const KMeansParams& p) {
+  return std::make_unique<cpu::CpuEngine>(n, d, k, x, p);
+}
+
+}  // namespace detail
+}  // namespace flashkm

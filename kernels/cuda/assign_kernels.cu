@@ -1,0 +1,368 @@
+// FlashAssign on CUDA cores (fp32 FFMA), its certification, the float64 fix-up and the
+// finalize pass. See kernels.h for the contract and kernels/engine.h for exactness.
+#include <cfloat>
+#include <climits>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/kernels.h"
+#include "kernels/cuda/tile_config.h"
+
+namespace flashkm {
+namespace detail {
+namespace cuda {
+namespace {
+
+// Half-width of the error window of a row's fast values; the same expression, evaluated in
+// the same order, as the CPU backend's certify_bound (kernels/cpu/cpu_engine.cpp), which
+// derives it. The file is compiled with -fmad=false, so nothing is contracted.
+__device__ __forceinline__ double certify_bound(bool ip, double d, double X, double C) {
+  const double u = 5.9604644775390625e-08;  // 2^-24
+  const double g = d * u / (1 - d * u);
+  double e;
+  if (!ip) {
+    e = 2 * g * X * C + u * C * C + u * (C * C + 2 * X * C) * (1 + g + u) +
+        2.01 * u * (X + C) * (X + C);
+  } else {
+    e = g * X * C;
+  }
+  return e * 1.01 + 1e-30;
+}
+
+// The centred value of one coordinate, as the CPU packs it: float(double(x) - shift).
+__device__ __forceinline__ float centred(float x, double shift) {
+  return __double2float_rn(__dsub_rn(double(x), shift));
+}
+
+__global__ void prepare_centroids_kernel(const float* __restrict__ raw,
+                                         const double* __restrict__ shift, int k, int d,
+                                         int kpad, bool l2, float* __restrict__ shifted_t,
+                                         float* __restrict__ beta, float* __restrict__ raw_t,
+                                         double* __restrict__ norm_sq) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= kpad) return;
+  if (c >= k) {
+    for (int t = 0; t < d; ++t) shifted_t[int64_t(t) * kpad + c] = 0.f;
+    beta[c] = CUDART_INF_F;
+    return;
+  }
+  double sq = 0;
+  for (int t = 0; t < d; ++t) {
+    const float v = raw[int64_t(c) * d + t];
+    const float f = centred(v, shift[t]);
+    shifted_t[int64_t(t) * kpad + c] = f;
+    raw_t[int64_t(t) * k + c] = v;
+    sq = __dadd_rn(sq, __dmul_rn(double(f), double(f)));
+  }
+  beta[c] = l2 ? __double2float_rn(sq) : 0.f;
+  norm_sq[c] = sq;
+}
+
+__global__ void max_norm_kernel(const double* __restrict__ norm_sq, int k,
+                                double* __restrict__ max_norm) {
+  __shared__ double part[256];
+  double m = 0;
+  for (int c = threadIdx.x; c < k; c += blockDim.x) m = fmax(m, norm_sq[c]);
+  part[threadIdx.x] = m;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s /= 2) {
+    if (threadIdx.x < s) part[threadIdx.x] = fmax(part[threadIdx.x], part[threadIdx.x + s]);
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *max_norm = sqrt(part[0]);
+}
+
+__global__ void row_norms_kernel(const float* __restrict__ x, int64_t rows, int d,
+                                 const double* __restrict__ shift, double* __restrict__ norms) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows) return;
+  const float* xr = x + i * d;
+  double sq = 0;
+  for (int t = 0; t < d; ++t) {
+    const float f = centred(xr[t], shift[t]);
+    sq = __dadd_rn(sq, __dmul_rn(double(f), double(f)));
+  }
+  norms[i] = sqrt(sq);
+}
+
+// One block owns BM points and streams every centroid through shared memory, BN at a time,
+// BK coordinates per stage. Thread (ty, tx) computes the dot products of rows ty*TM.. and
+// columns tx*TN.. of each tile with a fmaf chain over the coordinates in ascending order
+// (exactly the CPU's chain), then folds v = fmaf(alpha, dot, beta) into a running
+// (best, index, second) per row. Columns reach a thread in ascending order, so strict '<'
+// keeps the lowest index; the TX threads of a row then merge by (value, index), which gives
+// the same state as one sequential fold over all k columns.
+template <int BM, int BN, int BK, int TM, int TN>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN))
+    flash_assign_ffma(const AssignArgs a) {
+  constexpr int TX = BN / TN;
+  constexpr int NT = TX * (BM / TM);
+  static_assert(TX <= 32 && 32 % TX == 0, "a row's threads must share a warp");
+  constexpr int kApad = 4;  // keeps the transposing stores off one bank, rows 16-byte aligned
+  __shared__ __align__(16) float As[BK][BM + kApad];
+  __shared__ __align__(16) float Bs[BK][BN];
+
+  const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
+  const int64_t m0 = int64_t(blockIdx.x) * BM;
+  const int d = a.d, k = a.c.k, kpad = a.c.kpad;
+  const float alpha = a.inner_product ? -1.f : -2.f;
+
+  float best[TM], second[TM];
+  int index[TM];
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    best[i] = CUDART_INF_F;
+    second[i] = CUDART_INF_F;
+    index[i] = INT_MAX;
+  }
+
+  for (int n0 = 0; n0 < k; n0 += BN) {
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
+
+    for (int k0 = 0; k0 < d; k0 += BK) {
+      for (int e = tid; e < BM * BK; e += NT) {
+        const int r = e / BK, kk = e % BK;
+        const int64_t row = m0 + r;
+        const int j = k0 + kk;
+        As[kk][r] = (row < a.rows && j < d) ? centred(a.x[row * d + j], a.shift[j]) : 0.f;
+      }
+      for (int e = tid; e < BN * BK; e += NT) {
+        const int kk = e / BN, c = e % BN;
+        const int j = k0 + kk;
+        Bs[kk][c] = j < d ? a.c.shifted_t[int64_t(j) * kpad + n0 + c] : 0.f;
+      }
+      __syncthreads();
+#pragma unroll
+      for (int kk = 0; kk < BK; ++kk) {
+        float ar[TM], br[TN];
+#pragma unroll
+        for (int i = 0; i < TM; ++i) ar[i] = As[kk][ty * TM + i];
+#pragma unroll
+        for (int j = 0; j < TN; ++j) br[j] = Bs[kk][tx * TN + j];
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+#pragma unroll
+          for (int j = 0; j < TN; ++j) acc[i][j] = __fmaf_rn(ar[i], br[j], acc[i][j]);
+      }
+      __syncthreads();
+    }
+
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+      const int col = n0 + tx * TN + j;
+      if (col < k) {
+        const float b = a.c.beta[col];
+#pragma unroll
+        for (int i = 0; i < TM; ++i) {
+          const float v = __fmaf_rn(alpha, acc[i][j], b);
+          if (v < best[i]) {
+            second[i] = best[i];
+            best[i] = v;
+            index[i] = col;
+          } else if (v < second[i]) {
+            second[i] = v;
+          }
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+#pragma unroll
+    for (int off = TX / 2; off > 0; off /= 2) {
+      const float ob = __shfl_xor_sync(0xffffffffu, best[i], off);
+      const float os = __shfl_xor_sync(0xffffffffu, second[i], off);
+      const int oi = __shfl_xor_sync(0xffffffffu, index[i], off);
+      if (ob < best[i] || (ob == best[i] && oi < index[i])) {
+        second[i] = fminf(best[i], os);
+        best[i] = ob;
+        index[i] = oi;
+      } else {
+        second[i] = fminf(second[i], ob);
+      }
+    }
+  }
+
+  if (tx != 0) return;
+  const double C = a.certify ? *a.c.max_norm : 0;
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const int64_t row = m0 + ty * TM + i;
+    if (row >= a.rows) continue;
+    a.cand[row] = index[i];
+    if (a.certify) {
+      const double e = certify_bound(a.inner_product, double(d), a.xnorm[row], C);
+      if (!(double(second[i]) - double(best[i]) > 2 * e)) {
+        const int pos = atomicAdd(a.fix_count, 1);
+        a.fix_list[pos] = int(row);
+      }
+    }
+  }
+}
+
+constexpr int kFixupThreads = 256;
+
+// One block per uncertified row (grid-stride over the device-side count): every thread
+// evaluates the float64 formula of detail::exact_l2 / exact_ip for its centroids, then the
+// block takes the lexicographic minimum of (value, index).
+__global__ void __launch_bounds__(kFixupThreads)
+    fixup_kernel(const AssignArgs a) {
+  __shared__ double sv[kFixupThreads];
+  __shared__ int si[kFixupThreads];
+  const int count = *a.fix_count;
+  const int d = a.d, k = a.c.k;
+  for (int t = blockIdx.x; t < count; t += gridDim.x) {
+    const int row = a.fix_list[t];
+    const float* xr = a.x + int64_t(row) * d;
+    double bv = CUDART_INF;
+    int bi = INT_MAX;
+    for (int c = threadIdx.x; c < k; c += kFixupThreads) {
+      double acc = 0;
+      if (a.inner_product) {
+        for (int j = 0; j < d; ++j)
+          acc = __fma_rn(double(xr[j]), double(a.c.raw_t[int64_t(j) * k + c]), acc);
+        acc = -acc;
+      } else {
+        for (int j = 0; j < d; ++j) {
+          const double df = __dsub_rn(double(xr[j]), double(a.c.raw_t[int64_t(j) * k + c]));
+          acc = __fma_rn(df, df, acc);
+        }
+      }
+      if (acc < bv) {
+        bv = acc;
+        bi = c;
+      }
+    }
+    sv[threadIdx.x] = bv;
+    si[threadIdx.x] = bi;
+    __syncthreads();
+    for (int s = kFixupThreads / 2; s > 0; s /= 2) {
+      if (threadIdx.x < s) {
+        const double ov = sv[threadIdx.x + s];
+        const int oi = si[threadIdx.x + s];
+        if (ov < sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < si[threadIdx.x])) {
+          sv[threadIdx.x] = ov;
+          si[threadIdx.x] = oi;
+        }
+      }
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) a.cand[row] = si[0];
+    __syncthreads();
+  }
+}
+
+constexpr int kFinalizeThreads = 256;
+
+// Exact distance of each row to its label (detail::exact_l2 / exact_ip), labels and their
+// changes; the block's distances are summed by one thread in row order, as the CPU does
+// for its kAssignBlock rows.
+__global__ void __launch_bounds__(kFinalizeThreads)
+    finalize_kernel(const AssignArgs a, int* __restrict__ labels, float* __restrict__ dist,
+                    double* __restrict__ block_inertia, int* __restrict__ block_changed) {
+  __shared__ double vals[kReduceBlock];
+  __shared__ int changed[kFinalizeThreads];
+  const int64_t base = int64_t(blockIdx.x) * kReduceBlock;
+  const int d = a.d;
+  int ch = 0;
+  for (int r = threadIdx.x; r < kReduceBlock; r += kFinalizeThreads) {
+    const int64_t row = base + r;
+    double acc = 0;
+    if (row < a.rows) {
+      const int lab = a.cand[row];
+      const float* xr = a.x + row * d;
+      const float* cr = a.c.raw + int64_t(lab) * d;
+      if (a.inner_product) {
+        for (int j = 0; j < d; ++j) acc = __fma_rn(double(xr[j]), double(cr[j]), acc);
+      } else {
+        for (int j = 0; j < d; ++j) {
+          const double df = __dsub_rn(double(xr[j]), double(cr[j]));
+          acc = __fma_rn(df, df, acc);
+        }
+      }
+      ch += labels[row] != lab;
+      labels[row] = lab;
+      if (dist) dist[row] = __double2float_rn(acc);
+    }
+    vals[r] = acc;
+  }
+  changed[threadIdx.x] = ch;
+  __syncthreads();
+  for (int s = kFinalizeThreads / 2; s > 0; s /= 2) {
+    if (threadIdx.x < s) changed[threadIdx.x] += changed[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    const int64_t end = min<int64_t>(kReduceBlock, a.rows - base);
+    double sum = 0;
+    for (int64_t r = 0; r < end; ++r) sum = __dadd_rn(sum, vals[r]);
+    block_inertia[blockIdx.x] = sum;
+    block_changed[blockIdx.x] = changed[0];
+  }
+}
+
+template <int S>
+void launch_shape(const AssignArgs& a, cudaStream_t stream) {
+  constexpr AssignTiles t = kAssignShapes[S];
+  constexpr int threads = (t.rows / t.thread_rows) * (t.centroids / t.thread_cols);
+  const int64_t blocks = (a.rows + t.rows - 1) / t.rows;
+  flash_assign_ffma<t.rows, t.centroids, t.depth, t.thread_rows, t.thread_cols>
+      <<<unsigned(blocks), threads, 0, stream>>>(a);
+  FLASHKM_CUDA_CHECK_LAUNCH(flash_assign_ffma);
+}
+
+}  // namespace
+
+void prepare_centroids(const float* raw, const double* shift, int k, int d, int kpad,
+                       Metric metric, float* shifted_t, float* beta, float* raw_t,
+                       double* norm_sq, double* max_norm, cudaStream_t stream) {
+  prepare_centroids_kernel<<<(kpad + 127) / 128, 128, 0, stream>>>(
+      raw, shift, k, d, kpad, metric == Metric::L2, shifted_t, beta, raw_t, norm_sq);
+  FLASHKM_CUDA_CHECK_LAUNCH(prepare_centroids_kernel);
+  max_norm_kernel<<<1, 256, 0, stream>>>(norm_sq, k, max_norm);
+  FLASHKM_CUDA_CHECK_LAUNCH(max_norm_kernel);
+}
+
+void row_norms(const float* x, int64_t rows, int d, const double* shift, double* norms,
+               cudaStream_t stream) {
+  if (rows == 0) return;
+  row_norms_kernel<<<unsigned((rows + 255) / 256), 256, 0, stream>>>(x, rows, d, shift, norms);
+  FLASHKM_CUDA_CHECK_LAUNCH(row_norms_kernel);
+}
+
+void launch_flash_assign(int shape, const AssignArgs& a, cudaStream_t stream) {
+  static_assert(kNumAssignShapes == 3, "add the new shape to the switch below");
+  if (a.rows == 0) return;
+  switch (shape) {
+    case 0: launch_shape<0>(a, stream); break;
+    case 1: launch_shape<1>(a, stream); break;
+    case 2: launch_shape<2>(a, stream); break;
+    default: FLASHKM_THROW("FlashAssign shape %d is not compiled (0..%d)", shape,
+                           kNumAssignShapes - 1);
+  }
+}
+
+void launch_fixup(const AssignArgs& a, int sm_count, cudaStream_t stream) {
+  if (a.rows == 0) return;
+  const int64_t blocks = std::min<int64_t>(a.rows, int64_t(sm_count) * 8);
+  fixup_kernel<<<unsigned(blocks), kFixupThreads, 0, stream>>>(a);
+  FLASHKM_CUDA_CHECK_LAUNCH(fixup_kernel);
+}
+
+void launch_finalize(const AssignArgs& a, int* labels, float* dist, double* block_inertia,
+                     int* block_changed, cudaStream_t stream) {
+  if (a.rows == 0) return;
+  const int64_t blocks = (a.rows + kReduceBlock - 1) / kReduceBlock;
+  finalize_kernel<<<unsigned(blocks), kFinalizeThreads, 0, stream>>>(a, labels, dist,
+                                                                     block_inertia,
+                                                                     block_changed);
+  FLASHKM_CUDA_CHECK_LAUNCH(finalize_kernel);
+}
+
+}  // namespace cuda
+}  // namespace detail
+}  // namespace flashkm

@@ -1,0 +1,99 @@
+// PRIVATE to kernels/cuda: launchers of the CUDA backend's kernels (assign_kernels.cu,
+// update_kernels.cu). All work is enqueued on the given stream; every launch is checked.
+//
+// Numerics mirror the CPU backend operation for operation (kernels/cpu/assign_cpu.h,
+// cpu_engine.cpp), so both backends produce the same fast values, the same certification
+// decisions, the same fix-up counts and bit-identical float64 distances and sums.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "flashkm/kmeans.h"
+
+namespace flashkm {
+namespace detail {
+namespace cuda {
+
+/// Rows of one fixed reduction block of the finalize pass (exact distances, inertia,
+/// changed labels): the same as the CPU backend's kAssignBlock, so per-block inertia sums
+/// match it bit for bit. Streaming chunks are multiples of it.
+constexpr int64_t kReduceBlock = 1024;
+
+/// Centroid padding: a multiple of every compiled AssignTiles::centroids.
+constexpr int kCentroidPad = 128;
+
+/// Centroids as one assignment pass reads them (all device pointers).
+struct DeviceCentroids {
+  int k = 0, d = 0, kpad = 0;
+  const float* shifted_t = nullptr;  ///< d x kpad: float(c - shift), zero padding columns
+  const float* beta = nullptr;       ///< kpad: L2 float(|c - shift|^2), IP 0
+  const float* raw_t = nullptr;      ///< d x k: the centroids as given, transposed (fix-up)
+  const float* raw = nullptr;        ///< k x d: the centroids as given (finalize)
+  const double* max_norm = nullptr;  ///< scalar: max_j |c_j - shift| in float64
+};
+
+/// From raw (k x d, device) fills the other DeviceCentroids arrays. shift: d doubles (zeros
+/// for inner product). norm_sq: k doubles of scratch.
+void prepare_centroids(const float* raw, const double* shift, int k, int d, int kpad,
+                       Metric metric, float* shifted_t, float* beta, float* raw_t,
+                       double* norm_sq, double* max_norm, cudaStream_t stream);
+
+/// norms[i] = |float(x_i - shift)| in float64, for rows of a row-major rows x d block.
+void row_norms(const float* x, int64_t rows, int d, const double* shift, double* norms,
+               cudaStream_t stream);
+
+struct AssignArgs {
+  const float* x = nullptr;       ///< rows x d, raw
+  int64_t rows = 0;
+  int d = 0;
+  const double* shift = nullptr;  ///< d
+  const double* xnorm = nullptr;  ///< rows, from row_norms
+  DeviceCentroids c;
+  bool inner_product = false;
+  bool certify = true;            ///< false: Precision::Fast, no fix-up list
+  int* cand = nullptr;            ///< rows: fast argmin (fixed up later where uncertified)
+  int* fix_list = nullptr;        ///< rows: uncertified row ids, fix_count[0] of them
+  int* fix_count = nullptr;       ///< scalar, incremented (integer atomics only)
+};
+
+/// FlashAssign with the shape kAssignShapes[shape].
+void launch_flash_assign(int shape, const AssignArgs& a, cudaStream_t stream);
+
+/// Recomputes the rows of fix_list with the float64 formula over all k centroids.
+void launch_fixup(const AssignArgs& a, int sm_count, cudaStream_t stream);
+
+/// Writes labels (rows, chunk-relative), counts labels != previous, the exact distance of
+/// each row to its centroid (dist: nullable device array) and per-kReduceBlock sums.
+void launch_finalize(const AssignArgs& a, int* labels, float* dist, double* block_inertia,
+                     int* block_changed, cudaStream_t stream);
+
+/// Sort-inverse update of one chunk, accumulated into sums (k x d doubles) and counts (k),
+/// continuing earlier chunks' running sums in ascending point order.
+struct UpdateScratch {
+  int* keys_out = nullptr;   ///< chunk rows
+  int* ids_in = nullptr;     ///< chunk rows, 0..rows-1
+  int* ids_out = nullptr;    ///< chunk rows
+  int* seg_begin = nullptr;  ///< k
+  int* seg_end = nullptr;    ///< k
+  void* sort_temp = nullptr;
+  size_t sort_temp_bytes = 0;
+};
+
+/// Temporary bytes CUB needs to sort up to max_rows pairs.
+size_t sort_temp_bytes(int64_t max_rows);
+void fill_iota(int* ids, int64_t rows, cudaStream_t stream);
+
+void accumulate_chunk(const float* x, int64_t rows, int d, int k, const int* labels,
+                      const UpdateScratch& s, double* sums, long long* counts,
+                      cudaStream_t stream);
+
+/// means[c] = float(sums[c] / counts[c]) where counts[c] > 0.
+void compute_means(const double* sums, const long long* counts, int k, int d, float* means,
+                   cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace detail
+}  // namespace flashkm

@@ -1,0 +1,35 @@
+#include "kernels/cuda/tile_config.h"
+
+#include <cstdio>
+
+namespace flashkm {
+namespace detail {
+namespace cuda {
+
+int select_assign_shape(int cc_major, long long k, const TileConfig& user) {
+  if (user.rows > 0 || user.centroids > 0) {
+    std::string supported;
+    for (int i = 0; i < kNumAssignShapes; ++i) {
+      if (kAssignShapes[i].rows == user.rows && kAssignShapes[i].centroids == user.centroids)
+        return i;
+      supported += (i ? ", " : "") + std::to_string(kAssignShapes[i].rows) + "x" +
+                   std::to_string(kAssignShapes[i].centroids);
+    }
+    FLASHKM_THROW("CUDA tile config rows=%d centroids=%d is not compiled; expected one of %s",
+                  user.rows, user.centroids, supported.c_str());
+  }
+  if (k <= 32) return 2;
+  if (k <= 64) return 1;
+  return cc_major == 9 ? 0 : 1;
+}
+
+std::string describe(const AssignTiles& t) {
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), "%dx%d (depth %d, %dx%d per thread)", t.rows, t.centroids,
+                t.depth, t.thread_rows, t.thread_cols);
+  return buf;
+}
+
+}  // namespace cuda
+}  // namespace detail
+}  // namespace flashkm

@@ -1,0 +1,46 @@
+// PRIVATE to kernels/cuda: tile shapes of the FlashAssign kernel, as data.
+//
+// Every shape computes each fast value with the same fmaf chain over d in order 0..d-1 and
+// merges per-row candidates with the same (value, index) order, so all shapes give
+// bit-identical labels, fix-up counts and distances; only speed differs.
+#pragma once
+
+#include <string>
+
+#include "flashkm/kmeans.h"
+
+namespace flashkm {
+namespace detail {
+namespace cuda {
+
+/// One compiled FlashAssign shape. A block of (rows / thread_rows) x (centroids /
+/// thread_cols) threads owns `rows` points and streams all centroids through shared memory
+/// `centroids` at a time, `depth` coordinates per stage; each thread keeps a thread_rows x
+/// thread_cols register tile of dot products and a running (best, index, second) per row.
+struct AssignTiles {
+  int rows;
+  int centroids;
+  int depth;
+  int thread_rows;
+  int thread_cols;
+  const char* chosen_by;  ///< the benchmark (or reason) that put this row in the table
+};
+
+/// All compiled shapes (the kernel is instantiated for exactly these).
+constexpr AssignTiles kAssignShapes[] = {
+    {128, 128, 8, 8, 8, "bench_kmeans_cuda, H100, 1M x128 K1024: default for sm_90"},
+    {64, 64, 8, 4, 4, "safe default for other architectures; K <= 64"},
+    {32, 32, 8, 4, 4, "K <= 32, and the tests' tiny-tile runs"},
+};
+constexpr int kNumAssignShapes = sizeof(kAssignShapes) / sizeof(kAssignShapes[0]);
+
+/// The selector: the shape matching user.rows / user.centroids when both are set (throws
+/// flashkm::Error naming the supported pairs otherwise), else a shape chosen from the
+/// compute capability and k. Returns an index into kAssignShapes.
+int select_assign_shape(int cc_major, long long k, const TileConfig& user);
+
+std::string describe(const AssignTiles& t);
+
+}  // namespace cuda
+}  // namespace detail
+}  // namespace flashkm

@@ -1,0 +1,238 @@
+// The backend-agnostic Lloyd driver behind flashkm::KMeans.
+#include <omp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+
+#include "kernels/engine.h"
+
+namespace flashkm {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+void check_finite(int64_t count, const float* v, int64_t d, const char* what) {
+  int64_t bad = -1;
+#pragma omp parallel for schedule(static) reduction(max : bad)
+  for (int64_t i = 0; i < count; ++i)
+    if (!std::isfinite(v[i])) bad = std::max(bad, i);
+  if (bad >= 0) {
+    // Report the first offending element, found again serially (the error path only).
+    for (int64_t i = 0; i < count; ++i)
+      if (!std::isfinite(v[i])) {
+        FLASHKM_THROW("%s holds a non-finite value (%g) at row %lld, column %lld", what,
+                      double(v[i]), static_cast<long long>(i / d), static_cast<long long>(i % d));
+      }
+  }
+}
+
+bool use_cuda(Device device) {
+  if (device == Device::CUDA) {
+    FLASHKM_THROW_IF_NOT(detail::cuda_device_count() > 0,
+                         "device=cuda requested but no CUDA device is visible%s",
+#ifdef FLASHKM_WITH_CUDA
+                         ""
+#else
+                         " (flashkm was built without CUDA)"
+#endif
+    );
+    return true;
+  }
+  return device == Device::Auto && detail::cuda_device_count() > 0;
+}
+
+std::unique_ptr<detail::Engine> make_engine(bool cuda, int64_t n, int64_t d, int64_t k,
+                                            const float* x, const KMeansParams& p) {
+  return cuda ? detail::make_cuda_engine(n, d, k, x, p) : detail::make_cpu_engine(n, d, k, x, p);
+}
+
+}  // namespace
+
+KMeans::KMeans(int64_t d, KMeansParams params) : d_(d), params_(std::move(params)) {
+  FLASHKM_THROW_IF_NOT(d >= 1, "dimension d = %lld: expected d >= 1", static_cast<long long>(d));
+  const int64_t k = params_.n_clusters;
+  FLASHKM_THROW_IF_NOT(k >= 1, "n_clusters = %lld: expected k >= 1", static_cast<long long>(k));
+  FLASHKM_THROW_IF_NOT(params_.max_iter >= 0, "max_iter = %d: expected >= 0", params_.max_iter);
+  FLASHKM_THROW_IF_NOT(params_.tol >= 0 && std::isfinite(params_.tol),
+                       "tol = %g: expected a finite value >= 0", params_.tol);
+  FLASHKM_THROW_IF_NOT(params_.threads >= 0, "threads = %d: expected >= 0 (0 = all)",
+                       params_.threads);
+  FLASHKM_THROW_IF_NOT(params_.tiles.rows >= 0 && params_.tiles.centroids >= 0,
+                       "tiles = {%d, %d}: expected values >= 0 (0 = automatic)",
+                       params_.tiles.rows, params_.tiles.centroids);
+  FLASHKM_THROW_IF_NOT(k <= std::numeric_limits<int64_t>::max() / d,
+                       "k * d overflows: k = %lld, d = %lld", static_cast<long long>(k),
+                       static_cast<long long>(d));
+  if (params_.init == Init::Given) {
+    FLASHKM_THROW_IF_NOT(int64_t(params_.init_centroids.size()) == k * d,
+                         "init=given: init_centroids holds %zu floats, expected k x d = %lld x "
+                         "%lld = %lld",
+                         params_.init_centroids.size(), static_cast<long long>(k),
+                         static_cast<long long>(d), static_cast<long long>(k * d));
+    check_finite(k * d, params_.init_centroids.data(), d, "init_centroids");
+    centroids_ = params_.init_centroids;
+  }
+}
+
+void KMeans::set_centroids(const std::vector<float>& centroids) {
+  FLASHKM_THROW_IF_NOT(centroids.size() > 0 && centroids.size() % d_ == 0,
+                       "set_centroids: %zu floats is not a positive multiple of d = %lld",
+                       centroids.size(), static_cast<long long>(d_));
+  check_finite(int64_t(centroids.size()), centroids.data(), d_, "centroids");
+  centroids_ = centroids;
+}
+
+KMeansResult KMeans::fit(int64_t n, const float* x) {
+  const auto t_start = Clock::now();
+  const int64_t d = d_, k = params_.n_clusters;
+  FLASHKM_THROW_IF_NOT(n >= 1 && x != nullptr, "fit: n = %lld rows at %p: expected n >= 1 and "
+                       "non-null data", static_cast<long long>(n), static_cast<const void*>(x));
+  FLASHKM_THROW_IF_NOT(n <= std::numeric_limits<int64_t>::max() / d,
+                       "n * d overflows: n = %lld, d = %lld", static_cast<long long>(n),
+                       static_cast<long long>(d));
+  FLASHKM_THROW_IF_NOT(n >= k, "n = %lld points for k = %lld clusters: expected n >= k",
+                       static_cast<long long>(n), static_cast<long long>(k));
+  check_finite(n * d, x, d, "input x");
+
+  const bool cuda = use_cuda(params_.device);
+  auto engine = make_engine(cuda, n, d, k, x, params_);
+
+  KMeansResult res;
+  res.n = n;
+  res.d = d;
+  res.k = k;
+  res.device = cuda ? Device::CUDA : Device::CPU;
+  res.threads = params_.threads > 0 ? params_.threads : omp_get_max_threads();
+
+  std::vector<float> c(k * d);
+  switch (params_.init) {
+    case Init::Given: c = params_.init_centroids; break;
+    case Init::Random: detail::init_random(n, d, k, x, params_.seed, c.data()); break;
+    case Init::KMeansPlusPlus: engine->kmeanspp(params_.seed, c.data()); break;
+  }
+  if (params_.metric == Metric::InnerProduct) detail::normalize_rows(k, d, c.data());
+
+  std::vector<int64_t> counts(k);
+  engine->set_centroids(c.data());
+  double prev_inertia = std::numeric_limits<double>::infinity();
+  const bool tty = isatty(STDERR_FILENO);
+  for (int it = 0; it < params_.max_iter; ++it) {
+    const auto t0 = Clock::now();
+    detail::AssignOutcome a = engine->assign();
+    engine->update(c.data(), counts.data());
+    IterationStats st;
+    st.iter = it;
+    st.inertia = a.inertia;
+    st.changed = a.changed;
+    st.fixups = a.fixups;
+    st.empty_clusters =
+        detail::handle_empty_clusters(params_.empty_policy, it, n, d, k, c.data(), counts);
+    if (params_.metric == Metric::InnerProduct) detail::normalize_rows(k, d, c.data());
+    engine->set_centroids(c.data());
+    st.seconds = seconds_since(t0);
+    res.iterations.push_back(st);
+    if (params_.verbose) {
+      std::fprintf(stderr, "%siteration %d/%d: inertia %.6g, changed %lld, %.3f s%s",
+                   tty ? "\r" : "", it + 1, params_.max_iter, st.inertia,
+                   static_cast<long long>(st.changed), st.seconds, tty ? "   " : "\n");
+    }
+    bool go_on = !params_.callback || params_.callback(st);
+    // A pass that moved no point leaves every centroid where it was: a fixed point.
+    if (st.changed == 0 && st.empty_clusters == 0) go_on = false;
+    if (params_.tol > 0 && std::isfinite(prev_inertia) &&
+        (prev_inertia - st.inertia) <= params_.tol * std::fabs(prev_inertia))
+      go_on = false;
+    prev_inertia = st.inertia;
+    if (!go_on) break;
+  }
+  if (params_.verbose && tty) std::fprintf(stderr, "\n");
+
+  // Final labels against the final centroids, so labels, centroids and inertia agree.
+  detail::AssignOutcome last = engine->assign();
+  res.labels.resize(n);
+  engine->get_labels(res.labels.data());
+  res.inertia = last.inertia;
+  res.centroids = c;
+  centroids_ = c;
+  res.seconds = seconds_since(t_start);
+  return res;
+}
+
+void KMeans::assign(int64_t n, const float* x, int32_t* labels, float* distances) const {
+  FLASHKM_THROW_IF_NOT(!centroids_.empty(),
+                       "assign: no centroids yet (call fit, set_centroids or use init=given)");
+  FLASHKM_THROW_IF_NOT(n >= 0 && (n == 0 || (x != nullptr && labels != nullptr)),
+                       "assign: n = %lld with null data or labels", static_cast<long long>(n));
+  if (n == 0) return;
+  FLASHKM_THROW_IF_NOT(n <= std::numeric_limits<int64_t>::max() / d_,
+                       "n * d overflows: n = %lld, d = %lld", static_cast<long long>(n),
+                       static_cast<long long>(d_));
+  check_finite(n * d_, x, d_, "input x");
+  const int64_t k = int64_t(centroids_.size()) / d_;
+  KMeansParams p = params_;
+  p.n_clusters = static_cast<int>(k);
+  auto engine = make_engine(use_cuda(p.device), n, d_, k, x, p);
+  engine->set_centroids(centroids_.data());
+  engine->assign(distances);
+  engine->get_labels(labels);
+}
+
+bool cuda_available() { return detail::cuda_device_count() > 0; }
+
+const char* to_string(Metric m) { return m == Metric::L2 ? "l2" : "ip"; }
+const char* to_string(Init i) {
+  switch (i) {
+    case Init::Random: return "random";
+    case Init::KMeansPlusPlus: return "kmeans++";
+    default: return "given";
+  }
+}
+const char* to_string(Device d) {
+  switch (d) {
+    case Device::CPU: return "cpu";
+    case Device::CUDA: return "cuda";
+    default: return "auto";
+  }
+}
+const char* to_string(EmptyClusterPolicy p) {
+  switch (p) {
+    case EmptyClusterPolicy::Split: return "split";
+    case EmptyClusterPolicy::Keep: return "keep";
+    default: return "error";
+  }
+}
+const char* to_string(Precision p) { return p == Precision::Exact ? "exact" : "fast"; }
+
+Metric parse_metric(const std::string& s) {
+  if (s == "l2" || s == "L2") return Metric::L2;
+  if (s == "ip" || s == "IP" || s == "cosine") return Metric::InnerProduct;
+  FLASHKM_THROW("metric '%s': expected l2 or ip", s.c_str());
+}
+Device parse_device(const std::string& s) {
+  if (s == "auto") return Device::Auto;
+  if (s == "cpu") return Device::CPU;
+  if (s == "cuda" || s == "gpu") return Device::CUDA;
+  FLASHKM_THROW("device '%s': expected auto, cpu or cuda", s.c_str());
+}
+EmptyClusterPolicy parse_empty_policy(const std::string& s) {
+  if (s == "split") return EmptyClusterPolicy::Split;
+  if (s == "keep") return EmptyClusterPolicy::Keep;
+  if (s == "error") return EmptyClusterPolicy::Error;
+  FLASHKM_THROW("empty-cluster policy '%s': expected split, keep or error", s.c_str());
+}
+Precision parse_precision(const std::string& s) {
+  if (s == "exact") return Precision::Exact;
+  if (s == "fast") return Precision::Fast;
+  FLASHKM_THROW("precision '%s': expected exact or fast", s.c_str());
+}
+
+}  // namespace flashkm

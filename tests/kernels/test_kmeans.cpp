@@ -1,0 +1,318 @@
+// flashkm::KMeans on the CPU against the float64 reference Lloyd (kernels/reference.h).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <tuple>
+
+#include "flashkm/kmeans.h"
+#include "kernels/engine.h"
+#include "kernels/reference.h"
+#include "tests/kernels/test_util.h"
+
+namespace flashkm {
+namespace {
+
+using testing::blobs;
+using testing::label_errors;
+using testing::pick_rows;
+using testing::shape;
+
+KMeansParams given(int64_t k, const std::vector<float>& c, int iters, Metric m = Metric::L2) {
+  KMeansParams p;
+  p.n_clusters = static_cast<int>(k);
+  p.init = Init::Given;
+  p.init_centroids = c;
+  p.max_iter = iters;
+  p.metric = m;
+  p.device = Device::CPU;
+  return p;
+}
+
+// One Lloyd step at a time, each checked against the oracle started from the same float32
+// centroids: labels equal except ties, centroids equal to the float64 means rounded once.
+void lockstep(Metric metric, int64_t n, int64_t d, int64_t k, uint64_t seed, int steps,
+              TileConfig tiles = {}) {
+  SCOPED_TRACE(shape(n, d, k, seed));
+  std::vector<float> x = blobs(n, d, std::max<int64_t>(1, k / 2), seed);
+  if (metric == Metric::InnerProduct) {
+    for (int64_t i = 0; i < n; ++i) {
+      double s = 0;
+      for (int64_t j = 0; j < d; ++j) s += double(x[i * d + j]) * x[i * d + j];
+      for (int64_t j = 0; j < d; ++j) x[i * d + j] = float(x[i * d + j] / std::sqrt(s));
+    }
+  }
+  std::vector<float> c = pick_rows(x, d, k);
+  for (int s = 0; s < steps; ++s) {
+    SCOPED_TRACE("step " + std::to_string(s));
+    KMeansParams p = given(k, c, 1, metric);
+    p.tiles = tiles;
+    KMeans km(d, p);
+    KMeansResult r = km.fit(n, x.data());
+    ASSERT_EQ(r.iterations.size(), 1u);
+
+    // Update: the oracle's labels against c, then its means (rounded once), then the same
+    // empty-cluster policy and normalisation.
+    std::vector<int32_t> ref_labels;
+    std::vector<double> ref_dist, sums;
+    std::vector<int64_t> counts;
+    KMeansParams p0 = given(k, c, 0, metric);
+    std::vector<float> cc = c;
+    if (metric == Metric::InnerProduct) {
+      // The engine normalises given centroids first, like faiss's post-processing.
+      for (int64_t i = 0; i < k; ++i) {
+        double s2 = 0;
+        for (int64_t j = 0; j < d; ++j) s2 += double(cc[i * d + j]) * cc[i * d + j];
+        for (int64_t j = 0; j < d; ++j) cc[i * d + j] = float(cc[i * d + j] * (1 / std::sqrt(s2)));
+      }
+    }
+    reference::assign(metric, n, d, x.data(), k, cc.data(), &ref_labels, &ref_dist);
+    KMeansResult r0 = KMeans(d, p0).fit(n, x.data());
+    int64_t ties = 0;
+    EXPECT_EQ(label_errors(metric, n, d, x.data(), k, cc.data(), r0.labels, &ties), 0);
+    EXPECT_LT(ties, std::max<int64_t>(2, n / 1000));
+    reference::means(n, d, x.data(), r0.labels.data(), k, &sums, &counts);
+    // Expected centroids: the oracle's means rounded once; empty rows keep their centroid and
+    // then go through the same (faiss-compatible) policy, then spherical normalisation.
+    std::vector<float> want = cc;
+    int64_t empty = 0;
+    for (int64_t i = 0; i < k; ++i) {
+      empty += counts[i] == 0;
+      if (counts[i] > 0)
+        for (int64_t j = 0; j < d; ++j) want[i * d + j] = float(sums[i * d + j]);
+    }
+    detail::handle_empty_clusters(EmptyClusterPolicy::Split, 0, n, d, k, want.data(), counts);
+    if (metric == Metric::InnerProduct) detail::normalize_rows(k, d, want.data());
+    ASSERT_EQ(r.centroids, want);
+    EXPECT_EQ(r.iterations[0].empty_clusters, empty);
+    // Inertia of the final labels against the final centroids, in float64.
+    std::vector<int32_t> fl;
+    std::vector<double> fd;
+    reference::assign(metric, n, d, x.data(), k, r.centroids.data(), &fl, &fd);
+    double inertia = 0;
+    for (double v : fd) inertia += v;
+    EXPECT_NEAR(r.inertia, inertia, 1e-9 * std::fabs(inertia) + 1e-9);
+    EXPECT_EQ(label_errors(metric, n, d, x.data(), k, r.centroids.data(), r.labels), 0);
+    c = r.centroids;
+  }
+}
+
+TEST(KMeansOracle, GaussianMixture) { lockstep(Metric::L2, 3000, 24, 40, 1, 4); }
+TEST(KMeansOracle, OddShapes) {
+  lockstep(Metric::L2, 1001, 1, 7, 2, 3);      // d = 1
+  lockstep(Metric::L2, 777, 33, 33, 3, 3);     // k = panel + 1
+  lockstep(Metric::L2, 500, 129, 65, 4, 2);    // d and k past a power of two
+  lockstep(Metric::L2, 300, 5, 1, 5, 2);       // k = 1
+  lockstep(Metric::L2, 64, 3, 64, 6, 2);       // n == k
+}
+TEST(KMeansOracle, TinyTiles) { lockstep(Metric::L2, 999, 17, 70, 7, 3, TileConfig{1, 32}); }
+TEST(KMeansOracle, InnerProduct) { lockstep(Metric::InnerProduct, 2000, 32, 30, 8, 3); }
+TEST(KMeansOracle, LargeOffsetData) {
+  // Uncentred data far from the origin (like raw pixels): centring keeps it certifiable and
+  // the fix-up keeps it exact.
+  SCOPED_TRACE("offset 1000");
+  const int64_t n = 2000, d = 16, k = 20;
+  std::vector<float> x = blobs(n, d, 10, 9, 5.f, 1000.f);
+  std::vector<float> c = pick_rows(x, d, k);
+  KMeansResult r = KMeans(d, given(k, c, 0)).fit(n, x.data());
+  EXPECT_EQ(label_errors(Metric::L2, n, d, x.data(), k, c.data(), r.labels), 0);
+}
+
+TEST(KMeansExact, DuplicateCentroidsGoToLowestIndex) {
+  const int64_t n = 500, d = 8, k = 6;
+  std::vector<float> x = blobs(n, d, 3, 10);
+  std::vector<float> c = pick_rows(x, d, 3);
+  c.insert(c.end(), c.begin(), c.end());  // centroids 3..5 duplicate 0..2
+  KMeansResult r = KMeans(d, given(k, c, 0)).fit(n, x.data());
+  for (int64_t i = 0; i < n; ++i) ASSERT_LT(r.labels[i], 3) << "point " << i;
+  EXPECT_EQ(r.iterations.size(), 0u);
+}
+
+TEST(KMeansExact, NearTiesAreFixedUp) {
+  // Points exactly between two centroids, and centroids closer than float32 resolution of
+  // the distance: the fast path cannot certify them, the float64 fix-up must decide.
+  const int64_t d = 4, k = 3;
+  std::vector<float> c = {0, 0, 0, 0, 2, 0, 0, 0, 1, 1e-4f, 0, 0};
+  std::vector<float> x;
+  for (int i = 0; i < 100; ++i) {
+    float t = 1.f + (i - 50) * 1e-7f;
+    x.insert(x.end(), {t, 0, 0, 0});
+  }
+  KMeansResult r = KMeans(d, given(k, c, 0)).fit(100, x.data());
+  EXPECT_EQ(label_errors(Metric::L2, 100, d, x.data(), k, c.data(), r.labels), 0);
+  std::vector<int32_t> ref;
+  std::vector<double> dist;
+  reference::assign(Metric::L2, 100, d, x.data(), k, c.data(), &ref, &dist);
+  EXPECT_EQ(r.labels, ref);
+}
+
+// Bit-identical output whatever the tiles, threads and SIMD level.
+TEST(KMeansDeterminism, TilesThreadsIsa) {
+  const int64_t n = 4000, d = 37, k = 50;
+  std::vector<float> x = blobs(n, d, 25, 11);
+  KMeansParams base = given(k, pick_rows(x, d, k), 5);
+  KMeansResult ref = KMeans(d, base).fit(n, x.data());
+  const char* isas[] = {"scalar", "avx2", "avx512"};
+  const TileConfig tiles[] = {{}, {1, 32}, {13, 64}, {1024, 1024}, {5, 4096}};
+  for (const char* isa : isas) {
+    setenv("FLASHKM_ISA", isa, 1);
+    for (const TileConfig& t : tiles) {
+      for (int threads : {1, 2, 3}) {
+        SCOPED_TRACE(std::string(isa) + " tiles " + std::to_string(t.rows) + "x" +
+                     std::to_string(t.centroids) + " threads " + std::to_string(threads));
+        KMeansParams p = base;
+        p.tiles = t;
+        p.threads = threads;
+        KMeansResult r = KMeans(d, p).fit(n, x.data());
+        ASSERT_EQ(r.labels, ref.labels);
+        ASSERT_EQ(r.centroids, ref.centroids);
+        ASSERT_EQ(r.inertia, ref.inertia);
+        ASSERT_EQ(r.iterations.size(), ref.iterations.size());
+        for (size_t i = 0; i < r.iterations.size(); ++i) {
+          EXPECT_EQ(r.iterations[i].inertia, ref.iterations[i].inertia);
+          EXPECT_EQ(r.iterations[i].changed, ref.iterations[i].changed);
+        }
+      }
+    }
+  }
+  unsetenv("FLASHKM_ISA");
+}
+
+TEST(KMeansInit, RandomAndPlusPlusAreDeterministicDataPoints) {
+  const int64_t n = 3000, d = 10, k = 25;
+  std::vector<float> x = blobs(n, d, 12, 12);
+  for (Init init : {Init::Random, Init::KMeansPlusPlus}) {
+    KMeansParams p;
+    p.n_clusters = k;
+    p.init = init;
+    p.max_iter = 0;
+    p.seed = 77;
+    p.device = Device::CPU;
+    KMeansResult a = KMeans(d, p).fit(n, x.data());
+    p.threads = 1;
+    KMeansResult b = KMeans(d, p).fit(n, x.data());
+    EXPECT_EQ(a.centroids, b.centroids) << to_string(init);
+    p.seed = 78;
+    KMeansResult c = KMeans(d, p).fit(n, x.data());
+    EXPECT_NE(a.centroids, c.centroids) << to_string(init);
+    // Every initial centroid is a data point, and all are distinct points.
+    std::vector<int64_t> rows;
+    for (int64_t i = 0; i < k; ++i) {
+      int64_t found = -1;
+      for (int64_t r = 0; r < n && found < 0; ++r)
+        if (std::equal(x.begin() + r * d, x.begin() + (r + 1) * d, a.centroids.begin() + i * d))
+          found = r;
+      ASSERT_GE(found, 0) << to_string(init) << " centroid " << i;
+      rows.push_back(found);
+    }
+    std::sort(rows.begin(), rows.end());
+    EXPECT_EQ(std::unique(rows.begin(), rows.end()), rows.end()) << to_string(init);
+  }
+}
+
+TEST(KMeansEmpty, PoliciesOnAFarCentroid) {
+  const int64_t n = 400, d = 6, k = 5;
+  std::vector<float> x = blobs(n, d, 4, 13);
+  std::vector<float> c = pick_rows(x, d, k);
+  for (int64_t j = 0; j < d; ++j) c[4 * d + j] = 1e4f;  // nobody's nearest
+  {
+    KMeansParams p = given(k, c, 1);
+    p.empty_policy = EmptyClusterPolicy::Keep;
+    KMeansResult r = KMeans(d, p).fit(n, x.data());
+    EXPECT_EQ(r.iterations[0].empty_clusters, 1);
+    for (int64_t j = 0; j < d; ++j) EXPECT_EQ(r.centroids[4 * d + j], 1e4f);
+  }
+  {
+    KMeansParams p = given(k, c, 1);
+    p.empty_policy = EmptyClusterPolicy::Error;
+    EXPECT_THROW(KMeans(d, p).fit(n, x.data()), Error);
+  }
+  {
+    KMeansParams p = given(k, c, 1);  // split: the far centroid becomes a perturbed copy
+    KMeansResult r = KMeans(d, p).fit(n, x.data());
+    EXPECT_EQ(r.iterations[0].empty_clusters, 1);
+    int64_t twin = -1;
+    for (int64_t i = 0; i < 4; ++i) {
+      double rel = std::fabs(r.centroids[4 * d] / r.centroids[i * d] - 1);
+      if (rel > 1e-4 && rel < 3e-3) twin = i;
+    }
+    EXPECT_GE(twin, 0) << "the split centroid is not a perturbed copy of another";
+    for (int64_t j = 0; j < d; ++j) EXPECT_LT(std::fabs(r.centroids[4 * d + j]), 100.f);
+  }
+}
+
+TEST(KMeansErrors, BadInputIsNamed) {
+  KMeansParams p;
+  p.n_clusters = 4;
+  p.device = Device::CPU;
+  auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message([&] { KMeans(0, p); }).find("d = 0"), std::string::npos);
+  KMeansParams q = p;
+  q.n_clusters = 0;
+  EXPECT_NE(message([&] { KMeans(3, q); }).find("n_clusters = 0"), std::string::npos);
+  std::vector<float> x(3 * 3, 1.f);
+  EXPECT_NE(message([&] { KMeans(3, p).fit(3, x.data()); }).find("n = 3 points for k = 4"),
+            std::string::npos);
+  std::vector<float> y(10 * 3, 0.5f);
+  y[7 * 3 + 2] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_NE(message([&] { KMeans(3, p).fit(10, y.data()); }).find("row 7, column 2"),
+            std::string::npos);
+  y[7 * 3 + 2] = std::numeric_limits<float>::infinity();
+  EXPECT_NE(message([&] { KMeans(3, p).fit(10, y.data()); }).find("non-finite"),
+            std::string::npos);
+  KMeansParams g = p;
+  g.init = Init::Given;
+  g.init_centroids.assign(5, 0.f);
+  EXPECT_NE(message([&] { KMeans(3, g); }).find("expected k x d = 4 x 3"), std::string::npos);
+  EXPECT_NE(message([&] { KMeans(1LL << 40, p).fit(1LL << 40, y.data()); }).find("overflows"),
+            std::string::npos);
+  KMeansParams c = p;
+  c.device = Device::CUDA;
+  std::vector<float> z(10 * 3, 0.5f);
+  if (!cuda_available())
+    EXPECT_NE(message([&] { KMeans(3, c).fit(10, z.data()); }).find("device=cuda"),
+              std::string::npos);
+}
+
+TEST(KMeansConvergence, StopsAtFixedPointAndTol) {
+  const int64_t n = 2000, d = 8, k = 10;
+  std::vector<float> x = blobs(n, d, 10, 14);
+  KMeansParams p = given(k, pick_rows(x, d, k), 100);
+  KMeansResult r = KMeans(d, p).fit(n, x.data());
+  ASSERT_LT(r.iterations.size(), 100u);
+  EXPECT_EQ(r.iterations.back().changed, 0);
+  p.tol = 0.5;  // stop at the first iteration that gains less than half the inertia
+  KMeansResult t = KMeans(d, p).fit(n, x.data());
+  EXPECT_LT(t.iterations.size(), r.iterations.size());
+  int calls = 0;
+  p.tol = 0;
+  p.callback = [&](const IterationStats&) { return ++calls < 2; };
+  KMeansResult cb = KMeans(d, p).fit(n, x.data());
+  EXPECT_EQ(cb.iterations.size(), 2u);
+}
+
+TEST(KMeansAssign, MatchesOracleWithDistances) {
+  const int64_t n = 1500, d = 20, k = 30;
+  std::vector<float> x = blobs(n, d, 15, 15);
+  KMeans km(d, given(k, pick_rows(x, d, k), 3));
+  KMeansResult r = km.fit(n, x.data());
+  std::vector<float> q = blobs(300, d, 15, 16);
+  std::vector<int32_t> labels(300);
+  std::vector<float> dist(300);
+  km.assign(300, q.data(), labels.data(), dist.data());
+  EXPECT_EQ(label_errors(Metric::L2, 300, d, q.data(), k, r.centroids.data(), labels), 0);
+  for (int64_t i = 0; i < 300; ++i)
+    EXPECT_FLOAT_EQ(dist[i], float(reference::distance(Metric::L2, q.data() + i * d,
+                                                       r.centroids.data() + labels[i] * d, d)));
+}
+
+}  // namespace
+}  // namespace flashkm
