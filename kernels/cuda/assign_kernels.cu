@@ -3,6 +3,8 @@
 #include <cfloat>
 #include <climits>
 
+#include <math_constants.h>
+
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/tile_config.h"
@@ -297,7 +299,7 @@ __global__ void __launch_bounds__(kFinalizeThreads)
     __syncthreads();
   }
   if (threadIdx.x == 0) {
-    const int64_t end = min<int64_t>(kReduceBlock, a.rows - base);
+    const int64_t end = a.rows - base < kReduceBlock ? a.rows - base : kReduceBlock;
     double sum = 0;
     for (int64_t r = 0; r < end; ++r) sum = __dadd_rn(sum, vals[r]);
     block_inertia[blockIdx.x] = sum;
@@ -348,7 +350,7 @@ void launch_flash_assign(int shape, const AssignArgs& a, cudaStream_t stream) {
 
 void launch_fixup(const AssignArgs& a, int sm_count, cudaStream_t stream) {
   if (a.rows == 0) return;
-  const int64_t blocks = std::min<int64_t>(a.rows, int64_t(sm_count) * 8);
+  const int64_t blocks = a.rows < int64_t(sm_count) * 8 ? a.rows : int64_t(sm_count) * 8;
   fixup_kernel<<<unsigned(blocks), kFixupThreads, 0, stream>>>(a);
   FLASHKM_CUDA_CHECK_LAUNCH(fixup_kernel);
 }

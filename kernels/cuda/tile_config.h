@@ -29,7 +29,7 @@ struct AssignTiles {
 /// All compiled shapes (the kernel is instantiated for exactly these).
 constexpr AssignTiles kAssignShapes[] = {
     {128, 128, 8, 8, 8, "bench_kmeans_cuda, H100, 1M x128 K1024: default for sm_90"},
-    {64, 64, 8, 4, 4, "safe default for other architectures; K <= 64"},
+    {64, 64, 8, 8, 8, "safe default for other architectures; K <= 64"},
     {32, 32, 8, 4, 4, "K <= 32, and the tests' tiny-tile runs"},
 };
 constexpr int kNumAssignShapes = sizeof(kAssignShapes) / sizeof(kAssignShapes[0]);

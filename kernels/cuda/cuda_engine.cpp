@@ -1,0 +1,392 @@
+// The CUDA backend of the Lloyd driver (see kernels/engine.h): data-sized state lives on the
+// device; data that does not fit is streamed from host memory in chunks through pinned
+// double buffers, the copy of chunk i+1 overlapping the kernels of chunk i.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/kernels.h"
+#include "kernels/cuda/tile_config.h"
+#include "kernels/engine.h"
+
+namespace flashkm {
+namespace detail {
+namespace cuda {
+namespace {
+
+/// Owning device array; allocations are added to a byte counter for reporting.
+template <class T>
+class DeviceArray {
+ public:
+  DeviceArray() = default;
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  ~DeviceArray() {
+    if (p_) cudaFree(p_);  // errors at teardown cannot be reported; the context is dying
+  }
+  void allocate(size_t count, size_t* counter) {
+    FLASHKM_ASSERT(p_ == nullptr);
+    if (count == 0) count = 1;
+    FLASHKM_CUDA_CHECK(cudaMalloc(&p_, count * sizeof(T)));
+    *counter += count * sizeof(T);
+  }
+  T* get() const { return p_; }
+
+ private:
+  T* p_ = nullptr;
+};
+
+/// Owning page-locked host array (the source of asynchronous copies).
+template <class T>
+class PinnedArray {
+ public:
+  PinnedArray() = default;
+  PinnedArray(const PinnedArray&) = delete;
+  PinnedArray& operator=(const PinnedArray&) = delete;
+  ~PinnedArray() {
+    if (p_) cudaFreeHost(p_);
+  }
+  void allocate(size_t count) {
+    FLASHKM_ASSERT(p_ == nullptr);
+    FLASHKM_CUDA_CHECK(cudaMallocHost(&p_, std::max<size_t>(count, 1) * sizeof(T)));
+  }
+  T* get() const { return p_; }
+
+ private:
+  T* p_ = nullptr;
+};
+
+/// Streams and events of one engine: `compute` runs every kernel in order; `copy` moves
+/// streamed chunks; events pace the two staging buffers.
+class Resources {
+ public:
+  Resources() {
+    FLASHKM_CUDA_CHECK(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking));
+    FLASHKM_CUDA_CHECK(cudaStreamCreateWithFlags(&copy, cudaStreamNonBlocking));
+    for (int b = 0; b < 2; ++b) {
+      FLASHKM_CUDA_CHECK(cudaEventCreateWithFlags(&h2d_done[b], cudaEventDisableTiming));
+      FLASHKM_CUDA_CHECK(cudaEventCreateWithFlags(&compute_done[b], cudaEventDisableTiming));
+    }
+  }
+  Resources(const Resources&) = delete;
+  Resources& operator=(const Resources&) = delete;
+  ~Resources() {
+    for (int b = 0; b < 2; ++b) {
+      if (h2d_done[b]) cudaEventDestroy(h2d_done[b]);
+      if (compute_done[b]) cudaEventDestroy(compute_done[b]);
+    }
+    if (compute) cudaStreamDestroy(compute);
+    if (copy) cudaStreamDestroy(copy);
+  }
+  void sync() { FLASHKM_CUDA_CHECK(cudaStreamSynchronize(compute)); }
+
+  cudaStream_t compute = nullptr, copy = nullptr;
+  cudaEvent_t h2d_done[2] = {nullptr, nullptr};
+  cudaEvent_t compute_done[2] = {nullptr, nullptr};
+  size_t device_bytes = 0;  ///< everything this engine allocated on the device
+};
+
+// Column means in float64 exactly as the CPU backend computes them (per kReduceBlock rows,
+// then the blocks in order), so both backends centre the data identically.
+std::vector<double> column_mean(int64_t n, int64_t d, const float* x) {
+  const int64_t nblocks = (n + kReduceBlock - 1) / kReduceBlock;
+  std::vector<double> part(nblocks * d, 0.0);
+  const int64_t workers =
+      std::max<int64_t>(1, std::min<int64_t>(nblocks, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (int64_t w = 0; w < workers; ++w) {
+    pool.emplace_back([&, w] {
+      for (int64_t b = w; b < nblocks; b += workers) {
+        double* p = part.data() + b * d;
+        for (int64_t i = b * kReduceBlock; i < std::min(n, (b + 1) * kReduceBlock); ++i)
+          for (int64_t j = 0; j < d; ++j) p[j] += x[i * d + j];
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  std::vector<double> mean(d, 0.0);
+  for (int64_t b = 0; b < nblocks; ++b)
+    for (int64_t j = 0; j < d; ++j) mean[j] += part[b * d + j];
+  for (int64_t j = 0; j < d; ++j) mean[j] /= double(n);
+  return mean;
+}
+
+class CudaEngine final : public Engine {
+ public:
+  CudaEngine(int64_t n, int64_t d, int64_t k, const float* x, const KMeansParams& p)
+      : Engine(n, d, k, x, p) {
+    FLASHKM_THROW_IF_NOT(cuda_device_count() > 0, "device=cuda requested but no CUDA device "
+                                                  "is visible");
+    FLASHKM_THROW_IF_NOT(n <= INT_MAX, "CUDA backend: n=%lld exceeds %d points (int32 ids)",
+                         (long long)n, INT_MAX);
+    FLASHKM_THROW_IF_NOT(d <= INT_MAX / 4 && k <= INT_MAX / 4,
+                         "CUDA backend: d=%lld or k=%lld too large", (long long)d,
+                         (long long)k);
+    int dev = 0;
+    FLASHKM_CUDA_CHECK(cudaGetDevice(&dev));
+    cudaDeviceProp prop;
+    FLASHKM_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    sm_count_ = prop.multiProcessorCount;
+    shape_ = select_assign_shape(prop.major, k, p.tiles);
+    kpad_ = (k + kCentroidPad - 1) / kCentroidPad * kCentroidPad;
+    plan_memory(p.device_memory_budget);
+    allocate();
+
+    std::vector<double> shift =
+        p.metric == Metric::L2 ? column_mean(n, d, x) : std::vector<double>(d, 0.0);
+    FLASHKM_CUDA_CHECK(cudaMemcpy(shift_.get(), shift.data(), sizeof(double) * d,
+                                  cudaMemcpyHostToDevice));
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(labels_.get(), 0xff, sizeof(int) * n, res_.compute));
+    fill_iota(ids_in_.get(), chunk_rows_, res_.compute);
+    if (resident_) {
+      FLASHKM_CUDA_CHECK(cudaMemcpy(x_dev_.get(), x, sizeof(float) * n * d,
+                                    cudaMemcpyHostToDevice));
+      row_norms(x_dev_.get(), n, int(d), shift_.get(), xnorm_.get(), res_.compute);
+    }
+    res_.sync();
+  }
+
+  void set_centroids(const float* centroids) override {
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(c_raw_.get(), centroids, sizeof(float) * k_ * d_,
+                                       cudaMemcpyHostToDevice, res_.compute));
+    prepare_centroids(c_raw_.get(), shift_.get(), int(k_), int(d_), int(kpad_),
+                      params_.metric, c_shifted_t_.get(), c_beta_.get(), c_raw_t_.get(),
+                      c_norm_sq_.get(), c_max_norm_.get(), res_.compute);
+    have_centroids_ = true;
+  }
+
+  AssignOutcome assign(float* distances) override {
+    FLASHKM_THROW_IF_NOT(have_centroids_, "CUDA engine: assign() called before set_centroids()");
+    const bool certify = params_.precision == Precision::Exact;
+    if (distances && !dist_.get()) dist_.allocate(chunk_rows_, &res_.device_bytes);
+    FLASHKM_CUDA_CHECK(
+        cudaMemsetAsync(fix_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
+    for_each_chunk([&](const float* xd, int64_t off, int64_t rows, int64_t chunk) {
+      if (!resident_) row_norms(xd, rows, int(d_), shift_.get(), xnorm_.get(), res_.compute);
+      AssignArgs a;
+      a.x = xd;
+      a.rows = rows;
+      a.d = int(d_);
+      a.shift = shift_.get();
+      a.xnorm = resident_ ? xnorm_.get() + off : xnorm_.get();
+      a.c = centroids_view();
+      a.inner_product = params_.metric == Metric::InnerProduct;
+      a.certify = certify;
+      a.cand = cand_.get();
+      a.fix_list = fix_list_.get();
+      a.fix_count = fix_counts_.get() + chunk;
+      launch_flash_assign(shape_, a, res_.compute);
+      if (certify) launch_fixup(a, sm_count_, res_.compute);
+      const int64_t blk = off / kReduceBlock;
+      launch_finalize(a, labels_.get() + off, distances ? dist_.get() : nullptr,
+                      block_inertia_.get() + blk, block_changed_.get() + blk, res_.compute);
+      if (distances) {
+        FLASHKM_CUDA_CHECK(cudaMemcpyAsync(distances + off, dist_.get(), sizeof(float) * rows,
+                                           cudaMemcpyDeviceToHost, res_.compute));
+      }
+    });
+    const int64_t nblocks = (n_ + kReduceBlock - 1) / kReduceBlock;
+    std::vector<double> inertia(nblocks);
+    std::vector<int> changed(nblocks), fixups(nchunks_);
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(inertia.data(), block_inertia_.get(),
+                                       sizeof(double) * nblocks, cudaMemcpyDeviceToHost,
+                                       res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(changed.data(), block_changed_.get(),
+                                       sizeof(int) * nblocks, cudaMemcpyDeviceToHost,
+                                       res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(fixups.data(), fix_counts_.get(), sizeof(int) * nchunks_,
+                                       cudaMemcpyDeviceToHost, res_.compute));
+    res_.sync();
+    AssignOutcome out;
+    for (int64_t b = 0; b < nblocks; ++b) {
+      out.inertia += inertia[b];
+      out.changed += changed[b];
+    }
+    for (int f : fixups) out.fixups += f;
+    return out;
+  }
+
+  void update(float* centroids, int64_t* counts) override {
+    FLASHKM_CUDA_CHECK(
+        cudaMemsetAsync(sums_.get(), 0, sizeof(double) * k_ * d_, res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counts_.get(), 0, sizeof(long long) * k_, res_.compute));
+    UpdateScratch s;
+    s.keys_out = keys_out_.get();
+    s.ids_in = ids_in_.get();
+    s.ids_out = ids_out_.get();
+    s.seg_begin = seg_begin_.get();
+    s.seg_end = seg_end_.get();
+    s.sort_temp = sort_temp_.get();
+    s.sort_temp_bytes = sort_temp_bytes_;
+    for_each_chunk([&](const float* xd, int64_t off, int64_t rows, int64_t) {
+      accumulate_chunk(xd, rows, int(d_), int(k_), labels_.get() + off, s, sums_.get(),
+                       counts_.get(), res_.compute);
+    });
+    compute_means(sums_.get(), counts_.get(), int(k_), int(d_), means_dev_.get(), res_.compute);
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(means_host_.get(), means_dev_.get(),
+                                       sizeof(float) * k_ * d_, cudaMemcpyDeviceToHost,
+                                       res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(counts_host_.get(), counts_.get(), sizeof(long long) * k_,
+                                       cudaMemcpyDeviceToHost, res_.compute));
+    res_.sync();
+    for (int64_t c = 0; c < k_; ++c) {
+      counts[c] = counts_host_.get()[c];
+      if (counts[c] > 0)
+        std::memcpy(centroids + c * d_, means_host_.get() + c * d_, sizeof(float) * d_);
+    }
+  }
+
+  void get_labels(int32_t* labels) override {
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(labels, labels_.get(), sizeof(int32_t) * n_,
+                                       cudaMemcpyDeviceToHost, res_.compute));
+    res_.sync();
+  }
+
+ private:
+  // Resident when the data (x and its row norms) fits the budget; otherwise chunks of a
+  // multiple of kReduceBlock rows, two staged at a time.
+  void plan_memory(size_t user_budget) {
+    const size_t row_bytes = sizeof(float) * d_ + sizeof(double);
+    size_t budget = user_budget;
+    if (budget == 0) {
+      size_t free_bytes = 0, total = 0;
+      FLASHKM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+      // Leave room for the per-point arrays (labels, sort buffers: ~40 bytes a point), the
+      // centroid arrays and a 1 GiB margin for the runtime and other users.
+      const size_t other = size_t(n_) * 40 + size_t(k_) * d_ * 24 + (size_t(1) << 30);
+      budget = free_bytes > other ? (free_bytes - other) / 10 * 9 : 0;
+    }
+    if (size_t(n_) * row_bytes <= budget) {
+      resident_ = true;
+      chunk_rows_ = n_;
+    } else {
+      resident_ = false;
+      const int64_t rows = int64_t(budget / (2 * sizeof(float) * d_ + sizeof(double)));
+      chunk_rows_ = std::max<int64_t>(kReduceBlock, rows / kReduceBlock * kReduceBlock);
+    }
+    nchunks_ = std::max<int64_t>(1, (n_ + chunk_rows_ - 1) / chunk_rows_);
+  }
+
+  void allocate() {
+    size_t* b = &res_.device_bytes;
+    const int64_t nblocks = (n_ + kReduceBlock - 1) / kReduceBlock;
+    shift_.allocate(d_, b);
+    labels_.allocate(n_, b);
+    block_inertia_.allocate(nblocks, b);
+    block_changed_.allocate(nblocks, b);
+    fix_counts_.allocate(nchunks_, b);
+    cand_.allocate(chunk_rows_, b);
+    fix_list_.allocate(chunk_rows_, b);
+    xnorm_.allocate(chunk_rows_, b);
+    keys_out_.allocate(chunk_rows_, b);
+    ids_in_.allocate(chunk_rows_, b);
+    ids_out_.allocate(chunk_rows_, b);
+    seg_begin_.allocate(k_, b);
+    seg_end_.allocate(k_, b);
+    sort_temp_bytes_ = sort_temp_bytes(chunk_rows_);
+    sort_temp_.allocate(sort_temp_bytes_, b);
+    c_raw_.allocate(k_ * d_, b);
+    c_raw_t_.allocate(k_ * d_, b);
+    c_shifted_t_.allocate(kpad_ * d_, b);
+    c_beta_.allocate(kpad_, b);
+    c_norm_sq_.allocate(k_, b);
+    c_max_norm_.allocate(1, b);
+    sums_.allocate(k_ * d_, b);
+    counts_.allocate(k_, b);
+    means_dev_.allocate(k_ * d_, b);
+    means_host_.allocate(k_ * d_);
+    counts_host_.allocate(k_);
+    if (resident_) {
+      x_dev_.allocate(n_ * d_, b);
+    } else {
+      for (int s = 0; s < 2; ++s) {
+        stage_[s].allocate(chunk_rows_ * d_, b);
+        pinned_[s].allocate(chunk_rows_ * d_);
+      }
+    }
+  }
+
+  DeviceCentroids centroids_view() const {
+    DeviceCentroids c;
+    c.k = int(k_);
+    c.d = int(d_);
+    c.kpad = int(kpad_);
+    c.shifted_t = c_shifted_t_.get();
+    c.beta = c_beta_.get();
+    c.raw_t = c_raw_t_.get();
+    c.raw = c_raw_.get();
+    c.max_norm = c_max_norm_.get();
+    return c;
+  }
+
+  // Calls fn(device rows, first row, row count, chunk number) on the compute stream for
+  // every chunk in ascending order. Streaming: the host copies chunk i into pinned buffer
+  // i % 2 while the device still works on chunk i - 1; events keep a buffer from being
+  // overwritten before the copy out of it, and the kernels reading it, are done.
+  template <class Fn>
+  void for_each_chunk(Fn&& fn) {
+    if (resident_) {
+      fn(static_cast<const float*>(x_dev_.get()), int64_t(0), n_, int64_t(0));
+      return;
+    }
+    for (int64_t c = 0; c < nchunks_; ++c) {
+      const int b = int(c % 2);
+      const int64_t off = c * chunk_rows_, rows = std::min(chunk_rows_, n_ - off);
+      FLASHKM_CUDA_CHECK(cudaEventSynchronize(res_.h2d_done[b]));
+      std::memcpy(pinned_[b].get(), x_ + off * d_, sizeof(float) * rows * d_);
+      FLASHKM_CUDA_CHECK(cudaStreamWaitEvent(res_.copy, res_.compute_done[b], 0));
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(stage_[b].get(), pinned_[b].get(),
+                                         sizeof(float) * rows * d_, cudaMemcpyHostToDevice,
+                                         res_.copy));
+      FLASHKM_CUDA_CHECK(cudaEventRecord(res_.h2d_done[b], res_.copy));
+      FLASHKM_CUDA_CHECK(cudaStreamWaitEvent(res_.compute, res_.h2d_done[b], 0));
+      fn(static_cast<const float*>(stage_[b].get()), off, rows, c);
+      FLASHKM_CUDA_CHECK(cudaEventRecord(res_.compute_done[b], res_.compute));
+    }
+  }
+
+  Resources res_;
+  int sm_count_ = 0;
+  int shape_ = 0;
+  int64_t kpad_ = 0;
+  bool resident_ = true;
+  int64_t chunk_rows_ = 0, nchunks_ = 1;
+  bool have_centroids_ = false;
+  size_t sort_temp_bytes_ = 0;
+
+  DeviceArray<double> shift_, xnorm_, block_inertia_;
+  DeviceArray<int> labels_, block_changed_, fix_counts_, cand_, fix_list_;
+  DeviceArray<int> keys_out_, ids_in_, ids_out_, seg_begin_, seg_end_;
+  DeviceArray<unsigned char> sort_temp_;
+  DeviceArray<float> c_raw_, c_raw_t_, c_shifted_t_, c_beta_, means_dev_, dist_;
+  DeviceArray<double> c_norm_sq_, c_max_norm_, sums_;
+  DeviceArray<long long> counts_;
+  DeviceArray<float> x_dev_, stage_[2];
+  PinnedArray<float> pinned_[2], means_host_;
+  PinnedArray<long long> counts_host_;
+};
+
+}  // namespace
+}  // namespace cuda
+
+std::unique_ptr<Engine> make_cuda_engine(int64_t n, int64_t d, int64_t k, const float* x,
+                                         const KMeansParams& p) {
+  return std::make_unique<cuda::CudaEngine>(n, d, k, x, p);
+}
+
+int cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // no driver or no device: clear the sticky-free error, report none
+    return 0;
+  }
+  return count;
+}
+
+}  // namespace detail
+}  // namespace flashkm

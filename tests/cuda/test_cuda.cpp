@@ -1,0 +1,373 @@
+// The CUDA backend against a float64 oracle written here (plain double loops) and against
+// the CPU backend, which must agree with it bit for bit: labels, distances, inertia, fix-up
+// counts and centroids. Every test skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "flashkm/kmeans.h"
+#include "kernels/engine.h"
+
+namespace flashkm {
+namespace {
+
+using detail::AssignOutcome;
+using detail::Engine;
+
+#define SKIP_WITHOUT_GPU()                                                     \
+  do {                                                                         \
+    if (detail::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";    \
+  } while (0)
+
+struct Shape {
+  int64_t n, d, k;
+  Metric metric = Metric::L2;
+  uint64_t seed = 1;
+  float offset = 0;  ///< added to every coordinate: exercises the centring
+};
+
+std::string describe(const Shape& s) {
+  return "n=" + std::to_string(s.n) + " d=" + std::to_string(s.d) + " k=" +
+         std::to_string(s.k) + " metric=" + to_string(s.metric) +
+         " seed=" + std::to_string(s.seed) + " offset=" + std::to_string(s.offset);
+}
+
+// Gaussian blobs around k/2 + 1 random centres, so clusters are uneven and some points sit
+// near boundaries.
+std::vector<float> make_data(const Shape& s) {
+  std::mt19937_64 rng(s.seed);
+  std::normal_distribution<float> g(0.f, 1.f);
+  const int64_t centres = s.k / 2 + 1;
+  std::vector<float> c(centres * s.d), x(s.n * s.d);
+  for (auto& v : c) v = 4.f * g(rng);
+  for (int64_t i = 0; i < s.n; ++i) {
+    const int64_t m = int64_t(rng() % uint64_t(centres));
+    for (int64_t j = 0; j < s.d; ++j) x[i * s.d + j] = c[m * s.d + j] + g(rng) + s.offset;
+  }
+  if (s.metric == Metric::InnerProduct) {
+    for (int64_t i = 0; i < s.n; ++i) {
+      double nn = 0;
+      for (int64_t j = 0; j < s.d; ++j) nn += double(x[i * s.d + j]) * x[i * s.d + j];
+      for (int64_t j = 0; j < s.d; ++j) x[i * s.d + j] = float(x[i * s.d + j] / std::sqrt(nn));
+    }
+  }
+  return x;
+}
+
+// Initial centroids: k distinct rows, like random init.
+std::vector<float> pick_rows(const std::vector<float>& x, int64_t n, int64_t d, int64_t k,
+                             uint64_t seed) {
+  std::vector<int64_t> perm(n);
+  for (int64_t i = 0; i < n; ++i) perm[i] = i;
+  std::mt19937_64 rng(seed + 17);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<float> c(k * d);
+  for (int64_t i = 0; i < k; ++i)
+    std::copy(x.begin() + perm[i] * d, x.begin() + (perm[i] + 1) * d, c.begin() + i * d);
+  return c;
+}
+
+// The oracle: nearest centroid in float64 with plain loops (ties: lowest index), and means
+// summed in float64 in ascending point order.
+std::vector<int32_t> oracle_labels(Metric metric, const std::vector<float>& x, int64_t n,
+                                   int64_t d, const std::vector<float>& c, int64_t k) {
+  std::vector<int32_t> labels(n);
+  for (int64_t i = 0; i < n; ++i) {
+    double best = std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j < k; ++j) {
+      double v = 0;
+      for (int64_t t = 0; t < d; ++t) {
+        const double a = x[i * d + t], b = c[j * d + t];
+        v += metric == Metric::L2 ? (a - b) * (a - b) : -a * b;
+      }
+      if (v < best) {
+        best = v;
+        labels[i] = int32_t(j);
+      }
+    }
+  }
+  return labels;
+}
+
+void oracle_means(const std::vector<float>& x, int64_t n, int64_t d, int64_t k,
+                  const std::vector<int32_t>& labels, std::vector<float>* centroids,
+                  std::vector<int64_t>* counts) {
+  std::vector<double> sums(k * d, 0.0);
+  counts->assign(k, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    ++(*counts)[labels[i]];
+    for (int64_t t = 0; t < d; ++t) sums[labels[i] * d + t] += double(x[i * d + t]);
+  }
+  for (int64_t c = 0; c < k; ++c)
+    if ((*counts)[c] > 0)
+      for (int64_t t = 0; t < d; ++t)
+        (*centroids)[c * d + t] = float(sums[c * d + t] / double((*counts)[c]));
+}
+
+struct Step {
+  AssignOutcome out;
+  std::vector<int32_t> labels;
+  std::vector<float> dist;
+  std::vector<float> centroids;  ///< after update (poisoned rows stay for empty clusters)
+  std::vector<int64_t> counts;
+};
+
+Step run_step(Engine& e, const std::vector<float>& centroids) {
+  Step s;
+  e.set_centroids(centroids.data());
+  s.dist.assign(e.n(), std::numeric_limits<float>::quiet_NaN());
+  s.out = e.assign(s.dist.data());
+  s.labels.assign(e.n(), -7);
+  e.get_labels(s.labels.data());
+  s.centroids = centroids;
+  s.counts.assign(e.k(), -1);
+  e.update(s.centroids.data(), s.counts.data());
+  return s;
+}
+
+void expect_same(const Step& a, const Step& b, const std::string& what) {
+  SCOPED_TRACE(what);
+  EXPECT_EQ(a.out.changed, b.out.changed);
+  EXPECT_EQ(a.out.fixups, b.out.fixups);
+  EXPECT_EQ(a.out.inertia, b.out.inertia);  // bit-identical, not approximately
+  ASSERT_EQ(a.labels, b.labels);
+  ASSERT_EQ(a.counts, b.counts);
+  ASSERT_EQ(a.dist.size(), b.dist.size());
+  for (size_t i = 0; i < a.dist.size(); ++i)
+    ASSERT_EQ(a.dist[i], b.dist[i]) << "distance of point " << i;
+  for (size_t i = 0; i < a.centroids.size(); ++i)
+    ASSERT_EQ(a.centroids[i], b.centroids[i]) << "centroid value " << i;
+}
+
+KMeansParams params_for(const Shape& s) {
+  KMeansParams p;
+  p.n_clusters = int(s.k);
+  p.metric = s.metric;
+  p.threads = 2;
+  return p;
+}
+
+// Runs `iters` Lloyd steps on the GPU and the CPU from the same centroids; every step must
+// match the CPU exactly and the oracle's labels and means.
+void check_against_cpu_and_oracle(const Shape& s, int iters, TileConfig tiles = {}) {
+  SCOPED_TRACE(describe(s));
+  const std::vector<float> x = make_data(s);
+  KMeansParams p = params_for(s);
+  p.tiles = tiles;
+  auto gpu = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+  KMeansParams pc = params_for(s);
+  auto cpu = detail::make_cpu_engine(s.n, s.d, s.k, x.data(), pc);
+  std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+  for (int it = 0; it < iters; ++it) {
+    SCOPED_TRACE("iteration " + std::to_string(it));
+    const std::vector<int32_t> want = oracle_labels(s.metric, x, s.n, s.d, c, s.k);
+    Step g = run_step(*gpu, c), h = run_step(*cpu, c);
+    ASSERT_EQ(g.labels, want);
+    expect_same(g, h, "GPU vs CPU engine");
+    if (it == 0) EXPECT_EQ(g.out.changed, s.n);
+    // Distances are the float64 formula rounded once.
+    double inertia = 0;
+    for (int64_t i = 0; i < s.n; ++i) {
+      const float* xi = x.data() + i * s.d;
+      const float* ci = c.data() + g.labels[i] * s.d;
+      const double v = s.metric == Metric::L2 ? detail::exact_l2(xi, ci, s.d)
+                                              : detail::exact_ip(xi, ci, s.d);
+      ASSERT_EQ(g.dist[i], float(v)) << "point " << i;
+      inertia += v;
+    }
+    EXPECT_NEAR(g.out.inertia, inertia, 1e-9 * std::abs(inertia) + 1e-12);
+    std::vector<float> want_c = c;
+    std::vector<int64_t> want_counts;
+    oracle_means(x, s.n, s.d, s.k, g.labels, &want_c, &want_counts);
+    ASSERT_EQ(g.counts, want_counts);
+    for (size_t i = 0; i < want_c.size(); ++i) ASSERT_EQ(g.centroids[i], want_c[i]) << i;
+    c = g.centroids;
+  }
+}
+
+TEST(CudaEngine, GaussianBlobsMatchOracleAndCpu) {
+  SKIP_WITHOUT_GPU();
+  check_against_cpu_and_oracle({3000, 24, 40}, 4);
+}
+
+TEST(CudaEngine, LargeOffsetDataIsCentred) {
+  SKIP_WITHOUT_GPU();
+  check_against_cpu_and_oracle({2500, 32, 70, Metric::L2, 5, 1000.f}, 3);
+}
+
+TEST(CudaEngine, InnerProductMatchesOracleAndCpu) {
+  SKIP_WITHOUT_GPU();
+  check_against_cpu_and_oracle({2000, 48, 130, Metric::InnerProduct, 3}, 3);
+}
+
+TEST(CudaEngine, EdgeShapes) {
+  SKIP_WITHOUT_GPU();
+  check_against_cpu_and_oracle({1500, 1, 7, Metric::L2, 11}, 3);    // d = 1
+  check_against_cpu_and_oracle({1100, 9, 33, Metric::L2, 12}, 2);   // d = depth + 1, k = 32 + 1
+  check_against_cpu_and_oracle({700, 129, 129, Metric::L2, 13}, 2); // d, k = 128 + 1
+  check_against_cpu_and_oracle({1025, 5, 1, Metric::L2, 14}, 2);    // k = 1, n = block + 1
+  check_against_cpu_and_oracle({60, 3, 60, Metric::L2, 15}, 2);     // n == k
+  check_against_cpu_and_oracle({64, 16, 64, Metric::InnerProduct, 16}, 2);  // n == k, IP
+}
+
+TEST(CudaEngine, TileShapesAreBitIdentical) {
+  SKIP_WITHOUT_GPU();
+  const Shape s{2300, 37, 150, Metric::L2, 21};
+  SCOPED_TRACE(describe(s));
+  const std::vector<float> x = make_data(s);
+  const std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+  std::vector<Step> steps;
+  for (TileConfig t : {TileConfig{32, 32}, TileConfig{64, 64}, TileConfig{128, 128}}) {
+    KMeansParams p = params_for(s);
+    p.tiles = t;
+    auto e = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+    Step a = run_step(*e, c);
+    Step b = run_step(*e, a.centroids);
+    steps.push_back(b);
+  }
+  expect_same(steps[0], steps[1], "32x32 vs 64x64");
+  expect_same(steps[0], steps[2], "32x32 vs 128x128");
+}
+
+TEST(CudaEngine, UnknownTileShapeThrows) {
+  SKIP_WITHOUT_GPU();
+  const Shape s{100, 4, 5};
+  const std::vector<float> x = make_data(s);
+  KMeansParams p = params_for(s);
+  p.tiles = TileConfig{48, 48};
+  EXPECT_THROW(detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p), Error);
+}
+
+TEST(CudaEngine, RunsAreDeterministic) {
+  SKIP_WITHOUT_GPU();
+  const Shape s{4000, 20, 90, Metric::L2, 31};
+  SCOPED_TRACE(describe(s));
+  const std::vector<float> x = make_data(s);
+  const std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+  auto a = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), params_for(s));
+  auto b = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), params_for(s));
+  Step sa = run_step(*a, c), sb = run_step(*b, c);
+  expect_same(sa, sb, "first step");
+  expect_same(run_step(*a, sa.centroids), run_step(*b, sb.centroids), "second step");
+}
+
+TEST(CudaEngine, StreamingMatchesResident) {
+  SKIP_WITHOUT_GPU();
+  for (Metric m : {Metric::L2, Metric::InnerProduct}) {
+    const Shape s{5500, 16, 60, m, 41};
+    SCOPED_TRACE(describe(s));
+    const std::vector<float> x = make_data(s);
+    KMeansParams p = params_for(s);
+    auto resident = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+    // Room for two staged chunks of 1024 rows (x and norms), so 6 chunks stream through.
+    p.device_memory_budget = 1024 * (2 * sizeof(float) * s.d + sizeof(double));
+    auto streamed = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+    std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+    for (int it = 0; it < 3; ++it) {
+      Step a = run_step(*resident, c), b = run_step(*streamed, c);
+      expect_same(a, b, "iteration " + std::to_string(it));
+      c = a.centroids;
+    }
+  }
+}
+
+TEST(CudaEngine, EmptyClusterRowsAreUntouched) {
+  SKIP_WITHOUT_GPU();
+  const Shape s{1200, 8, 12, Metric::L2, 51};
+  const std::vector<float> x = make_data(s);
+  std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+  for (int64_t j = 0; j < s.d; ++j) {
+    c[3 * s.d + j] = 1e4f;   // far from every point
+    c[9 * s.d + j] = -1e4f;
+  }
+  auto e = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), params_for(s));
+  Step st = run_step(*e, c);
+  EXPECT_EQ(st.counts[3], 0);
+  EXPECT_EQ(st.counts[9], 0);
+  for (int64_t j = 0; j < s.d; ++j) {
+    EXPECT_EQ(st.centroids[3 * s.d + j], 1e4f);
+    EXPECT_EQ(st.centroids[9 * s.d + j], -1e4f);
+  }
+  int64_t total = 0;
+  for (int64_t v : st.counts) total += v;
+  EXPECT_EQ(total, s.n);
+}
+
+// Integer points and duplicated centroids give exact ties: the fast bound cannot certify
+// them, the float64 fix-up runs and must pick the lowest index, as the oracle does.
+TEST(CudaEngine, ExactTiesGoToLowestIndexThroughFixup) {
+  SKIP_WITHOUT_GPU();
+  const int64_t n = 3000, d = 6, k = 24;
+  std::mt19937_64 rng(61);
+  std::vector<float> x(n * d);
+  for (auto& v : x) v = float(int(rng() % 7) - 3);
+  std::vector<float> c(k * d);
+  for (int64_t j = 0; j < k / 2; ++j)
+    for (int64_t t = 0; t < d; ++t) c[j * d + t] = float(int(rng() % 5) - 2);
+  for (int64_t j = k / 2; j < k; ++j)  // second half duplicates the first, in reverse
+    std::copy(c.begin() + (k - 1 - j) * d, c.begin() + (k - j) * d, c.begin() + j * d);
+  KMeansParams p;
+  p.n_clusters = int(k);
+  auto gpu = detail::make_cuda_engine(n, d, k, x.data(), p);
+  auto cpu = detail::make_cpu_engine(n, d, k, x.data(), p);
+  Step g = run_step(*gpu, c), h = run_step(*cpu, c);
+  EXPECT_GT(g.out.fixups, 0);
+  ASSERT_EQ(g.labels, oracle_labels(Metric::L2, x, n, d, c, k));
+  for (int32_t l : g.labels) ASSERT_LT(l, k / 2);  // a duplicate never wins
+  expect_same(g, h, "GPU vs CPU engine");
+}
+
+TEST(CudaEngine, FastPrecisionSkipsFixupAndMatchesCpuFast) {
+  SKIP_WITHOUT_GPU();
+  const Shape s{3000, 32, 100, Metric::L2, 71};
+  SCOPED_TRACE(describe(s));
+  const std::vector<float> x = make_data(s);
+  const std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+  KMeansParams p = params_for(s);
+  p.precision = Precision::Fast;
+  auto gpu = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+  Step g = run_step(*gpu, c);
+  EXPECT_EQ(g.out.fixups, 0);
+  const std::vector<int32_t> want = oracle_labels(s.metric, x, s.n, s.d, c, s.k);
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < s.n; ++i) wrong += g.labels[i] != want[i];
+  EXPECT_LE(wrong, s.n / 100);
+}
+
+// The whole Lloyd driver on both backends from the same given centroids: every iteration's
+// statistics and the final model must be identical.
+TEST(CudaEngine, KMeansFitMatchesCpuEveryIteration) {
+  SKIP_WITHOUT_GPU();
+  const Shape s{3000, 16, 50, Metric::L2, 81};
+  const std::vector<float> x = make_data(s);
+  KMeansParams p;
+  p.n_clusters = int(s.k);
+  p.max_iter = 6;
+  p.init = Init::Given;
+  p.init_centroids = pick_rows(x, s.n, s.d, s.k, s.seed);
+  p.threads = 2;
+  p.device = Device::CPU;
+  KMeansResult rc = KMeans(s.d, p).fit(s.n, x.data());
+  p.device = Device::CUDA;
+  KMeansResult rg = KMeans(s.d, p).fit(s.n, x.data());
+  EXPECT_EQ(rg.device, Device::CUDA);
+  ASSERT_EQ(rg.iterations.size(), rc.iterations.size());
+  for (size_t i = 0; i < rc.iterations.size(); ++i) {
+    SCOPED_TRACE("iteration " + std::to_string(i));
+    EXPECT_EQ(rg.iterations[i].inertia, rc.iterations[i].inertia);
+    EXPECT_EQ(rg.iterations[i].changed, rc.iterations[i].changed);
+    EXPECT_EQ(rg.iterations[i].fixups, rc.iterations[i].fixups);
+    EXPECT_EQ(rg.iterations[i].empty_clusters, rc.iterations[i].empty_clusters);
+  }
+  EXPECT_EQ(rg.labels, rc.labels);
+  EXPECT_EQ(rg.centroids, rc.centroids);
+  EXPECT_EQ(rg.inertia, rc.inertia);
+}
+
+}  // namespace
+}  // namespace flashkm
