@@ -113,7 +113,8 @@ class Matrix {
   std::shared_ptr<const VectorFile> file_;  // set when the rows are used in place
 };
 
-/// Reads a float32/float16/float64/uint8 file as float32: zero-copy for npy <f4, converted otherwise.
+/// Reads a float32/float16/float64/uint8 file as float32: zero-copy for npy <f4, converted
+/// otherwise.
 Matrix read_matrix(const std::string& path);
 
 /// An integer file (labels, ids): n rows of d int64 values.

@@ -160,7 +160,8 @@ TEST(VectorIo, BvecsConvertsBytesToFloats) {
   TempDir dir;
   const std::string path = dir.file("x.bvecs");
   const unsigned char rows[2][3] = {{0, 1, 255}, {128, 7, 42}};
-  write_bytes(path, int32_bytes(3) + pod_bytes(rows[0], 3) + int32_bytes(3) + pod_bytes(rows[1], 3));
+  write_bytes(path,
+              int32_bytes(3) + pod_bytes(rows[0], 3) + int32_bytes(3) + pod_bytes(rows[1], 3));
   VectorFile f(path);
   EXPECT_EQ(f.dtype(), DType::UInt8);
   Matrix m = read_matrix(path);
@@ -285,8 +286,9 @@ TEST(VectorIoErrors, TruncatedFvecsNamesRowAndOffset) {
   std::string bytes = fvecs_bytes(x, 4);  // rows of 20 bytes
   const std::string path = dir.file("t.fvecs");
   write_bytes(path, bytes.substr(0, bytes.size() - 3));
-  EXPECT_THAT(error_of([&] { VectorFile f(path); }),
-              HasSubstr(path + ": truncated: row 2 at byte offset 40 needs 20 bytes, only 17 remain"));
+  EXPECT_THAT(
+      error_of([&] { VectorFile f(path); }),
+      HasSubstr(path + ": truncated: row 2 at byte offset 40 needs 20 bytes, only 17 remain"));
   write_bytes(path, bytes.substr(0, 42));
   EXPECT_THAT(error_of([&] { VectorFile f(path); }),
               HasSubstr("row 2 at byte offset 40 has only 2 of the 4 header bytes"));
@@ -344,8 +346,8 @@ TEST(VectorIoErrors, NpyHeaderProblems) {
     EXPECT_THAT(msg, HasSubstr(path + ": "));
     EXPECT_THAT(msg, HasSubstr(what));
   };
-  std::string good = npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
-                               payload);
+  std::string good =
+      npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", payload);
   std::string wrong_magic = good;
   wrong_magic[1] = 'X';
   expect_error(wrong_magic, "does not start with the magic");
@@ -368,11 +370,10 @@ TEST(VectorIoErrors, NpyHeaderProblems) {
                "missing key 'fortran_order'");
   expect_error(npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, x)}", payload),
                "expected a dimension");
-  expect_error(npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), 'x': 1}",
-                         payload),
-               "unexpected key 'x'");
-  expect_error(npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 3), }",
-                         payload),
+  expect_error(
+      npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), 'x': 1}", payload),
+      "unexpected key 'x'");
+  expect_error(npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 3), }", payload),
                "npy array has 3 dimensions");
   expect_error(npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (), }", payload),
                "npy array has 0 dimensions");
@@ -384,9 +385,9 @@ TEST(VectorIoErrors, NpyHeaderProblems) {
                          payload.substr(0, 20)),
                "truncated: shape (2, 3) of float32 needs 24 data bytes after the 128-byte header, "
                "the file has 20");
-  expect_error(npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
-                         payload + "xx"),
-               "trailing bytes");
+  expect_error(
+      npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", payload + "xx"),
+      "trailing bytes");
   expect_error(npy_bytes("{'descr': '<f4', 'fortran_order': False, "
                          "'shape': (4611686018427387904, 4), }",
                          payload),
@@ -477,10 +478,8 @@ TEST(MakeBlobs, RejectsBadArguments) {
   std::vector<float> x(4);
   EXPECT_THAT(error_of([&] { make_blobs(0, 2, 1, 1, 1.0, x.data()); }), HasSubstr("n = 0"));
   EXPECT_THAT(error_of([&] { make_blobs(2, 0, 1, 1, 1.0, x.data()); }), HasSubstr("d = 0"));
-  EXPECT_THAT(error_of([&] { make_blobs(2, 2, 0, 1, 1.0, x.data()); }),
-              HasSubstr("n_centers = 0"));
-  EXPECT_THAT(error_of([&] { make_blobs(2, 2, 1, 1, -1.0, x.data()); }),
-              HasSubstr("spread = -1"));
+  EXPECT_THAT(error_of([&] { make_blobs(2, 2, 0, 1, 1.0, x.data()); }), HasSubstr("n_centers = 0"));
+  EXPECT_THAT(error_of([&] { make_blobs(2, 2, 1, 1, -1.0, x.data()); }), HasSubstr("spread = -1"));
   EXPECT_THAT(error_of([&] { make_blobs(2, 2, 1, 1, std::nan(""), x.data()); }),
               HasSubstr("spread = nan"));
 }

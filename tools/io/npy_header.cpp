@@ -125,9 +125,10 @@ class DictParser {
     if (d == "|u1" || d == "<u1" || d == "u1") return DType::UInt8;
     if (d == "<i4") return DType::Int32;
     if (d == "<i8") return DType::Int64;
-    FLASHKM_THROW("%s: unsupported npy dtype '%s'; expected one of <f4, <f2, <f8, |u1, <i4, <i8 "
-                  "(little-endian)",
-                  path_.c_str(), d.c_str());
+    FLASHKM_THROW(
+        "%s: unsupported npy dtype '%s'; expected one of <f4, <f2, <f8, |u1, <i4, <i8 "
+        "(little-endian)",
+        path_.c_str(), d.c_str());
   }
 
   const std::string& path_;
@@ -162,7 +163,8 @@ size_t dtype_size(DType t) {
 
 NpyHeader parse_npy_header(const std::string& path, const unsigned char* bytes, size_t size) {
   FLASHKM_THROW_IF_NOT(size >= 10 && std::memcmp(bytes, kMagic, sizeof(kMagic)) == 0,
-                       "%s: not a .npy file: it does not start with the magic \\x93NUMPY", path.c_str());
+                       "%s: not a .npy file: it does not start with the magic \\x93NUMPY",
+                       path.c_str());
   int major = bytes[6];
   FLASHKM_THROW_IF_NOT(major >= 1 && major <= 3,
                        "%s: unsupported npy format version %d.%d; expected 1.x, 2.x or 3.x",

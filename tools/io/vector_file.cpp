@@ -254,8 +254,7 @@ const float* VectorFile::float_data() const {
 }
 
 void VectorFile::read_rows(int64_t begin, int64_t count, float* out) const {
-  FLASHKM_THROW_IF_NOT(!is_integer(),
-                       "%s: holds %s values (labels or ids); expected float vectors",
+  FLASHKM_THROW_IF_NOT(!is_integer(), "%s: holds %s values (labels or ids); expected float vectors",
                        path_.c_str(), to_string(dtype_));
   check_range(begin, count);
   const bool vecs = format_ != FileFormat::Npy;

@@ -21,8 +21,8 @@ class AtomicFile {
  public:
   explicit AtomicFile(const std::string& path) : path_(path), tmp_(path + ".tmp.XXXXXX") {
     int fd = ::mkstemp(tmp_.data());
-    FLASHKM_THROW_IF_NOT(fd >= 0, "%s: cannot create a temporary file beside it: %s",
-                         path_.c_str(), std::strerror(errno));
+    FLASHKM_THROW_IF_NOT(fd >= 0, "%s: cannot create a temporary file beside it: %s", path_.c_str(),
+                         std::strerror(errno));
     // mkstemp creates 0600; outputs are ordinary data files.
     ::fchmod(fd, 0644);
     f_ = ::fdopen(fd, "wb");
@@ -61,8 +61,8 @@ class AtomicFile {
     if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
       err = errno;
       ::unlink(tmp_.c_str());
-      FLASHKM_THROW("%s: cannot rename the finished temporary file into place: %s",
-                    path_.c_str(), std::strerror(err));
+      FLASHKM_THROW("%s: cannot rename the finished temporary file into place: %s", path_.c_str(),
+                    std::strerror(err));
     }
   }
 
@@ -129,8 +129,8 @@ namespace {
 void write_ints(const std::string& path, int64_t n, int64_t d, const int32_t* v, bool one_d) {
   FileFormat fmt = format_from_path(path);
   FLASHKM_THROW_IF_NOT(fmt == FileFormat::Ivecs || fmt == FileFormat::Npy,
-                       "%s: int32 labels/ids are written as .ivecs or .npy, not .%s",
-                       path.c_str(), to_string(fmt));
+                       "%s: int32 labels/ids are written as .ivecs or .npy, not .%s", path.c_str(),
+                       to_string(fmt));
   check_shape(path, n, d);
   AtomicFile f(path);
   if (fmt == FileFormat::Ivecs) {

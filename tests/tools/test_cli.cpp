@@ -1,0 +1,324 @@
+// The flashkm executable end to end, run as a subprocess (its path comes from CMake as
+// FLASHKM_CLI). Oracles: the library called in-process with the same parameters, and the
+// IO library reading what the CLI wrote.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "flashkm/io.h"
+#include "flashkm/kmeans.h"
+#include "test_util.h"
+
+#ifndef FLASHKM_CLI
+#error "FLASHKM_CLI (path of the flashkm executable) must be defined by the build"
+#endif
+
+namespace flashkm {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using testing::TempDir;
+
+struct RunResult {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// Runs `flashkm args...` with stdout and stderr captured to files in dir (stdin closed, so
+// stderr is not a terminal and no progress lines appear).
+RunResult run_cli(const TempDir& dir, const std::vector<std::string>& args) {
+  std::string cmd = quote(FLASHKM_CLI);
+  for (const std::string& a : args) cmd += " " + quote(a);
+  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
+  cmd += " </dev/null >" + quote(out) + " 2>" + quote(err);
+  int status = std::system(cmd.c_str());
+  RunResult r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = testing::read_bytes(out);
+  r.err = testing::read_bytes(err);
+  return r;
+}
+
+std::string describe(const RunResult& r) {
+  std::ostringstream s;
+  s << "exit " << r.code << "\n--- stdout\n" << r.out << "--- stderr\n" << r.err;
+  return s.str();
+}
+
+constexpr int64_t kN = 600, kD = 7, kCenters = 5;
+constexpr uint64_t kSeed = 17;
+
+// `flashkm gen` writes data; returns its path.
+std::string gen(const TempDir& dir, const std::string& name, const std::string& labels = "") {
+  std::vector<std::string> args = {"gen",
+                                   "--n",
+                                   std::to_string(kN),
+                                   "--d",
+                                   std::to_string(kD),
+                                   "--centers",
+                                   std::to_string(kCenters),
+                                   "--seed",
+                                   std::to_string(kSeed),
+                                   "--spread",
+                                   "1.5",
+                                   "--output",
+                                   dir.file(name)};
+  if (!labels.empty()) {
+    args.push_back("--labels");
+    args.push_back(dir.file(labels));
+  }
+  RunResult r = run_cli(dir, args);
+  EXPECT_EQ(r.code, 0) << describe(r);
+  return dir.file(name);
+}
+
+std::vector<float> floats_of(const Matrix& m) {
+  return std::vector<float>(m.data(), m.data() + m.n() * m.d());
+}
+
+TEST(Cli, GenWritesMakeBlobsData) {
+  TempDir dir;
+  for (const char* name : {"x.fvecs", "x.npy"}) {
+    SCOPED_TRACE(name);
+    const std::string x = gen(dir, name, "truth.ivecs");
+    std::vector<float> want(kN * kD);
+    std::vector<int32_t> want_labels(kN);
+    make_blobs(kN, kD, kCenters, kSeed, 1.5, want.data(), want_labels.data());
+    Matrix m = read_matrix(x);
+    ASSERT_EQ(m.n(), kN);
+    ASSERT_EQ(m.d(), kD);
+    EXPECT_EQ(floats_of(m), want);
+    IntMatrix l = read_int_matrix(dir.file("truth.ivecs"));
+    EXPECT_EQ(l.values, std::vector<int64_t>(want_labels.begin(), want_labels.end()));
+  }
+}
+
+TEST(Cli, KMeansJsonHasEveryFieldAndMatchesTheLibrary) {
+  TempDir dir;
+  const std::string x = gen(dir, "x.npy");
+  const int k = 6;
+  RunResult r = run_cli(dir, {"kmeans", "--input", x, "--k", std::to_string(k), "--iters", "8",
+                              "--seed", "3", "--device", "cpu", "--threads", "2", "--output",
+                              dir.file("c.npy"), "--labels", dir.file("l.npy"), "--json"});
+  ASSERT_EQ(r.code, 0) << describe(r);
+  EXPECT_EQ(r.err, "");
+  nlohmann::json j = nlohmann::json::parse(r.out);  // exactly one JSON document
+  ASSERT_TRUE(j.is_object());
+  EXPECT_EQ(j.at("n"), kN);
+  EXPECT_EQ(j.at("d"), kD);
+  EXPECT_EQ(j.at("k"), k);
+  EXPECT_EQ(j.at("device"), "cpu");
+  EXPECT_EQ(j.at("threads"), 2);
+  EXPECT_EQ(j.at("metric"), "l2");
+  EXPECT_EQ(j.at("init"), "random");
+  ASSERT_TRUE(j.at("iterations").is_array());
+  ASSERT_GE(j.at("iterations").size(), 1u);
+  EXPECT_LE(j.at("iterations").size(), 8u);
+  for (size_t i = 0; i < j.at("iterations").size(); ++i) {
+    const nlohmann::json& it = j.at("iterations")[i];
+    EXPECT_EQ(it.at("iter"), int(i));
+    for (const char* key : {"inertia", "seconds", "changed", "fixups"})
+      EXPECT_TRUE(it.at(key).is_number()) << key;
+  }
+  EXPECT_TRUE(j.at("seconds").is_number());
+
+  // The same fit in-process: identical centroids, labels and inertia.
+  Matrix data = read_matrix(x);
+  KMeansParams p;
+  p.n_clusters = k;
+  p.max_iter = 8;
+  p.seed = 3;
+  p.device = Device::CPU;
+  p.threads = 2;
+  KMeans km(kD, p);
+  KMeansResult want = km.fit(kN, data.data());
+  EXPECT_EQ(j.at("inertia").get<double>(), want.inertia);
+  EXPECT_EQ(j.at("iterations").size(), want.iterations.size());
+  Matrix c = read_matrix(dir.file("c.npy"));
+  ASSERT_EQ(c.n(), k);
+  ASSERT_EQ(c.d(), kD);
+  EXPECT_EQ(floats_of(c), want.centroids);
+  IntMatrix l = read_int_matrix(dir.file("l.npy"));
+  ASSERT_EQ(l.n, kN);
+  EXPECT_EQ(l.d, 1);
+  EXPECT_EQ(l.values, std::vector<int64_t>(want.labels.begin(), want.labels.end()));
+}
+
+TEST(Cli, KMeansGivenInitMatchesLibraryInitGiven) {
+  TempDir dir;
+  const std::string x = gen(dir, "x.fvecs");
+  const int k = 4;
+  Matrix data = read_matrix(x);
+  // Initial centroids: points 10, 20, 30, 40, nudged so they are not data points.
+  std::vector<float> init(k * kD);
+  for (int c = 0; c < k; ++c)
+    for (int j = 0; j < kD; ++j) init[c * kD + j] = data.data()[(10 * (c + 1)) * kD + j] + 0.25f;
+  write_vectors(dir.file("init.fvecs"), k, kD, init.data());
+
+  for (const char* metric : {"l2", "ip"}) {
+    SCOPED_TRACE(metric);
+    RunResult r = run_cli(dir, {"kmeans",
+                                "-i",
+                                x,
+                                "-k",
+                                std::to_string(k),
+                                "--init",
+                                dir.file("init.fvecs"),
+                                "--metric",
+                                metric,
+                                "--iters",
+                                "5",
+                                "--empty",
+                                "keep",
+                                "--device",
+                                "cpu",
+                                "--threads",
+                                "1",
+                                "-o",
+                                dir.file("c.fvecs"),
+                                "--labels",
+                                dir.file("l.ivecs")});
+    ASSERT_EQ(r.code, 0) << describe(r);
+    // Without --json: one summary line on stdout, nothing on a non-terminal stderr.
+    EXPECT_THAT(r.out, HasSubstr("k=4"));
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+    EXPECT_EQ(r.err, "");
+
+    KMeansParams p;
+    p.n_clusters = k;
+    p.max_iter = 5;
+    p.init = Init::Given;
+    p.init_centroids = init;
+    p.metric = parse_metric(metric);
+    p.empty_policy = EmptyClusterPolicy::Keep;
+    p.device = Device::CPU;
+    p.threads = 1;
+    KMeans km(kD, p);
+    KMeansResult want = km.fit(kN, data.data());
+    EXPECT_EQ(floats_of(read_matrix(dir.file("c.fvecs"))), want.centroids);
+    IntMatrix l = read_int_matrix(dir.file("l.ivecs"));
+    EXPECT_EQ(l.values, std::vector<int64_t>(want.labels.begin(), want.labels.end()));
+  }
+}
+
+TEST(Cli, InitFileOfTheWrongShapeNamesBothShapes) {
+  TempDir dir;
+  const std::string x = gen(dir, "x.npy");
+  std::vector<float> init(3 * (kD + 1), 0.5f);
+  write_vectors(dir.file("init.npy"), 3, kD + 1, init.data());
+  RunResult r = run_cli(dir, {"kmeans", "--input", x, "--k", "3", "--init", dir.file("init.npy"),
+                              "--output", dir.file("c.npy")});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_THAT(r.err, HasSubstr("flashkm: error: " + dir.file("init.npy") +
+                               ": initial centroids have shape 3 x 8; expected k x d = 3 x 7"));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("c.npy")));
+}
+
+TEST(Cli, MalformedInputIsAnErrorNamingTheFile) {
+  TempDir dir;
+  const std::string bad = dir.file("bad.fvecs");
+  testing::write_bytes(bad, testing::int32_bytes(3) + std::string(10, '\0'));
+  RunResult r = run_cli(dir, {"kmeans", "--input", bad, "--k", "2", "--output", dir.file("c.npy")});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_THAT(r.err, HasSubstr("flashkm: error: " + bad + ": truncated: row 0 at byte offset 0"));
+  EXPECT_EQ(r.out, "");
+
+  r = run_cli(dir, {"kmeans", "--input", dir.file("absent.npy"), "--k", "2", "--output",
+                    dir.file("c.npy")});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_THAT(r.err, HasSubstr(dir.file("absent.npy") + ": cannot open"));
+}
+
+TEST(Cli, KLargerThanNIsAClearError) {
+  TempDir dir;
+  const std::string x = gen(dir, "x.npy");
+  RunResult r = run_cli(
+      dir, {"kmeans", "--input", x, "--k", std::to_string(kN + 1), "--output", dir.file("c.npy")});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_THAT(r.err, HasSubstr("--k 601 is larger than the 600 points in " + x));
+}
+
+TEST(Cli, BadOutputExtensionFailsBeforeWorking) {
+  TempDir dir;
+  const std::string x = gen(dir, "x.npy");
+  RunResult r = run_cli(dir, {"kmeans", "--input", x, "--k", "2", "--output", dir.file("c.txt")});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_THAT(r.err, HasSubstr("--output " + dir.file("c.txt") +
+                               ": unsupported output extension; expected a .fvecs or .npy file"));
+  r = run_cli(dir, {"kmeans", "--input", x, "--k", "2", "--output", dir.file("c.npy"), "--labels",
+                    dir.file("l.fvecs")});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_THAT(r.err, HasSubstr("expected a .ivecs or .npy file"));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("c.npy")));
+  r = run_cli(dir,
+              {"gen", "--n", "5", "--d", "2", "--centers", "1", "--output", dir.file("g.ivecs")});
+  EXPECT_EQ(r.code, 1) << describe(r);
+}
+
+TEST(Cli, UsageErrorsExitWithTwo) {
+  TempDir dir;
+  const std::string x = gen(dir, "x.npy");
+  const std::string c = dir.file("c.npy");
+  const std::vector<std::vector<std::string>> cases = {
+      {},                                                     // no subcommand
+      {"nonsense"},                                           // unknown subcommand
+      {"kmeans", "--input", x, "--output", c},                // --k missing
+      {"kmeans", "--input", x, "--k", "0", "--output", c},    // k must be positive
+      {"kmeans", "--input", x, "--k", "two", "--output", c},  // not a number
+      {"kmeans", "--input", x, "--k", "2", "--output", c, "--metric", "manhattan"},
+      {"kmeans", "--input", x, "--k", "2", "--output", c, "--device", "tpu"},
+      {"kmeans", "--input", x, "--k", "2", "--output", c, "--empty", "drop"},
+      {"kmeans", "--input", x, "--k", "2", "--output", c, "--precision", "half"},
+      {"kmeans", "--input", x, "--k", "2", "--output", c, "--init", "kmeans+"},
+      {"kmeans", "--input", x, "--k", "2", "--output", c, "--bogus"},
+      {"gen", "--n", "10", "--d", "2", "--output", c},  // --centers missing
+  };
+  for (const auto& args : cases) {
+    RunResult r = run_cli(dir, args);
+    std::string joined;
+    for (const auto& a : args) joined += a + " ";
+    EXPECT_EQ(r.code, 2) << joined << "\n" << describe(r);
+    EXPECT_THAT(r.err, Not(HasSubstr("flashkm: error:"))) << joined;
+  }
+  RunResult r =
+      run_cli(dir, {"kmeans", "--input", x, "--k", "2", "--output", c, "--metric", "manhattan"});
+  EXPECT_THAT(r.err, HasSubstr("'manhattan' is not one of l2|ip"));
+  EXPECT_FALSE(std::filesystem::exists(c));
+}
+
+TEST(Cli, HelpListsEveryOptionWithItsDefault) {
+  TempDir dir;
+  RunResult r = run_cli(dir, {"kmeans", "--help"});
+  ASSERT_EQ(r.code, 0) << describe(r);
+  for (const char* opt :
+       {"--input", "--k", "--iters", "--tol", "--init", "--seed", "--metric", "--device",
+        "--threads", "--empty", "--precision", "--output", "--labels", "--json"})
+    EXPECT_THAT(r.out, HasSubstr(opt));
+  // Defaults come from KMeansParams.
+  const KMeansParams defaults;
+  for (const std::string& d :
+       {std::to_string(defaults.max_iter), std::to_string(defaults.seed),
+        std::string(to_string(defaults.init)), std::string(to_string(defaults.metric)),
+        std::string(to_string(defaults.device)), std::string(to_string(defaults.empty_policy)),
+        std::string(to_string(defaults.precision))})
+    EXPECT_THAT(r.out, HasSubstr("=" + d)) << d;
+
+  r = run_cli(dir, {"--help"});
+  ASSERT_EQ(r.code, 0) << describe(r);
+  EXPECT_THAT(r.out, HasSubstr("kmeans"));
+  EXPECT_THAT(r.out, HasSubstr("gen"));
+}
+
+}  // namespace
+}  // namespace flashkm
