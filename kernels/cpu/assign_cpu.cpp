@@ -106,11 +106,17 @@ namespace {
 inline void fold_slow(const float* v, int64_t base, RowBest& b) {
   for (int j = 0; j < kPanel; ++j) {
     if (v[j] < b.best) {
+      b.third = b.second;
       b.second = b.best;
+      b.index2 = b.index;
       b.best = v[j];
       b.index = static_cast<int32_t>(base + j);
     } else if (v[j] < b.second) {
+      b.third = b.second;
       b.second = v[j];
+      b.index2 = static_cast<int32_t>(base + j);
+    } else if (v[j] < b.third) {
+      b.third = v[j];
     }
   }
 }
@@ -149,7 +155,7 @@ __attribute__((target("avx512f,avx512dq,fma"))) void top2_avx512(
         const __m512 v0 = _mm512_fmadd_ps(alpha, acc0[r], beta0);
         const __m512 v1 = _mm512_fmadd_ps(alpha, acc1[r], beta1);
         RowBest& b = best[rb + r];
-        if (_mm512_reduce_min_ps(_mm512_min_ps(v0, v1)) < b.second) {
+        if (_mm512_reduce_min_ps(_mm512_min_ps(v0, v1)) < b.third) {
           _mm512_store_ps(spill, v0);
           _mm512_store_ps(spill + 16, v1);
           fold_slow(spill, c, b);
@@ -201,7 +207,7 @@ __attribute__((target("avx2,fma"))) void top2_avx2(const float* buf, int64_t row
         m = _mm256_min_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
         m = _mm256_min_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
         RowBest& b = best[rb + r];
-        if (_mm256_cvtss_f32(m) < b.second) {
+        if (_mm256_cvtss_f32(m) < b.third) {
           for (int q = 0; q < 4; ++q) _mm256_store_ps(spill + 8 * q, v[r][q]);
           fold_slow(spill, c, b);
         }

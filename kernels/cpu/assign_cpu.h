@@ -4,7 +4,7 @@
 //   v_j = fma(alpha, dot(x - s, c_j - s), beta_j)
 // for every centroid j (L2: alpha = -2, beta_j = |c_j - s|^2, s = shift; IP: alpha = -1,
 // beta_j = 0, s = 0), where dot is a chain of fmaf over the d coordinates in order 0..d-1.
-// Each row keeps the smallest v (ties: lowest j), its index and the second-smallest v. The
+// Each row keeps the three smallest v (ties: lowest j) and the indices of the first two. The
 // N x K matrix never exists: a row tile meets the centroids one L2-resident block at a time.
 //
 // Every SIMD level computes each v_j with the same fmaf chain, so AVX-512, AVX2 and scalar
@@ -49,12 +49,16 @@ struct PackedCentroids {
 void pack_centroids(const float* c, int64_t k, int64_t d, const double* shift, Metric metric,
                     PackedCentroids* out);
 
-/// Per-row running state of a pass.
+/// Per-row running state of a pass: the three smallest values, and the indices of the first
+/// two (enough to settle most uncertified rows with two exact distances).
 struct RowBest {
   float best;
   float second;
+  float third;
   int32_t index;
+  int32_t index2;
 };
+constexpr RowBest kEmptyRow = {__builtin_inff(), __builtin_inff(), __builtin_inff(), -1, -1};
 
 /// Packs rows [0, rows) of x (row stride d) minus shift (nullable) into buf as row panels of
 /// micro_rows(isa) rows, [d][mr] each, zero-padding the last panel; returns |x_i - s| for

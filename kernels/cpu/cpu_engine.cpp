@@ -130,18 +130,24 @@ class CpuEngine final : public Engine {
           const int64_t rows = std::min(tile_rows, b1 - t0);
           pack_rows(isa, x_ + t0 * d_, rows, d_, shift_.empty() ? nullptr : shift_.data(),
                     bufp, norms.data());
-          for (int64_t r = 0; r < rows; ++r)
-            best[r] = {std::numeric_limits<float>::infinity(),
-                       std::numeric_limits<float>::infinity(), -1};
+          std::fill(best.begin(), best.begin() + rows, kEmptyRow);
           for (int64_t c0 = 0; c0 < pc_.kpad; c0 += tiles_.centroids)
             fast_top2(isa, bufp, rows, pc_, c0, std::min(pc_.kpad, c0 + tiles_.centroids),
                       best.data());
           for (int64_t r = 0; r < rows; ++r) {
-            int32_t label = best[r].index;
-            const bool precise = params_.precision == Precision::Exact;
-            if (precise && !(double(best[r].second) - double(best[r].best) >
-                             2 * certify_bound(params_.metric, d_, norms[r], pc_.max_norm))) {
-              label = exact_argmin(x_ + (t0 + r) * d_, xs.data(), cs.data(), fix.data());
+            const RowBest& b = best[r];
+            int32_t label = b.index;
+            const double window = 2 * certify_bound(params_.metric, d_, norms[r], pc_.max_norm);
+            if (params_.precision == Precision::Exact &&
+                !(double(b.second) - double(b.best) > window)) {
+              // Not certified. Only centroids whose fast value lies within the window of the
+              // best can be the exact argmin; when the third value is outside it, those are
+              // the first two, else recompute them all. Either way the float64 argmin of the
+              // candidates equals the float64 argmin over all centroids.
+              const float* xr = x_ + (t0 + r) * d_;
+              label = double(b.third) - double(b.best) > window
+                          ? exact_argmin2(xr, b.index, b.index2)
+                          : exact_argmin(xr, xs.data(), cs.data(), fix.data());
               ++fixups;
             }
             int32_t& old = labels_[t0 + r];
@@ -223,6 +229,17 @@ class CpuEngine final : public Engine {
     for (int64_t j = 1; j < k_; ++j)
       if (sign * val[j] < sign * val[arg]) arg = static_cast<int32_t>(j);
     return arg;
+  }
+
+  int32_t exact_argmin2(const float* xr, int32_t a, int32_t b) const {
+    const float* xs[2] = {xr, xr};
+    const float* cs[2] = {centroids_.data() + int64_t(a) * d_, centroids_.data() + int64_t(b) * d_};
+    double v[2];
+    exact_batch<2>(params_.metric, xs, cs, d_, v);
+    const double sign = params_.metric == Metric::L2 ? 1.0 : -1.0;
+    if (sign * v[0] < sign * v[1]) return a;
+    if (sign * v[1] < sign * v[0]) return b;
+    return std::min(a, b);
   }
 
   static std::vector<double> column_mean(int64_t n, int64_t d, const float* x, int threads) {

@@ -19,12 +19,11 @@ struct Case {
   int64_t rows, d, k;
 };
 
-// For each row: the best/second fast value over all centroids, computed the plain way.
+// For each row: the three smallest fast values over all centroids, computed the plain way.
 void plain_top2(const std::vector<float>& xs, const PackedCentroids& pc, int64_t rows,
                 const std::vector<float>& cs, std::vector<RowBest>* out) {
   const int64_t d = pc.d;
-  out->assign(rows, {std::numeric_limits<float>::infinity(),
-                     std::numeric_limits<float>::infinity(), -1});
+  out->assign(rows, kEmptyRow);
   for (int64_t r = 0; r < rows; ++r) {
     RowBest& b = (*out)[r];
     for (int64_t j = 0; j < pc.k; ++j) {
@@ -32,11 +31,17 @@ void plain_top2(const std::vector<float>& xs, const PackedCentroids& pc, int64_t
       for (int64_t t = 0; t < d; ++t) s = std::fma(xs[r * d + t], cs[j * d + t], s);
       float v = std::fma(pc.alpha, s, pc.beta[j]);
       if (v < b.best) {
+        b.third = b.second;
         b.second = b.best;
+        b.index2 = b.index;
         b.best = v;
         b.index = int32_t(j);
       } else if (v < b.second) {
+        b.third = b.second;
         b.second = v;
+        b.index2 = int32_t(j);
+      } else if (v < b.third) {
+        b.third = v;
       }
     }
   }
@@ -68,14 +73,15 @@ TEST(AssignCpu, FastValuesEqualThePlainChainOnEveryIsa) {
         std::vector<float> buf((cs.rows + mr) * cs.d + 16);
         std::vector<double> norms(cs.rows);
         pack_rows(isa, x.data(), cs.rows, cs.d, sh, buf.data(), norms.data());
-        std::vector<RowBest> got(cs.rows, {std::numeric_limits<float>::infinity(),
-                                           std::numeric_limits<float>::infinity(), -1});
+        std::vector<RowBest> got(cs.rows, kEmptyRow);
         for (int64_t c0 = 0; c0 < pc.kpad; c0 += kPanel)  // smallest centroid blocks
           fast_top2(isa, buf.data(), cs.rows, pc, c0, c0 + kPanel, got.data());
         for (int64_t r = 0; r < cs.rows; ++r) {
           EXPECT_EQ(got[r].index, want[r].index) << "row " << r;
           EXPECT_EQ(got[r].best, want[r].best) << "row " << r;
           EXPECT_EQ(got[r].second, want[r].second) << "row " << r;
+          EXPECT_EQ(got[r].third, want[r].third) << "row " << r;
+          EXPECT_EQ(got[r].index2, want[r].index2) << "row " << r;
         }
       }
     }
