@@ -1,9 +1,11 @@
 // The flashkm executable end to end, run as a subprocess (its path comes from CMake as
 // FLASHKM_CLI). Oracles: the library called in-process with the same parameters, and the
 // IO library reading what the CLI wrote.
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -47,6 +49,49 @@ RunResult run_cli(const TempDir& dir, const std::vector<std::string>& args) {
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   r.out = testing::read_bytes(out);
   r.err = testing::read_bytes(err);
+  return r;
+}
+
+// Like run_cli, but stderr is a pseudo-terminal; err is what the terminal received (with the
+// terminal's \r\n line ends).
+RunResult run_cli_on_tty(const TempDir& dir, const std::vector<std::string>& args) {
+  std::vector<std::string> words = {FLASHKM_CLI};
+  words.insert(words.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& w : words) argv.push_back(w.data());
+  argv.push_back(nullptr);
+  const std::string out = dir.file("stdout.txt");
+
+  RunResult r;
+  int master = ::posix_openpt(O_RDWR | O_NOCTTY);
+  if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0) {
+    ADD_FAILURE() << "no pseudo-terminal";
+    return r;
+  }
+  const std::string slave_name = ::ptsname(master);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    // Only async-signal-safe calls between fork and exec.
+    int slave = ::open(slave_name.c_str(), O_RDWR | O_NOCTTY);
+    int out_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int null_fd = ::open("/dev/null", O_RDONLY);
+    if (slave < 0 || out_fd < 0 || null_fd < 0) ::_exit(126);
+    ::dup2(null_fd, 0);
+    ::dup2(out_fd, 1);
+    ::dup2(slave, 2);
+    ::close(master);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  char buf[4096];
+  ssize_t got;
+  // read() fails with EIO once the child, the last holder of the slave side, has exited.
+  while ((got = ::read(master, buf, sizeof(buf))) > 0) r.err.append(buf, size_t(got));
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(master);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = testing::read_bytes(out);
   return r;
 }
 
@@ -209,6 +254,49 @@ TEST(Cli, KMeansGivenInitMatchesLibraryInitGiven) {
     EXPECT_EQ(floats_of(read_matrix(dir.file("c.fvecs"))), want.centroids);
     IntMatrix l = read_int_matrix(dir.file("l.ivecs"));
     EXPECT_EQ(l.values, std::vector<int64_t>(want.labels.begin(), want.labels.end()));
+  }
+}
+
+TEST(Cli, ProgressLinesOnlyOnATerminal) {
+  TempDir dir;
+  const std::string x = gen(dir, "x.npy");
+  const std::vector<std::string> args = {
+      "kmeans", "-i", x,          "-k",  "5",  "--iters",        "3",
+      "--tol",  "0",  "--device", "cpu", "-o", dir.file("c.npy")};
+  RunResult r = run_cli_on_tty(dir, args);
+  ASSERT_EQ(r.code, 0) << describe(r);
+  // The JSON run of the same fit says how many iterations there were.
+  std::vector<std::string> json_args = args;
+  json_args.push_back("--json");
+  RunResult j = run_cli(dir, json_args);
+  ASSERT_EQ(j.code, 0) << describe(j);
+  const size_t iters = nlohmann::json::parse(j.out).at("iterations").size();
+  size_t lines = 0;
+  for (size_t pos = 0; (pos = r.err.find("iter ", pos)) != std::string::npos; ++pos) ++lines;
+  EXPECT_EQ(lines, iters) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("iter   0  inertia "));
+  EXPECT_THAT(r.out, HasSubstr("flashkm kmeans: n=600 d=7 k=5"));
+
+  // --json keeps the terminal quiet too: stdout carries the one JSON object.
+  r = run_cli_on_tty(dir, json_args);
+  ASSERT_EQ(r.code, 0) << describe(r);
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("iterations").size(), iters);
+}
+
+TEST(Cli, DeviceCudaRunsOrFailsClearly) {
+  TempDir dir;
+  const std::string x = gen(dir, "x.npy");
+  RunResult r = run_cli(dir, {"kmeans", "-i", x, "-k", "5", "--iters", "3", "--device", "cuda",
+                              "-o", dir.file("c.npy"), "--json"});
+  if (cuda_available()) {
+    ASSERT_EQ(r.code, 0) << describe(r);
+    EXPECT_EQ(nlohmann::json::parse(r.out).at("device"), "cuda");
+  } else {
+    EXPECT_EQ(r.code, 1) << describe(r);
+    EXPECT_THAT(r.err, HasSubstr("flashkm: error: "));
+    EXPECT_THAT(r.err, HasSubstr("CUDA"));
+    EXPECT_FALSE(std::filesystem::exists(dir.file("c.npy")));
   }
 }
 
