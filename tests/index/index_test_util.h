@@ -1,0 +1,81 @@
+// PRIVATE to tests/index/: shared helpers (temporary directories, data, oracles).
+#pragma once
+
+#include <faiss/IndexIVF.h>
+#include <faiss/clone_index.h>
+#include <faiss/invlists/InvertedLists.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace flashkm {
+namespace testing {
+
+/// A fresh directory under the system temp dir, removed on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "flashkm-index-XXXXXX").string();
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    char* p = ::mkdtemp(buf.data());
+    if (!p) std::abort();
+    path_ = p;
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+  std::string sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+/// Clustered data: n points around `centers` Gaussian centers; cluster sizes are skewed
+/// (center c gets weight 1 / (c + 1)) so inverted lists have very different lengths.
+inline std::vector<float> skewed_blobs(int64_t n, int64_t d, int centers, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::uniform_real_distribution<float> u(-10.f, 10.f);
+  std::vector<float> c(size_t(centers) * d);
+  for (float& v : c) v = u(rng);
+  std::vector<double> w(centers);
+  for (int i = 0; i < centers; ++i) w[i] = 1.0 / (i + 1);
+  std::discrete_distribution<int> pick(w.begin(), w.end());
+  std::vector<float> x(size_t(n) * d);
+  for (int64_t i = 0; i < n; ++i) {
+    int k = pick(rng);
+    for (int64_t j = 0; j < d; ++j) x[i * d + j] = c[k * d + j] + g(rng);
+  }
+  return x;
+}
+
+/// An in-memory copy of a trained IVF template (same quantizer and code parameters) whose
+/// lists are ArrayInvertedLists, filled by adding (x, ids) in ascending id order, which is the
+/// order RocksDB keeps each list in.
+inline std::unique_ptr<faiss::IndexIVF> in_memory_reference(const faiss::IndexIVF& templ,
+                                                            int64_t n, const float* x,
+                                                            const int64_t* ids) {
+  std::unique_ptr<faiss::IndexIVF> ref(dynamic_cast<faiss::IndexIVF*>(faiss::clone_index(&templ)));
+  ref->replace_invlists(new faiss::ArrayInvertedLists(ref->nlist, ref->code_size), true);
+  ref->ntotal = 0;
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return ids[a] < ids[b]; });
+  std::vector<float> xs(size_t(n) * ref->d);
+  std::vector<int64_t> is(n);
+  for (int64_t i = 0; i < n; ++i) {
+    std::copy(x + order[i] * ref->d, x + (order[i] + 1) * ref->d, xs.begin() + i * ref->d);
+    is[i] = ids[order[i]];
+  }
+  ref->add_with_ids(n, xs.data(), is.data());
+  return ref;
+}
+
+}  // namespace testing
+}  // namespace flashkm
