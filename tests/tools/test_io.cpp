@@ -3,8 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <omp.h>
+#include <sys/resource.h>
 
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <limits>
 #include <numeric>
@@ -267,6 +269,34 @@ TEST(VectorIo, WritesAreAtomicAndReplaceOldFiles) {
               HasSubstr("l.fvecs: int32 labels/ids are written as .ivecs or .npy"));
   EXPECT_THAT(error_of([&] { write_vectors(dir.file("z.npy"), 2, 0, b.data()); }),
               HasSubstr("d = 0"));
+}
+
+// A write that fails part way (here: the file-size limit, as a full disk would) throws,
+// leaves the previous file intact, and leaves no temporary behind.
+TEST(VectorIo, FailedWriteKeepsTheOldFile) {
+  TempDir dir;
+  const std::string path = dir.file("c.fvecs");
+  std::vector<float> old(6, 1.0f), big(1 << 16, 2.0f);
+  write_vectors(path, 2, 3, old.data());
+  const std::string before = read_bytes(path);
+  // Lower the soft file-size limit for the one write (no other thread writes files here).
+  struct rlimit saved;
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
+  struct rlimit lim = saved;
+  lim.rlim_cur = 1 << 14;
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &lim), 0);
+  std::string msg = error_of([&] { write_vectors(path, 1 << 10, 64, big.data()); });
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &saved), 0);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_THAT(msg, HasSubstr(path + ": write failed: File too large"));
+  EXPECT_EQ(read_bytes(path), before);
+  int entries = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) {
+    ++entries;
+    EXPECT_EQ(e.path().filename(), "c.fvecs");
+  }
+  EXPECT_EQ(entries, 1);
 }
 
 // ---- malformed files -------------------------------------------------------------------

@@ -24,13 +24,11 @@ class AtomicFile {
     FLASHKM_THROW_IF_NOT(fd >= 0, "%s: cannot create a temporary file beside it: %s", path_.c_str(),
                          std::strerror(errno));
     // mkstemp creates 0600; outputs are ordinary data files.
-    ::fchmod(fd, 0644);
-    f_ = ::fdopen(fd, "wb");
-    if (f_ == nullptr) {
+    if (::fchmod(fd, 0644) != 0 || (f_ = ::fdopen(fd, "wb")) == nullptr) {
       int err = errno;
       ::close(fd);
       ::unlink(tmp_.c_str());
-      FLASHKM_THROW("%s: cannot open a stream: %s", path_.c_str(), std::strerror(err));
+      FLASHKM_THROW("%s: cannot prepare the temporary file: %s", path_.c_str(), std::strerror(err));
     }
   }
   AtomicFile(const AtomicFile&) = delete;
@@ -49,12 +47,11 @@ class AtomicFile {
   }
 
   void commit() {
-    bool ok = std::fflush(f_) == 0 && ::fsync(::fileno(f_)) == 0;
-    int err = errno;
-    ok = std::fclose(f_) == 0 && ok;
-    if (!ok && err == 0) err = errno;
+    int err = 0;
+    if (std::fflush(f_) != 0 || ::fsync(::fileno(f_)) != 0) err = errno;
+    if (std::fclose(f_) != 0 && err == 0) err = errno;
     f_ = nullptr;
-    if (!ok) {
+    if (err != 0) {
       ::unlink(tmp_.c_str());
       FLASHKM_THROW("%s: write failed: %s", path_.c_str(), std::strerror(err));
     }
