@@ -105,6 +105,8 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
 
   const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
   const int64_t m0 = int64_t(blockIdx.x) * BM;
+  const int64_t count = a.row_list ? int64_t(*a.row_count) : a.rows;
+  if (m0 >= count) return;  // gather mode: the launch covers the largest possible list
   const int d = a.d, k = a.c.k, kpad = a.c.kpad;
   const float alpha = a.inner_product ? -1.f : -2.f;
 
@@ -127,9 +129,14 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
     for (int k0 = 0; k0 < d; k0 += BK) {
       for (int e = tid; e < BM * BK; e += NT) {
         const int r = e / BK, kk = e % BK;
-        const int64_t row = m0 + r;
+        const int64_t slot = m0 + r;
         const int j = k0 + kk;
-        As[kk][r] = (row < a.rows && j < d) ? centred(a.x[row * d + j], a.shift[j]) : 0.f;
+        float v = 0.f;
+        if (slot < count && j < d) {
+          const int64_t row = a.row_list ? a.row_list[slot] : slot;
+          v = centred(a.x[row * d + j], a.shift[j]);
+        }
+        As[kk][r] = v;
       }
       for (int e = tid; e < BN * BK; e += NT) {
         const int kk = e / BN, c = e % BN;
@@ -193,8 +200,9 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
   const double C = a.certify ? *a.c.max_norm : 0;
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
-    const int64_t row = m0 + ty * TM + i;
-    if (row >= a.rows) continue;
+    const int64_t slot = m0 + ty * TM + i;
+    if (slot >= count) continue;
+    const int64_t row = a.row_list ? a.row_list[slot] : slot;
     a.cand[row] = index[i];
     if (a.certify) {
       const double e = certify_bound(a.inner_product, double(d), a.xnorm[row], C);
@@ -207,53 +215,74 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
 }
 
 constexpr int kFixupThreads = 256;
+constexpr int kFixupRows = 4;  // rows per block pass: each centroid load serves 4 rows
 
-// One block per uncertified row (grid-stride over the device-side count): every thread
-// evaluates the float64 formula of detail::exact_l2 / exact_ip for its centroids, then the
-// block takes the lexicographic minimum of (value, index).
+// kFixupRows uncertified rows per block pass (grid-stride over the device-side count): every
+// thread evaluates the float64 formula of detail::exact_l2 / exact_ip for its centroids, then
+// the block takes the lexicographic minimum of (value, index) per row.
 __global__ void __launch_bounds__(kFixupThreads)
     fixup_kernel(const AssignArgs a) {
-  __shared__ double sv[kFixupThreads];
-  __shared__ int si[kFixupThreads];
+  __shared__ double sv[kFixupRows][kFixupThreads];
+  __shared__ int si[kFixupRows][kFixupThreads];
   const int count = *a.fix_count;
   const int d = a.d, k = a.c.k;
-  for (int t = blockIdx.x; t < count; t += gridDim.x) {
-    const int row = a.fix_list[t];
-    const float* xr = a.x + int64_t(row) * d;
-    double bv = CUDART_INF;
-    int bi = INT_MAX;
+  for (int t0 = blockIdx.x * kFixupRows; t0 < count; t0 += gridDim.x * kFixupRows) {
+    const float* xr[kFixupRows];
+#pragma unroll
+    for (int r = 0; r < kFixupRows; ++r)
+      xr[r] = a.x + int64_t(a.fix_list[t0 + r < count ? t0 + r : t0]) * d;
+    double bv[kFixupRows];
+    int bi[kFixupRows];
+#pragma unroll
+    for (int r = 0; r < kFixupRows; ++r) {
+      bv[r] = CUDART_INF;
+      bi[r] = INT_MAX;
+    }
     for (int c = threadIdx.x; c < k; c += kFixupThreads) {
-      double acc = 0;
-      if (a.inner_product) {
-        for (int j = 0; j < d; ++j)
-          acc = __fma_rn(double(xr[j]), double(a.c.raw_t[int64_t(j) * k + c]), acc);
-        acc = -acc;
-      } else {
-        for (int j = 0; j < d; ++j) {
-          const double df = __dsub_rn(double(xr[j]), double(a.c.raw_t[int64_t(j) * k + c]));
-          acc = __fma_rn(df, df, acc);
+      double acc[kFixupRows] = {};
+      for (int j = 0; j < d; ++j) {
+        const double cv = double(a.c.raw_t[int64_t(j) * k + c]);
+#pragma unroll
+        for (int r = 0; r < kFixupRows; ++r) {
+          if (a.inner_product) {
+            acc[r] = __fma_rn(double(xr[r][j]), cv, acc[r]);
+          } else {
+            const double df = __dsub_rn(double(xr[r][j]), cv);
+            acc[r] = __fma_rn(df, df, acc[r]);
+          }
         }
       }
-      if (acc < bv) {
-        bv = acc;
-        bi = c;
+#pragma unroll
+      for (int r = 0; r < kFixupRows; ++r) {
+        const double v = a.inner_product ? -acc[r] : acc[r];
+        if (v < bv[r]) {
+          bv[r] = v;
+          bi[r] = c;
+        }
       }
     }
-    sv[threadIdx.x] = bv;
-    si[threadIdx.x] = bi;
+#pragma unroll
+    for (int r = 0; r < kFixupRows; ++r) {
+      sv[r][threadIdx.x] = bv[r];
+      si[r][threadIdx.x] = bi[r];
+    }
     __syncthreads();
     for (int s = kFixupThreads / 2; s > 0; s /= 2) {
       if (threadIdx.x < s) {
-        const double ov = sv[threadIdx.x + s];
-        const int oi = si[threadIdx.x + s];
-        if (ov < sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < si[threadIdx.x])) {
-          sv[threadIdx.x] = ov;
-          si[threadIdx.x] = oi;
+#pragma unroll
+        for (int r = 0; r < kFixupRows; ++r) {
+          const double ov = sv[r][threadIdx.x + s];
+          const int oi = si[r][threadIdx.x + s];
+          if (ov < sv[r][threadIdx.x] || (ov == sv[r][threadIdx.x] && oi < si[r][threadIdx.x])) {
+            sv[r][threadIdx.x] = ov;
+            si[r][threadIdx.x] = oi;
+          }
         }
       }
       __syncthreads();
     }
-    if (threadIdx.x == 0) a.cand[row] = si[0];
+    if (threadIdx.x < kFixupRows && t0 + int(threadIdx.x) < count)
+      a.cand[a.fix_list[t0 + threadIdx.x]] = si[threadIdx.x][0];
     __syncthreads();
   }
 }
@@ -350,7 +379,8 @@ void launch_flash_assign(int shape, const AssignArgs& a, cudaStream_t stream) {
 
 void launch_fixup(const AssignArgs& a, int sm_count, cudaStream_t stream) {
   if (a.rows == 0) return;
-  const int64_t blocks = a.rows < int64_t(sm_count) * 8 ? a.rows : int64_t(sm_count) * 8;
+  const int64_t most = (a.rows + kFixupRows - 1) / kFixupRows;
+  const int64_t blocks = most < int64_t(sm_count) * 8 ? most : int64_t(sm_count) * 8;
   fixup_kernel<<<unsigned(blocks), kFixupThreads, 0, stream>>>(a);
   FLASHKM_CUDA_CHECK_LAUNCH(fixup_kernel);
 }

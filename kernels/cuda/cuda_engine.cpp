@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -116,6 +117,42 @@ std::vector<double> column_mean(int64_t n, int64_t d, const float* x) {
   return mean;
 }
 
+// Largest |float(x - shift)| over the data: sets the tensor-core pass's power-of-two scale.
+float max_abs_centred(int64_t n, int64_t d, const float* x, const std::vector<double>& shift) {
+  const int64_t workers =
+      std::max<int64_t>(1, std::min<int64_t>(n / 4096 + 1, std::thread::hardware_concurrency()));
+  std::vector<float> part(workers, 0.f);
+  std::vector<std::thread> pool;
+  for (int64_t w = 0; w < workers; ++w) {
+    pool.emplace_back([&, w] {
+      float m = 0;
+      for (int64_t i = w; i < n; i += workers)
+        for (int64_t j = 0; j < d; ++j)
+          m = std::max(m, std::fabs(float(double(x[i * d + j]) - shift[j])));
+      part[w] = m;
+    });
+  }
+  for (auto& t : pool) t.join();
+  return *std::max_element(part.begin(), part.end());
+}
+
+// Copies rows of x into pinned memory with a few threads: one thread cannot keep up with
+// the host-to-device copy.
+void parallel_copy(float* dst, const float* src, size_t count) {
+  const size_t workers = count < (size_t(1) << 20) ? 1 : 8;
+  if (workers == 1) {
+    std::memcpy(dst, src, sizeof(float) * count);
+    return;
+  }
+  std::vector<std::thread> pool;
+  const size_t per = (count + workers - 1) / workers;
+  for (size_t w = 0; w < workers; ++w) {
+    const size_t b = w * per, e = std::min(count, b + per);
+    if (b < e) pool.emplace_back([=] { std::memcpy(dst + b, src + b, sizeof(float) * (e - b)); });
+  }
+  for (auto& t : pool) t.join();
+}
+
 class CudaEngine final : public Engine {
  public:
   CudaEngine(int64_t n, int64_t d, int64_t k, const float* x, const KMeansParams& p)
@@ -132,13 +169,20 @@ class CudaEngine final : public Engine {
     cudaDeviceProp prop;
     FLASHKM_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
     sm_count_ = prop.multiProcessorCount;
-    shape_ = select_assign_shape(prop.major, k, p.tiles);
+    math_ = select_math(prop.major);
+    const bool mma = math_ == AssignMath::Fp16Mma;
+    // The tile config picks the shape of the first pass; the FFMA re-check of a tensor-core
+    // pass uses the selector's default.
+    shape_ = select_assign_shape(prop.major, k, mma ? TileConfig{} : p.tiles);
+    if (mma) mma_shape_ = select_mma_shape(k, p.tiles);
     kpad_ = (k + kCentroidPad - 1) / kCentroidPad * kCentroidPad;
+    dpad_ = (d + kMmaDepth - 1) / kMmaDepth * kMmaDepth;
     plan_memory(p.device_memory_budget);
     allocate();
 
     std::vector<double> shift =
         p.metric == Metric::L2 ? column_mean(n, d, x) : std::vector<double>(d, 0.0);
+    if (mma) x_scale_exp_ = mma_scale_exp(max_abs_centred(n, d, x, shift));
     FLASHKM_CUDA_CHECK(cudaMemcpy(shift_.get(), shift.data(), sizeof(double) * d,
                                   cudaMemcpyHostToDevice));
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(labels_.get(), 0xff, sizeof(int) * n, res_.compute));
@@ -147,6 +191,9 @@ class CudaEngine final : public Engine {
       FLASHKM_CUDA_CHECK(cudaMemcpy(x_dev_.get(), x, sizeof(float) * n * d,
                                     cudaMemcpyHostToDevice));
       row_norms(x_dev_.get(), n, int(d), shift_.get(), xnorm_.get(), res_.compute);
+      if (mma)
+        split_rows(x_dev_.get(), n, int(d), shift_.get(), int(dpad_), x_scale_exp_,
+                   x16_hi_.get(), x16_lo_.get(), res_.compute);
     }
     res_.sync();
   }
@@ -157,6 +204,9 @@ class CudaEngine final : public Engine {
     prepare_centroids(c_raw_.get(), shift_.get(), int(k_), int(d_), int(kpad_),
                       params_.metric, c_shifted_t_.get(), c_beta_.get(), c_raw_t_.get(),
                       c_norm_sq_.get(), c_max_norm_.get(), res_.compute);
+    if (math_ == AssignMath::Fp16Mma)
+      split_centroids(centroids_view(), int(dpad_), c_max_abs_.get(), c_scale_exp_.get(),
+                      c16_hi_.get(), c16_lo_.get(), res_.compute);
     have_centroids_ = true;
   }
 
@@ -164,10 +214,19 @@ class CudaEngine final : public Engine {
     FLASHKM_THROW_IF_NOT(have_centroids_, "CUDA engine: assign() called before set_centroids()");
     const bool certify = params_.precision == Precision::Exact;
     if (distances && !dist_.get()) dist_.allocate(chunk_rows_, &res_.device_bytes);
+    const bool mma = math_ == AssignMath::Fp16Mma;
     FLASHKM_CUDA_CHECK(
         cudaMemsetAsync(fix_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
+    if (mma)
+      FLASHKM_CUDA_CHECK(
+          cudaMemsetAsync(mma_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
     for_each_chunk([&](const float* xd, int64_t off, int64_t rows, int64_t chunk) {
-      if (!resident_) row_norms(xd, rows, int(d_), shift_.get(), xnorm_.get(), res_.compute);
+      if (!resident_) {
+        row_norms(xd, rows, int(d_), shift_.get(), xnorm_.get(), res_.compute);
+        if (mma)
+          split_rows(xd, rows, int(d_), shift_.get(), int(dpad_), x_scale_exp_, x16_hi_.get(),
+                     x16_lo_.get(), res_.compute);
+      }
       AssignArgs a;
       a.x = xd;
       a.rows = rows;
@@ -180,7 +239,29 @@ class CudaEngine final : public Engine {
       a.cand = cand_.get();
       a.fix_list = fix_list_.get();
       a.fix_count = fix_counts_.get() + chunk;
-      launch_flash_assign(shape_, a, res_.compute);
+      if (mma) {
+        // Tensor cores first; the rows they cannot certify get the CPU's exact FFMA pass,
+        // and the rows that cannot certify either get the float64 fix-up.
+        SplitRows xs;
+        const int64_t xoff = resident_ ? off * dpad_ : 0;
+        xs.hi = x16_hi_.get() + xoff;
+        xs.lo = x16_lo_.get() + xoff;
+        xs.dpad = int(dpad_);
+        xs.scale_exp = x_scale_exp_;
+        SplitCentroids cs;
+        cs.hi = c16_hi_.get();
+        cs.lo = c16_lo_.get();
+        cs.scale_exp = c_scale_exp_.get();
+        AssignArgs first = a;
+        first.fix_list = mma_list_.get();
+        first.fix_count = mma_counts_.get() + chunk;
+        launch_mma_assign(mma_shape_, first, xs, cs, res_.compute);
+        a.row_list = first.fix_list;
+        a.row_count = first.fix_count;
+        if (certify) launch_flash_assign(shape_, a, res_.compute);
+      } else {
+        launch_flash_assign(shape_, a, res_.compute);
+      }
       if (certify) launch_fixup(a, sm_count_, res_.compute);
       const int64_t blk = off / kReduceBlock;
       launch_finalize(a, labels_.get() + off, distances ? dist_.get() : nullptr,
@@ -251,7 +332,9 @@ class CudaEngine final : public Engine {
   // Resident when the data (x and its row norms) fits the budget; otherwise chunks of a
   // multiple of kReduceBlock rows, two staged at a time.
   void plan_memory(size_t user_budget) {
-    const size_t row_bytes = sizeof(float) * d_ + sizeof(double);
+    // Per row: x, its norm, and for the tensor-core pass its fp16 hi / lo split.
+    const size_t split_bytes = math_ == AssignMath::Fp16Mma ? 2 * sizeof(uint16_t) * dpad_ : 0;
+    const size_t row_bytes = sizeof(float) * d_ + sizeof(double) + split_bytes;
     size_t budget = user_budget;
     if (budget == 0) {
       size_t free_bytes = 0, total = 0;
@@ -266,7 +349,7 @@ class CudaEngine final : public Engine {
       chunk_rows_ = n_;
     } else {
       resident_ = false;
-      const int64_t rows = int64_t(budget / (2 * sizeof(float) * d_ + sizeof(double)));
+      const int64_t rows = int64_t(budget / (row_bytes + sizeof(float) * d_));
       chunk_rows_ = std::max<int64_t>(kReduceBlock, rows / kReduceBlock * kReduceBlock);
     }
     nchunks_ = std::max<int64_t>(1, (n_ + chunk_rows_ - 1) / chunk_rows_);
@@ -301,6 +384,16 @@ class CudaEngine final : public Engine {
     means_dev_.allocate(k_ * d_, b);
     means_host_.allocate(k_ * d_);
     counts_host_.allocate(k_);
+    if (math_ == AssignMath::Fp16Mma) {
+      x16_hi_.allocate(chunk_rows_ * dpad_, b);
+      x16_lo_.allocate(chunk_rows_ * dpad_, b);
+      c16_hi_.allocate(kpad_ * dpad_, b);
+      c16_lo_.allocate(kpad_ * dpad_, b);
+      c_max_abs_.allocate(k_, b);
+      c_scale_exp_.allocate(1, b);
+      mma_list_.allocate(chunk_rows_, b);
+      mma_counts_.allocate(nchunks_, b);
+    }
     if (resident_) {
       x_dev_.allocate(n_ * d_, b);
     } else {
@@ -338,7 +431,7 @@ class CudaEngine final : public Engine {
       const int b = int(c % 2);
       const int64_t off = c * chunk_rows_, rows = std::min(chunk_rows_, n_ - off);
       FLASHKM_CUDA_CHECK(cudaEventSynchronize(res_.h2d_done[b]));
-      std::memcpy(pinned_[b].get(), x_ + off * d_, sizeof(float) * rows * d_);
+      parallel_copy(pinned_[b].get(), x_ + off * d_, size_t(rows * d_));
       FLASHKM_CUDA_CHECK(cudaStreamWaitEvent(res_.copy, res_.compute_done[b], 0));
       FLASHKM_CUDA_CHECK(cudaMemcpyAsync(stage_[b].get(), pinned_[b].get(),
                                          sizeof(float) * rows * d_, cudaMemcpyHostToDevice,
@@ -352,8 +445,10 @@ class CudaEngine final : public Engine {
 
   Resources res_;
   int sm_count_ = 0;
-  int shape_ = 0;
-  int64_t kpad_ = 0;
+  AssignMath math_ = AssignMath::Ffma;
+  int shape_ = 0, mma_shape_ = 0;
+  int x_scale_exp_ = 0;
+  int64_t kpad_ = 0, dpad_ = 0;
   bool resident_ = true;
   int64_t chunk_rows_ = 0, nchunks_ = 1;
   bool have_centroids_ = false;
@@ -367,6 +462,9 @@ class CudaEngine final : public Engine {
   DeviceArray<double> c_norm_sq_, c_max_norm_, sums_;
   DeviceArray<long long> counts_;
   DeviceArray<float> x_dev_, stage_[2];
+  DeviceArray<uint16_t> x16_hi_, x16_lo_, c16_hi_, c16_lo_;  // fp16 bit patterns
+  DeviceArray<float> c_max_abs_;
+  DeviceArray<int> c_scale_exp_, mma_list_, mma_counts_;
   PinnedArray<float> pinned_[2], means_host_;
   PinnedArray<long long> counts_host_;
 };

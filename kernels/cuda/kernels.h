@@ -54,6 +54,10 @@ struct AssignArgs {
   DeviceCentroids c;
   bool inner_product = false;
   bool certify = true;            ///< false: Precision::Fast, no fix-up list
+  /// Gather mode (FFMA only): when set, the pass covers rows row_list[0 .. *row_count) of x
+  /// instead of rows 0 .. rows-1 (rows then only bounds the launch).
+  const int* row_list = nullptr;
+  const int* row_count = nullptr;
   int* cand = nullptr;            ///< rows: fast argmin (fixed up later where uncertified)
   int* fix_list = nullptr;        ///< rows: uncertified row ids, fix_count[0] of them
   int* fix_count = nullptr;       ///< scalar, incremented (integer atomics only)
@@ -61,6 +65,43 @@ struct AssignArgs {
 
 /// FlashAssign with the shape kAssignShapes[shape].
 void launch_flash_assign(int shape, const AssignArgs& a, cudaStream_t stream);
+
+/// Row data of the tensor-core pass: float(x - shift) * 2^scale_exp split into fp16 hi and
+/// lo = fp16(v - hi), rows x dpad each, zero padded (dpad: multiple of kMmaDepth).
+constexpr int kMmaDepth = 32;
+struct SplitRows {
+  const void* hi = nullptr;  ///< __half
+  const void* lo = nullptr;  ///< __half
+  int dpad = 0;
+  int scale_exp = 0;
+};
+
+/// Centroids of the tensor-core pass: kpad x dpad fp16 hi / lo of float(c - shift) *
+/// 2^(*scale_exp) (the exponent is chosen on the device from max |c - shift|).
+struct SplitCentroids {
+  const void* hi = nullptr;
+  const void* lo = nullptr;
+  const int* scale_exp = nullptr;  ///< device scalar
+};
+
+/// Scale exponent e for data whose largest |float(x - shift)| is max_abs: |v| 2^e < 2^14.
+int mma_scale_exp(float max_abs);
+
+/// Fills hi / lo (rows x dpad halves each) from x.
+void split_rows(const float* x, int64_t rows, int d, const double* shift, int dpad, int scale_exp,
+                void* hi, void* lo, cudaStream_t stream);
+
+/// Fills the centroid split from DeviceCentroids::shifted_t (after prepare_centroids).
+/// max_abs: scratch for k floats. scale_exp: device scalar written here.
+void split_centroids(const DeviceCentroids& c, int dpad, float* max_abs, int* scale_exp,
+                     void* hi, void* lo, cudaStream_t stream);
+
+/// Tensor-core FlashAssign (mma.sync m16n8k16, fp16 in, fp32 accumulate) with the shape
+/// kMmaShapes[shape]. Exact precision: three products (hi.hi + hi.lo + lo.hi) and a
+/// certification bound for them; rows it cannot certify go to a.fix_list for the FFMA pass.
+/// Fast precision: hi.hi only, no certification.
+void launch_mma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
+                       const SplitCentroids& cs, cudaStream_t stream);
 
 /// Recomputes the rows of fix_list with the float64 formula over all k centroids.
 void launch_fixup(const AssignArgs& a, int sm_count, cudaStream_t stream);

@@ -1,6 +1,8 @@
 #include "kernels/cuda/tile_config.h"
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 namespace flashkm {
 namespace detail {
@@ -21,6 +23,31 @@ int select_assign_shape(int cc_major, long long k, const TileConfig& user) {
   if (k <= 32) return 2;
   if (k <= 64) return 1;
   return cc_major == 9 ? 0 : 1;
+}
+
+AssignMath select_math(int cc_major) {
+  if (const char* env = std::getenv("FLASHKM_CUDA_MATH")) {
+    if (std::strcmp(env, "ffma") == 0) return AssignMath::Ffma;
+    if (std::strcmp(env, "fp16") == 0) return AssignMath::Fp16Mma;
+    FLASHKM_THROW("FLASHKM_CUDA_MATH=%s: expected ffma or fp16", env);
+  }
+  return cc_major >= 8 ? AssignMath::Fp16Mma : AssignMath::Ffma;
+}
+
+int select_mma_shape(long long k, const TileConfig& user) {
+  if (user.rows > 0 || user.centroids > 0) {
+    std::string supported;
+    for (int i = 0; i < kNumMmaShapes; ++i) {
+      if (kMmaShapes[i].rows == user.rows && kMmaShapes[i].centroids == user.centroids)
+        return i;
+      supported += (i ? ", " : "") + std::to_string(kMmaShapes[i].rows) + "x" +
+                   std::to_string(kMmaShapes[i].centroids);
+    }
+    FLASHKM_THROW("CUDA tensor-core tile config rows=%d centroids=%d is not compiled; expected "
+                  "one of %s",
+                  user.rows, user.centroids, supported.c_str());
+  }
+  return k <= 64 ? 1 : 0;
 }
 
 std::string describe(const AssignTiles& t) {

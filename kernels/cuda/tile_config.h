@@ -34,6 +34,36 @@ constexpr AssignTiles kAssignShapes[] = {
 };
 constexpr int kNumAssignShapes = sizeof(kAssignShapes) / sizeof(kAssignShapes[0]);
 
+/// Arithmetic of the first assignment pass.
+enum class AssignMath {
+  Ffma,      ///< fp32 CUDA cores: the CPU's exact fmaf chain
+  Fp16Mma,   ///< fp16 tensor cores, three products (Exact) or one (Fast)
+};
+
+/// One compiled tensor-core shape: a block of warps_m x warps_n warps owns `rows` points and
+/// streams centroids `centroids` at a time through shared memory, kMmaDepth halves a stage.
+struct MmaTiles {
+  int rows;
+  int centroids;
+  int warps_m;
+  int warps_n;
+  const char* chosen_by;
+};
+
+constexpr MmaTiles kMmaShapes[] = {
+    {128, 128, 2, 4, "bench_kmeans_cuda, H200, 1M x128 K1024: default"},
+    {64, 64, 2, 2, "K <= 64, and the tests' shape-invariance runs"},
+};
+constexpr int kNumMmaShapes = sizeof(kMmaShapes) / sizeof(kMmaShapes[0]);
+
+/// FFMA unless the device has tensor cores for fp16 mma.sync (sm_80 and later); the
+/// environment variable FLASHKM_CUDA_MATH=ffma|fp16 overrides it (tests and benchmarks
+/// compare both; results other than the fix-up count are identical).
+AssignMath select_math(int cc_major);
+
+/// Like select_assign_shape, for the tensor-core shapes.
+int select_mma_shape(long long k, const TileConfig& user);
+
 /// The selector: the shape matching user.rows / user.centroids when both are set (throws
 /// flashkm::Error naming the supported pairs otherwise), else a shape chosen from the
 /// compute capability and k. Returns an index into kAssignShapes.
