@@ -1,0 +1,440 @@
+// IvfIndex end to end: search through RocksDB lists equals an in-memory faiss index built from
+// the same parameters and vectors; add/upsert/remove; open checks; recluster; export/import;
+// readers during writes.
+#include "flashkm/index.h"
+
+#include <faiss/IndexIVF.h>
+#include <faiss/index_io.h>
+#include <gtest/gtest.h>
+#include <rocksdb/write_batch.h>
+
+#include <atomic>
+#include <map>
+#include <thread>
+
+#include "index/keys.h"
+#include "index/store.h"
+#include "manifest.pb.h"
+#include "tests/index/index_test_util.h"
+
+namespace flashkm {
+namespace {
+
+using testing::TempDir;
+
+constexpr int kD = 16;
+
+IvfTrainParams quick_train() {
+  IvfTrainParams p;
+  p.kmeans.max_iter = 6;
+  p.kmeans.device = Device::CPU;
+  return p;
+}
+
+// The trained parameters (quantizer, codebooks) of idx, read back through a stock faiss file.
+std::unique_ptr<faiss::IndexIVF> exported(const IvfIndex& idx, const std::string& path) {
+  idx.export_faiss(path);
+  return std::unique_ptr<faiss::IndexIVF>(
+      dynamic_cast<faiss::IndexIVF*>(faiss::read_index(path.c_str())));
+}
+
+// Asserts that idx answers every query exactly like ref (labels and distances).
+void expect_same_as(const IvfIndex& idx, const faiss::IndexIVF& ref, const std::vector<float>& xq,
+                    int k, int nprobe) {
+  int64_t nq = int64_t(xq.size()) / ref.d;
+  std::vector<float> da(nq * k), db(nq * k);
+  std::vector<int64_t> la(nq * k), lb(nq * k);
+  idx.search(nq, xq.data(), k, nprobe, da.data(), la.data());
+  faiss::SearchParametersIVF p;
+  p.nprobe = size_t(nprobe);
+  ref.search(nq, xq.data(), k, db.data(), lb.data(), &p);
+  for (int64_t i = 0; i < nq * k; ++i) {
+    ASSERT_EQ(la[i], lb[i]) << "query " << i / k << " rank " << i % k << " nprobe " << nprobe;
+    ASSERT_EQ(da[i], db[i]) << "query " << i / k << " rank " << i % k << " nprobe " << nprobe;
+  }
+}
+
+// Oracle: an in-memory index with idx's trained parameters holding exactly `vectors`.
+std::unique_ptr<faiss::IndexIVF> oracle(const IvfIndex& idx, const TempDir& tmp,
+                                        const std::map<int64_t, std::vector<float>>& vectors) {
+  auto params = exported(idx, tmp.sub("params.faiss"));
+  std::vector<float> x;
+  std::vector<int64_t> ids;
+  for (const auto& kv : vectors) {
+    ids.push_back(kv.first);
+    x.insert(x.end(), kv.second.begin(), kv.second.end());
+  }
+  return testing::in_memory_reference(*params, int64_t(ids.size()), x.data(), ids.data());
+}
+
+class IvfIndexParity : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(IvfIndexParity, SearchEqualsInMemoryBeforeAndAfterReopen) {
+  TempDir tmp;
+  std::string dir = tmp.sub("idx");
+  const int64_t n = 3000;
+  std::vector<float> x = testing::skewed_blobs(n, kD, 30, 21);
+  std::vector<float> xq = testing::skewed_blobs(40, kD, 30, 22);
+  std::map<int64_t, std::vector<float>> vectors;
+  for (int64_t i = 0; i < n; ++i) vectors[i].assign(&x[i * kD], &x[(i + 1) * kD]);
+  {
+    auto idx = IvfIndex::create(dir, kD, GetParam());
+    idx->train(n, x.data(), quick_train());
+    EXPECT_EQ(idx->add(n / 2, x.data()), 0);
+    EXPECT_EQ(idx->add(n - n / 2, x.data() + (n / 2) * kD), n / 2);
+    EXPECT_EQ(idx->ntotal(), n);
+    auto ref = oracle(*idx, tmp, vectors);
+    for (int nprobe : {1, 5, 32}) expect_same_as(*idx, *ref, xq, 10, nprobe);
+    IvfIndexInfo info = idx->info();
+    EXPECT_EQ(info.generation, 1u);
+    EXPECT_EQ(info.nlist, 32);
+    int64_t sum = 0;
+    for (size_t l = 0; l < info.list_sizes.size(); ++l) {
+      sum += info.list_sizes[l];
+      EXPECT_EQ(info.list_sizes[l], int64_t(ref->invlists->list_size(l))) << "list " << l;
+    }
+    EXPECT_EQ(sum, n);
+    EXPECT_GT(info.imbalance, 1.2);  // skewed data
+  }
+  for (bool read_only : {false, true}) {
+    IvfIndexOptions o;
+    o.read_only = read_only;
+    o.list_cache_bytes = read_only ? 0 : o.list_cache_bytes;  // also run the uncached path
+    auto idx = IvfIndex::open(dir, o);
+    EXPECT_EQ(idx->ntotal(), n);
+    auto ref = oracle(*idx, tmp, vectors);
+    for (int nprobe : {1, 7}) expect_same_as(*idx, *ref, xq, 10, nprobe);
+    std::vector<float> v(kD);
+    ASSERT_TRUE(idx->get_vector(1234, v.data()));
+    EXPECT_EQ(v, vectors[1234]);
+    EXPECT_FALSE(idx->get_vector(n + 5, v.data()));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Codes, IvfIndexParity,
+                         ::testing::Values("IVF32,Flat", "IVF32,PQ4x4np", "IVF32,SQ8"));
+
+TEST(IvfIndex, AddUpsertRemove) {
+  TempDir tmp;
+  std::string dir = tmp.sub("idx");
+  std::vector<float> x = testing::skewed_blobs(2000, kD, 20, 31);
+  std::vector<float> xq = testing::skewed_blobs(30, kD, 20, 32);
+  auto idx = IvfIndex::create(dir, kD, "IVF16,Flat");
+  idx->train(2000, x.data(), quick_train());
+  std::map<int64_t, std::vector<float>> vectors;
+  std::vector<int64_t> ids(1000);
+  for (int i = 0; i < 1000; ++i) {
+    ids[i] = 10 * i + 5;
+    vectors[ids[i]].assign(&x[i * kD], &x[(i + 1) * kD]);
+  }
+  idx->add(1000, x.data(), ids.data());
+  // A duplicate id (present, or twice in one call) rejects the whole call.
+  std::vector<int64_t> dup = {1, 15};
+  EXPECT_THROW(idx->add(2, x.data() + 1000 * kD, dup.data()), Error);
+  std::vector<int64_t> twice = {2, 2};
+  EXPECT_THROW(idx->add(2, x.data() + 1000 * kD, twice.data()), Error);
+  std::vector<int64_t> neg = {-3};
+  EXPECT_THROW(idx->add(1, x.data(), neg.data()), Error);
+  EXPECT_EQ(idx->ntotal(), 1000);
+  // Without ids: continue after the largest id.
+  EXPECT_EQ(idx->add(10, x.data() + 1000 * kD), 9996);
+  for (int i = 0; i < 10; ++i) vectors[9996 + i].assign(&x[(1000 + i) * kD], &x[(1001 + i) * kD]);
+  // Upsert: 100 existing ids get vectors from elsewhere in the data (other lists), 5 are new.
+  std::vector<int64_t> up;
+  for (int i = 0; i < 100; ++i) up.push_back(10 * (i * 7 % 1000) + 5);
+  for (int i = 0; i < 5; ++i) up.push_back(50000 + i);
+  const float* src = x.data() + 1500 * kD;
+  idx->upsert(int64_t(up.size()), src, up.data());
+  for (size_t i = 0; i < up.size(); ++i) vectors[up[i]].assign(src + i * kD, src + (i + 1) * kD);
+  EXPECT_EQ(idx->ntotal(), int64_t(vectors.size()));
+  // Remove: some present ids, some absent (ignored), one repeated.
+  std::vector<int64_t> rm = {5, 15, 15, 777777, 50001};
+  for (int i = 0; i < 200; ++i) rm.push_back(10 * (3 * i) + 5);
+  int64_t expected_removed = 0;
+  for (int64_t id : std::set<int64_t>(rm.begin(), rm.end())) expected_removed += vectors.erase(id);
+  EXPECT_EQ(idx->remove(int64_t(rm.size()), rm.data()), expected_removed);
+  EXPECT_EQ(idx->ntotal(), int64_t(vectors.size()));
+  auto ref = oracle(*idx, tmp, vectors);
+  for (int nprobe : {1, 4, 16}) expect_same_as(*idx, *ref, xq, 20, nprobe);
+  idx.reset();
+  auto again = IvfIndex::open(dir);
+  EXPECT_EQ(again->ntotal(), int64_t(vectors.size()));
+  expect_same_as(*again, *ref, xq, 20, 16);
+  std::vector<float> v(kD);
+  EXPECT_FALSE(again->get_vector(15, v.data()));
+  for (int64_t id : up) {
+    if (!vectors.count(id)) continue;
+    ASSERT_TRUE(again->get_vector(id, v.data())) << "id " << id;
+    EXPECT_EQ(v, vectors[id]) << "id " << id;
+  }
+}
+
+TEST(IvfIndex, CallerMistakesAreErrors) {
+  TempDir tmp;
+  std::string dir = tmp.sub("idx");
+  std::vector<float> x = testing::skewed_blobs(500, kD, 5, 41);
+  EXPECT_THROW(IvfIndex::create(dir, kD, "Flat"), Error);
+  EXPECT_THROW(IvfIndex::create(dir, 0, "IVF8,Flat"), Error);
+  EXPECT_THROW(IvfIndex::open(tmp.sub("nothing-here")), Error);
+  auto idx = IvfIndex::create(dir, kD, "IVF8,Flat");
+  EXPECT_THROW(IvfIndex::create(dir, kD, "IVF8,Flat"), Error);  // exists already
+  EXPECT_THROW(idx->add(10, x.data()), Error);                   // not trained
+  std::vector<float> d(10);
+  std::vector<int64_t> l(10);
+  EXPECT_THROW(idx->search(1, x.data(), 10, 1, d.data(), l.data()), Error);
+  std::vector<float> bad(x.begin(), x.end());
+  bad[17] = std::nanf("");
+  EXPECT_THROW(idx->train(500, bad.data(), quick_train()), Error);
+  EXPECT_THROW(idx->train(4, x.data(), quick_train()), Error);  // fewer points than lists
+  EXPECT_EQ(idx->info().generation, 0u);
+  idx->train(500, x.data(), quick_train());
+  EXPECT_THROW(idx->train(500, x.data(), quick_train()), Error);
+  EXPECT_THROW(idx->add(1, bad.data() + 16), Error);
+  EXPECT_THROW(idx->search(1, x.data(), 0, 1, d.data(), l.data()), Error);
+  EXPECT_THROW(idx->recluster(100000), Error);  // more lists than vectors
+  EXPECT_EQ(idx->ntotal(), 0);
+}
+
+TEST(IvfIndex, OneWriterManyReaders) {
+  TempDir tmp;
+  std::string dir = tmp.sub("idx");
+  std::vector<float> x = testing::skewed_blobs(300, kD, 5, 51);
+  auto idx = IvfIndex::create(dir, kD, "IVF8,Flat");
+  idx->train(300, x.data(), quick_train());
+  idx->add(300, x.data());
+  try {
+    IvfIndex::open(dir);
+    FAIL() << "a second writer must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("already open for writing"), std::string::npos)
+        << e.what();
+  }
+  IvfIndexOptions ro;
+  ro.read_only = true;
+  auto reader = IvfIndex::open(dir, ro);
+  EXPECT_EQ(reader->ntotal(), 300);
+  EXPECT_THROW(reader->add(1, x.data()), Error);
+  EXPECT_THROW(reader->recluster(0), Error);
+  idx->add(10, x.data());  // the reader keeps the state it opened
+  EXPECT_EQ(reader->ntotal(), 300);
+  idx->close();
+  auto writer = IvfIndex::open(dir);  // free again once closed
+  EXPECT_EQ(writer->ntotal(), 310);
+}
+
+// Rewrites the manifest of dir through raw RocksDB (the index must be closed).
+void edit_manifest(const std::string& dir, const std::function<void(std::string*)>& edit) {
+  std::unique_ptr<index::Store> store;
+  ASSERT_TRUE(index::Store::open(dir, {}, &store).ok());
+  std::string value;
+  ASSERT_TRUE(store->db()->Get({}, store->meta(), index::kManifestKey, &value).ok());
+  edit(&value);
+  rocksdb::WriteBatch b;
+  ASSERT_TRUE(b.Put(store->meta(), index::kManifestKey, value).ok());
+  ASSERT_TRUE(store->write(&b).ok());
+}
+
+std::string raw_manifest(const std::string& dir) {
+  std::unique_ptr<index::Store> store;
+  index::StoreOptions o;
+  o.read_only = true;
+  EXPECT_TRUE(index::Store::open(dir, o, &store).ok());
+  std::string value;
+  EXPECT_TRUE(store->db()->Get({}, store->meta(), index::kManifestKey, &value).ok());
+  return value;
+}
+
+void expect_open_error(const std::string& dir, const std::string& needle,
+                       IvfIndexOptions o = {}) {
+  std::string before = raw_manifest(dir);
+  try {
+    IvfIndex::open(dir, o);
+    ADD_FAILURE() << "expected an error containing \"" << needle << "\"";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(raw_manifest(dir), before) << "a refused open must not write";
+}
+
+TEST(IvfIndex, OpenRefusesMismatchedOrCorruptManifests) {
+  TempDir tmp;
+  std::string dir = tmp.sub("idx");
+  std::vector<float> x = testing::skewed_blobs(400, kD, 5, 61);
+  {
+    auto idx = IvfIndex::create(dir, kD, "IVF8,PQ4x4np");
+    idx->train(400, x.data(), quick_train());
+    idx->add(400, x.data());
+  }
+  IvfIndexOptions wrong_d;
+  wrong_d.expected_d = kD + 1;
+  expect_open_error(dir, "expected d = 17", wrong_d);
+
+  auto with = [&](const std::function<void(index::proto::Manifest*)>& f) {
+    return [f](std::string* v) {
+      index::proto::Manifest m;
+      ASSERT_TRUE(m.ParseFromString(*v));
+      f(&m);
+      *v = m.SerializeAsString();
+    };
+  };
+  std::string good = raw_manifest(dir);
+  edit_manifest(dir, with([](index::proto::Manifest* m) { m->set_format_version(99); }));
+  expect_open_error(dir, "format version 99");
+  edit_manifest(dir, [&](std::string* v) { *v = good; });
+  edit_manifest(dir, with([](index::proto::Manifest* m) { m->set_d(kD * 2); }));
+  expect_open_error(dir, "does not match the stored faiss index");
+  edit_manifest(dir, [&](std::string* v) { *v = good; });
+  edit_manifest(dir, with([](index::proto::Manifest* m) {
+    m->set_nlist(9);
+    m->set_factory("IVF9,PQ4x4np");
+  }));
+  expect_open_error(dir, "nlist = 9");
+  edit_manifest(dir, [&](std::string* v) { *v = good; });
+  edit_manifest(dir, with([](index::proto::Manifest* m) { m->set_code_size(3); }));
+  expect_open_error(dir, "code size = 3");
+  edit_manifest(dir, [&](std::string* v) { *v = good; });
+  edit_manifest(dir, with([](index::proto::Manifest* m) { m->set_ntotal(401); }));
+  expect_open_error(dir, "list sizes add up to 400");
+  edit_manifest(dir, [](std::string* v) { *v = "\xff\xff garbage"; });
+  expect_open_error(dir, "does not parse");
+  edit_manifest(dir, [&](std::string* v) { *v = good; });
+  EXPECT_EQ(IvfIndex::open(dir)->ntotal(), 400);
+}
+
+// Every id of an exported index, over all lists (duplicates kept).
+std::vector<int64_t> ids_in_lists(const IvfIndex& idx, const std::string& path) {
+  auto f = exported(idx, path);
+  std::vector<int64_t> ids;
+  for (size_t l = 0; l < f->nlist; ++l) {
+    size_t ls = f->invlists->list_size(l);
+    const auto* p = f->invlists->get_ids(l);
+    ids.insert(ids.end(), p, p + ls);
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+TEST(IvfIndex, ReclusterKeepsEveryVectorOnce) {
+  TempDir tmp;
+  std::string dir = tmp.sub("idx");
+  const int64_t n = 2500;
+  std::vector<float> x = testing::skewed_blobs(n, kD, 25, 71);
+  std::vector<float> xq = testing::skewed_blobs(30, kD, 25, 72);
+  std::map<int64_t, std::vector<float>> vectors;
+  for (int64_t i = 0; i < n; ++i) vectors[i].assign(&x[i * kD], &x[(i + 1) * kD]);
+  auto idx = IvfIndex::create(dir, kD, "IVF16,PQ4x4np");
+  idx->train(n / 5, x.data(), quick_train());  // trained on a fifth: re-clustering helps
+  idx->add(n, x.data());
+  std::vector<int64_t> all(n);
+  std::iota(all.begin(), all.end(), 0);
+  EXPECT_EQ(ids_in_lists(*idx, tmp.sub("a.faiss")), all);
+
+  idx->recluster(0, quick_train());  // same nlist: warm start from the current centroids
+  IvfIndexInfo info = idx->info();
+  EXPECT_EQ(info.generation, 2u);
+  EXPECT_EQ(info.train_init, "given");
+  EXPECT_EQ(info.n_train, n);
+  EXPECT_EQ(ids_in_lists(*idx, tmp.sub("b.faiss")), all);
+  auto ref = oracle(*idx, tmp, vectors);
+  expect_same_as(*idx, *ref, xq, 10, 4);
+
+  idx->recluster(24, quick_train());  // new nlist: cold start
+  info = idx->info();
+  EXPECT_EQ(info.generation, 3u);
+  EXPECT_EQ(info.nlist, 24);
+  EXPECT_EQ(info.factory, "IVF24,PQ4x4np");
+  EXPECT_EQ(info.train_init, "random");
+  EXPECT_EQ(ids_in_lists(*idx, tmp.sub("c.faiss")), all);
+  ref = oracle(*idx, tmp, vectors);
+  for (int nprobe : {1, 24}) expect_same_as(*idx, *ref, xq, 10, nprobe);
+  // Writes keep working on the new generation, and it is what a reopen finds.
+  idx->add(1, x.data());
+  vectors[n].assign(x.data(), x.data() + kD);
+  idx.reset();
+  auto again = IvfIndex::open(dir);
+  EXPECT_EQ(again->info().generation, 3u);
+  EXPECT_EQ(again->ntotal(), n + 1);
+  ref = oracle(*again, tmp, vectors);
+  expect_same_as(*again, *ref, xq, 10, 24);
+  again.reset();
+  std::unique_ptr<index::Store> store;
+  ASSERT_TRUE(index::Store::open(dir, {}, &store).ok());
+  EXPECT_EQ(store->generations(), std::vector<uint64_t>{3});  // old generations are gone
+}
+
+TEST(IvfIndex, ExportImportRoundTrip) {
+  TempDir tmp;
+  const int64_t n = 1500;
+  std::vector<float> x = testing::skewed_blobs(n, kD, 10, 81);
+  std::vector<float> xq = testing::skewed_blobs(25, kD, 10, 82);
+  for (const char* factory : {"IVF12,Flat", "IVF12,SQ8"}) {
+    std::string dir = tmp.sub(std::string("src-") + factory);
+    auto idx = IvfIndex::create(dir, kD, factory);
+    idx->train(n, x.data(), quick_train());
+    std::vector<int64_t> ids(n);
+    for (int64_t i = 0; i < n; ++i) ids[i] = 7 * i + 3;
+    idx->add(n, x.data(), ids.data());
+    std::string file = tmp.sub(std::string(factory) + ".faiss");
+    auto f = exported(*idx, file);
+    EXPECT_EQ(f->ntotal, n);
+    for (int nprobe : {1, 12}) expect_same_as(*idx, *f, xq, 10, nprobe);
+    auto imp = IvfIndex::import_faiss(file, tmp.sub(std::string("dst-") + factory));
+    EXPECT_EQ(imp->ntotal(), n);
+    EXPECT_EQ(imp->info().factory, factory);
+    EXPECT_EQ(imp->info().vectors_reconstructed, std::string(factory) != "IVF12,Flat");
+    for (int nprobe : {1, 12}) expect_same_as(*imp, *f, xq, 10, nprobe);
+    std::vector<float> v(kD);
+    ASSERT_TRUE(imp->get_vector(7 * 5 + 3, v.data()));
+    if (std::string(factory) == "IVF12,Flat") {
+      EXPECT_EQ(0, std::memcmp(v.data(), &x[5 * kD], sizeof(float) * kD));
+    }
+    EXPECT_EQ(imp->add(1, x.data()), 7 * (n - 1) + 3 + 1);
+  }
+  EXPECT_THROW(IvfIndex::import_faiss(tmp.sub("missing.faiss"), tmp.sub("x")), Error);
+}
+
+// Batches commit in order; a consistent snapshot therefore finds a prefix of them. Each query
+// is one batch's marker vector (exact search: Flat, all lists probed).
+TEST(IvfIndex, SearchesDuringWritesSeeConsistentSnapshots) {
+  TempDir tmp;
+  std::string dir = tmp.sub("idx");
+  const int batches = 60, per = 50;
+  std::vector<float> base = testing::skewed_blobs(batches * per, kD, 8, 91);
+  auto idx = IvfIndex::create(dir, kD, "IVF8,Flat");
+  idx->train(batches * per, base.data(), quick_train());
+  std::atomic<bool> done{false};
+  std::atomic<int64_t> searches{0}, failures{0};
+  auto reader = [&] {
+    std::vector<float> d(batches);
+    std::vector<int64_t> l(batches);
+    std::vector<float> q(batches * kD);
+    for (int b = 0; b < batches; ++b) std::copy(&base[b * per * kD], &base[(b * per + 1) * kD], &q[b * kD]);
+    while (!done.load()) {
+      idx->search(batches, q.data(), 1, 8, d.data(), l.data());
+      bool prefix = true, seen_missing = false;
+      for (int b = 0; b < batches; ++b) {
+        bool found = l[b] == int64_t(b) * per && d[b] == 0.f;
+        if (found && seen_missing) prefix = false;
+        if (!found) seen_missing = true;
+      }
+      if (!prefix) ++failures;
+      ++searches;
+    }
+  };
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t) readers.emplace_back(reader);
+  for (int b = 0; b < batches; ++b) {
+    std::vector<int64_t> ids(per);
+    std::iota(ids.begin(), ids.end(), int64_t(b) * per);
+    idx->add(per, &base[b * per * kD], ids.data());
+    if (b % 20 == 19) idx->recluster(0, quick_train());
+  }
+  done = true;
+  for (auto& t : readers) t.join();
+  EXPECT_GT(searches.load(), 10);
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(idx->ntotal(), batches * per);
+}
+
+}  // namespace
+}  // namespace flashkm
