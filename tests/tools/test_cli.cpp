@@ -400,7 +400,11 @@ TEST(Cli, HelpListsEveryOptionWithItsDefault) {
         std::string(to_string(defaults.init)), std::string(to_string(defaults.metric)),
         std::string(to_string(defaults.device)), std::string(to_string(defaults.empty_policy)),
         std::string(to_string(defaults.precision))})
-    EXPECT_THAT(r.out, HasSubstr("=" + d)) << d;
+    // CLI11 2.1 writes "--iters INT=25"; later versions write "[25]".
+    EXPECT_TRUE(r.out.find("=" + d) != std::string::npos ||
+                r.out.find("[" + d + "]") != std::string::npos)
+        << d << "\n"
+        << r.out;
 
   r = run_cli(dir, {"--help"});
   ASSERT_EQ(r.code, 0) << describe(r);
