@@ -4,6 +4,7 @@
 //
 // Usage: bench_kmeans_cuda [--shapes NxDxK,...] [--iters I] [--precision exact|fast]
 //                          [--tiles RxC] [--budget-mb M] [--json FILE] [--dump DIR]
+//                          [--verbose]  (the engine's per-pass certification counts)
 // --dump writes x.f32 / init.f32 (raw little-endian float32) for peer scripts.
 #include <cuda_runtime.h>
 
@@ -129,6 +130,7 @@ int main(int argc, char** argv) {
     else if (arg == "--tiles") std::sscanf(val, "%dx%d", &base.tiles.rows, &base.tiles.centroids), ++a;
     else if (arg == "--budget-mb") base.device_memory_budget = size_t(std::atoll(val)) << 20, ++a;
     else if (arg == "--json") json_path = val, ++a;
+    else if (arg == "--verbose") base.verbose = true;
     else if (arg == "--dump") dump_dir = val, ++a;
     else {
       std::fprintf(stderr, "unknown argument %s\n", arg.c_str());

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -220,6 +221,10 @@ class CudaEngine final : public Engine {
     if (mma)
       FLASHKM_CUDA_CHECK(
           cudaMemsetAsync(mma_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
+    // Streaming: the update's sums are accumulated here, from the chunk already on the
+    // device, so an iteration moves the data over the bus once instead of twice.
+    sums_ready_ = !resident_;
+    if (sums_ready_) clear_sums();
     for_each_chunk([&](const float* xd, int64_t off, int64_t rows, int64_t chunk) {
       if (!resident_) {
         row_norms(xd, rows, int(d_), shift_.get(), xnorm_.get(), res_.compute);
@@ -270,6 +275,9 @@ class CudaEngine final : public Engine {
         FLASHKM_CUDA_CHECK(cudaMemcpyAsync(distances + off, dist_.get(), sizeof(float) * rows,
                                            cudaMemcpyDeviceToHost, res_.compute));
       }
+      if (sums_ready_)
+        accumulate_chunk(xd, rows, int(d_), int(k_), labels_.get() + off, update_scratch(),
+                         sums_.get(), counts_.get(), res_.compute);
     });
     const int64_t nblocks = (n_ + kReduceBlock - 1) / kReduceBlock;
     std::vector<double> inertia(nblocks);
@@ -289,25 +297,33 @@ class CudaEngine final : public Engine {
       out.changed += changed[b];
     }
     for (int f : fixups) out.fixups += f;
+    if (params_.verbose) {
+      int64_t first = out.fixups;
+      if (mma) {
+        std::vector<int> uncertified(nchunks_);
+        FLASHKM_CUDA_CHECK(cudaMemcpy(uncertified.data(), mma_counts_.get(),
+                                      sizeof(int) * nchunks_, cudaMemcpyDeviceToHost));
+        first = 0;
+        for (int u : uncertified) first += u;
+      }
+      std::fprintf(stderr,
+                   "flashkm cuda assign: first pass %s, %lld rows uncertified there, %lld "
+                   "recomputed in float64\n",
+                   mma ? "fp16 tensor cores" : "fp32 FFMA", (long long)first,
+                   (long long)out.fixups);
+    }
     return out;
   }
 
   void update(float* centroids, int64_t* counts) override {
-    FLASHKM_CUDA_CHECK(
-        cudaMemsetAsync(sums_.get(), 0, sizeof(double) * k_ * d_, res_.compute));
-    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counts_.get(), 0, sizeof(long long) * k_, res_.compute));
-    UpdateScratch s;
-    s.keys_out = keys_out_.get();
-    s.ids_in = ids_in_.get();
-    s.ids_out = ids_out_.get();
-    s.seg_begin = seg_begin_.get();
-    s.seg_end = seg_end_.get();
-    s.sort_temp = sort_temp_.get();
-    s.sort_temp_bytes = sort_temp_bytes_;
-    for_each_chunk([&](const float* xd, int64_t off, int64_t rows, int64_t) {
-      accumulate_chunk(xd, rows, int(d_), int(k_), labels_.get() + off, s, sums_.get(),
-                       counts_.get(), res_.compute);
-    });
+    if (!sums_ready_) {
+      clear_sums();
+      for_each_chunk([&](const float* xd, int64_t off, int64_t rows, int64_t) {
+        accumulate_chunk(xd, rows, int(d_), int(k_), labels_.get() + off, update_scratch(),
+                         sums_.get(), counts_.get(), res_.compute);
+      });
+    }
+    sums_ready_ = false;
     compute_means(sums_.get(), counts_.get(), int(k_), int(d_), means_dev_.get(), res_.compute);
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(means_host_.get(), means_dev_.get(),
                                        sizeof(float) * k_ * d_, cudaMemcpyDeviceToHost,
@@ -404,6 +420,24 @@ class CudaEngine final : public Engine {
     }
   }
 
+  void clear_sums() {
+    FLASHKM_CUDA_CHECK(
+        cudaMemsetAsync(sums_.get(), 0, sizeof(double) * k_ * d_, res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(counts_.get(), 0, sizeof(long long) * k_, res_.compute));
+  }
+
+  UpdateScratch update_scratch() const {
+    UpdateScratch s;
+    s.keys_out = keys_out_.get();
+    s.ids_in = ids_in_.get();
+    s.ids_out = ids_out_.get();
+    s.seg_begin = seg_begin_.get();
+    s.seg_end = seg_end_.get();
+    s.sort_temp = sort_temp_.get();
+    s.sort_temp_bytes = sort_temp_bytes_;
+    return s;
+  }
+
   DeviceCentroids centroids_view() const {
     DeviceCentroids c;
     c.k = int(k_);
@@ -452,6 +486,7 @@ class CudaEngine final : public Engine {
   bool resident_ = true;
   int64_t chunk_rows_ = 0, nchunks_ = 1;
   bool have_centroids_ = false;
+  bool sums_ready_ = false;  ///< sums_ / counts_ hold the labels of the last assign()
   size_t sort_temp_bytes_ = 0;
 
   DeviceArray<double> shift_, xnorm_, block_inertia_;

@@ -145,22 +145,61 @@ __device__ __forceinline__ void merge(float ob, float os, int oi, float& best, f
   }
 }
 
-// A block of WM x WN warps owns BM points; warp (wm, wn) computes a (BM/WM) x (BN/WN) tile of
-// each BN-centroid block with m16n8k16 mma, k ascending in steps of 16. A thread's columns
-// arrive in ascending order, its rows are folded like the FFMA kernel's, then merged across
-// the 4 lanes of a row group and across the WN warps.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int bytes = valid ? 16 : 0;  // 0: fill with zeros, read nothing
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
+               "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t* r, const void* smem) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+// Shared-memory layout of one pipeline stage: P parts (hi, lo) of a BM x BK row tile and a
+// BN x BK centroid tile, rows padded to LD halves (80 bytes: ldmatrix rows hit distinct banks).
+template <int BM, int BN, int P>
+struct MmaStage {
+  static constexpr int BK = kMmaDepth;
+  static constexpr int LD = BK + 8;
+  __half a[P][BM][LD];
+  __half b[P][BN][LD];
+};
+
+template <int BM, int BN, int WM, int WN, bool kThree>
+struct MmaKernelTraits {
+  static constexpr int kThreads = WM * WN * 32;
+  static constexpr int kParts = kThree ? 2 : 1;
+  static constexpr int kStages = 4;
+  using Stage = MmaStage<BM, BN, kParts>;
+  static constexpr size_t kSmemBytes = sizeof(Stage) * kStages;
+};
+
+// A block of WM x WN warps owns BM points and walks the flattened sequence of (centroid
+// block, k step) tiles through a kStages-deep cp.async pipeline; warp (wm, wn) computes a
+// (BM/WM) x (BN/WN) tile of each BN-centroid block with m16n8k16 mma, k ascending in steps of
+// 16. A thread's columns arrive in ascending order and are folded like the FFMA kernel's,
+// then merged across the 4 lanes of a row group and across the WN warps.
 template <int BM, int BN, int WM, int WN, bool kThree>
 __global__ void __launch_bounds__(WM * WN * 32)
     mma_assign_kernel(const AssignArgs a, const SplitRows xs, const SplitCentroids cs) {
-  constexpr int NTH = WM * WN * 32;
+  using Traits = MmaKernelTraits<BM, BN, WM, WN, kThree>;
+  using Stage = typename Traits::Stage;
+  constexpr int NTH = Traits::kThreads, P = Traits::kParts, S = Traits::kStages;
   constexpr int WTM = BM / WM, WTN = BN / WN;
   constexpr int MT = WTM / 16, NT = WTN / 8;
   constexpr int BK = kMmaDepth;
-  constexpr int LD = BK + 8;  // halves; 80-byte rows keep fragment loads conflict-free
-  constexpr int P = kThree ? 2 : 1;
-  static_assert(WTM % 16 == 0 && WTN % 8 == 0, "warp tile must be whole mma tiles");
-  __shared__ __align__(16) __half As[P][BM][LD];
-  __shared__ __align__(16) __half Bs[P][BN][LD];
+  static_assert(WTM % 16 == 0 && WTN % 16 == 0, "warp tile must be whole ldmatrix tiles");
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Stage* stages = reinterpret_cast<Stage*>(smem_raw);
   __shared__ float merge_best[WN][BM], merge_second[WN][BM];
   __shared__ int merge_index[WN][BM];
 
@@ -168,10 +207,32 @@ __global__ void __launch_bounds__(WM * WN * 32)
   const int wm = wid / WN, wn = wid % WN, g = lane / 4, t = lane % 4;
   const int64_t m0 = int64_t(blockIdx.x) * BM;
   const int k = a.c.k, dpad = xs.dpad;
+  const int ksteps = dpad / BK, ntiles = (k + BN - 1) / BN, total = ntiles * ksteps;
   const int ec = *cs.scale_exp;
   const float alpha = ldexpf(a.inner_product ? -1.f : -2.f, -(xs.scale_exp + ec));
   const __half* xsrc[2] = {static_cast<const __half*>(xs.hi), static_cast<const __half*>(xs.lo)};
   const __half* csrc[2] = {static_cast<const __half*>(cs.hi), static_cast<const __half*>(cs.lo)};
+
+  auto issue = [&](int tile) {
+    if (tile < total) {
+      Stage& st = stages[tile % S];
+      const int n0 = (tile / ksteps) * BN, k0 = (tile % ksteps) * BK;
+#pragma unroll
+      for (int p = 0; p < P; ++p) {
+        for (int e = tid; e < BM * (BK / 8); e += NTH) {
+          const int r = e / (BK / 8), q = e % (BK / 8);
+          const int64_t row = m0 + r;
+          const bool ok = row < a.rows;
+          cp_async16(&st.a[p][r][q * 8], xsrc[p] + (ok ? row : 0) * dpad + k0 + q * 8, ok);
+        }
+        for (int e = tid; e < BN * (BK / 8); e += NTH) {
+          const int c = e / (BK / 8), q = e % (BK / 8);
+          cp_async16(&st.b[p][c][q * 8], csrc[p] + int64_t(n0 + c) * dpad + k0 + q * 8, true);
+        }
+      }
+    }
+    cp_async_commit();  // possibly empty: keeps one group per tile for the wait count
+  };
 
   float best[MT * 2], second[MT * 2];
   int index[MT * 2];
@@ -181,83 +242,79 @@ __global__ void __launch_bounds__(WM * WN * 32)
     second[r] = CUDART_INF_F;
     index[r] = INT_MAX;
   }
-
-  for (int n0 = 0; n0 < k; n0 += BN) {
-    float acc[MT][NT][4];
+  float acc[MT][NT][4];
 #pragma unroll
-    for (int i = 0; i < MT; ++i)
-#pragma unroll
-      for (int j = 0; j < NT; ++j)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.f;
-
-    for (int k0 = 0; k0 < dpad; k0 += BK) {
-#pragma unroll
-      for (int p = 0; p < P; ++p) {
-        for (int e = tid; e < BM * (BK / 8); e += NTH) {
-          const int r = e / (BK / 8), q = e % (BK / 8);
-          const int64_t row = m0 + r;
-          uint4 v = make_uint4(0, 0, 0, 0);
-          if (row < a.rows) v = *reinterpret_cast<const uint4*>(xsrc[p] + row * dpad + k0 + q * 8);
-          *reinterpret_cast<uint4*>(&As[p][r][q * 8]) = v;
-        }
-        for (int e = tid; e < BN * (BK / 8); e += NTH) {
-          const int c = e / (BK / 8), q = e % (BK / 8);
-          *reinterpret_cast<uint4*>(&Bs[p][c][q * 8]) = *reinterpret_cast<const uint4*>(
-              csrc[p] + int64_t(n0 + c) * dpad + k0 + q * 8);
-        }
-      }
-      __syncthreads();
-#pragma unroll
-      for (int kk = 0; kk < BK; kk += 16) {
-        uint32_t af[P][MT][4], bf[P][NT][2];
-#pragma unroll
-        for (int p = 0; p < P; ++p) {
-#pragma unroll
-          for (int i = 0; i < MT; ++i) {
-            const int r = wm * WTM + i * 16 + g;
-            af[p][i][0] = *reinterpret_cast<const uint32_t*>(&As[p][r][kk + 2 * t]);
-            af[p][i][1] = *reinterpret_cast<const uint32_t*>(&As[p][r + 8][kk + 2 * t]);
-            af[p][i][2] = *reinterpret_cast<const uint32_t*>(&As[p][r][kk + 2 * t + 8]);
-            af[p][i][3] = *reinterpret_cast<const uint32_t*>(&As[p][r + 8][kk + 2 * t + 8]);
-          }
-#pragma unroll
-          for (int j = 0; j < NT; ++j) {
-            const int c = wn * WTN + j * 8 + g;
-            bf[p][j][0] = *reinterpret_cast<const uint32_t*>(&Bs[p][c][kk + 2 * t]);
-            bf[p][j][1] = *reinterpret_cast<const uint32_t*>(&Bs[p][c][kk + 2 * t + 8]);
-          }
-        }
-#pragma unroll
-        for (int i = 0; i < MT; ++i)
-#pragma unroll
-          for (int j = 0; j < NT; ++j) {
-            mma16816(acc[i][j], af[0][i], bf[0][j]);
-            if (kThree) {
-              mma16816(acc[i][j], af[0][i], bf[P - 1][j]);
-              mma16816(acc[i][j], af[P - 1][i], bf[0][j]);
-            }
-          }
-      }
-      __syncthreads();
-    }
-
+  for (int i = 0; i < MT; ++i)
 #pragma unroll
     for (int j = 0; j < NT; ++j)
 #pragma unroll
-      for (int q = 0; q < 2; ++q) {
-        const int col = n0 + wn * WTN + j * 8 + 2 * t + q;
-        if (col < k) {
-          const float b = a.c.beta[col];
+      for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.f;
+
 #pragma unroll
-          for (int i = 0; i < MT; ++i)
+  for (int s = 0; s < S - 1; ++s) issue(s);
+
+  for (int tile = 0; tile < total; ++tile) {
+    cp_async_wait<S - 2>();
+    __syncthreads();          // tile's stage is complete for all; stage tile-1 is free
+    issue(tile + S - 1);
+    const Stage& st = stages[tile % S];
 #pragma unroll
-            for (int h = 0; h < 2; ++h)
-              fold(__fmaf_rn(alpha, acc[i][j][2 * h + q], b), col, best[2 * i + h],
-                   second[2 * i + h], index[2 * i + h]);
+    for (int kk = 0; kk < BK; kk += 16) {
+      uint32_t af[P][MT][4], bf[P][NT][2];
+#pragma unroll
+      for (int p = 0; p < P; ++p) {
+#pragma unroll
+        for (int i = 0; i < MT; ++i)
+          ldmatrix_x4(af[p][i], &st.a[p][wm * WTM + i * 16 + lane % 16][kk + (lane / 16) * 8]);
+#pragma unroll
+        for (int j = 0; j < NT; j += 2) {
+          uint32_t r4[4];
+          ldmatrix_x4(r4, &st.b[p][wn * WTN + j * 8 + lane % 8 + (lane / 16) * 8]
+                               [kk + ((lane / 8) % 2) * 8]);
+          bf[p][j][0] = r4[0];
+          bf[p][j][1] = r4[1];
+          bf[p][j + 1][0] = r4[2];
+          bf[p][j + 1][1] = r4[3];
         }
       }
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+          mma16816(acc[i][j], af[0][i], bf[0][j]);
+          if (kThree) {
+            mma16816(acc[i][j], af[0][i], bf[P - 1][j]);
+            mma16816(acc[i][j], af[P - 1][i], bf[0][j]);
+          }
+        }
+    }
+
+    if (tile % ksteps == ksteps - 1) {  // a centroid block is complete: fold and reset
+      const int n0 = (tile / ksteps) * BN;
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          const int col = n0 + wn * WTN + j * 8 + 2 * t + q;
+          if (col < k) {
+            const float b = a.c.beta[col];
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+              for (int h = 0; h < 2; ++h)
+                fold(__fmaf_rn(alpha, acc[i][j][2 * h + q], b), col, best[2 * i + h],
+                     second[2 * i + h], index[2 * i + h]);
+          }
+        }
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+          for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.f;
+    }
   }
+  cp_async_wait<0>();
 
 #pragma unroll
   for (int r = 0; r < MT * 2; ++r)
@@ -283,7 +340,8 @@ __global__ void __launch_bounds__(WM * WN * 32)
     if (row >= a.rows) continue;
     float b = merge_best[0][r], s = merge_second[0][r];
     int idx = merge_index[0][r];
-    for (int w = 1; w < WN; ++w) merge(merge_best[w][r], merge_second[w][r], merge_index[w][r], b, s, idx);
+    for (int w = 1; w < WN; ++w)
+      merge(merge_best[w][r], merge_second[w][r], merge_index[w][r], b, s, idx);
     a.cand[row] = idx;
     if (kThree && a.certify) {
       const double e = mma_bound(a.inner_product, a.d, dpad, a.xnorm[row], *a.c.max_norm,
@@ -300,9 +358,14 @@ template <int S, bool kThree>
 void launch_mma_shape(const AssignArgs& a, const SplitRows& xs, const SplitCentroids& cs,
                       cudaStream_t stream) {
   constexpr MmaTiles t = kMmaShapes[S];
+  using Traits = MmaKernelTraits<t.rows, t.centroids, t.warps_m, t.warps_n, kThree>;
+  auto kernel = mma_assign_kernel<t.rows, t.centroids, t.warps_m, t.warps_n, kThree>;
+  // Raising the dynamic shared-memory limit is per kernel and idempotent; doing it at every
+  // launch is cheaper than tracking which device saw it.
+  FLASHKM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(Traits::kSmemBytes)));
   const int64_t blocks = (a.rows + t.rows - 1) / t.rows;
-  mma_assign_kernel<t.rows, t.centroids, t.warps_m, t.warps_n, kThree>
-      <<<unsigned(blocks), t.warps_m * t.warps_n * 32, 0, stream>>>(a, xs, cs);
+  kernel<<<unsigned(blocks), Traits::kThreads, Traits::kSmemBytes, stream>>>(a, xs, cs);
   FLASHKM_CUDA_CHECK_LAUNCH(mma_assign_kernel);
 }
 
