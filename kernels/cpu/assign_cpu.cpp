@@ -103,8 +103,9 @@ namespace {
 
 // Folds kPanel fast values of one row (centroids base .. base+31, ascending) into its state.
 // Strict '<' keeps the lowest index on ties, as centroids arrive in ascending order.
+template <int W = kPanel>
 inline void fold_slow(const float* v, int64_t base, RowBest& b) {
-  for (int j = 0; j < kPanel; ++j) {
+  for (int j = 0; j < W; ++j) {
     if (v[j] < b.best) {
       b.third = b.second;
       b.second = b.best;
@@ -171,13 +172,13 @@ __attribute__((target("avx2,fma"))) void top2_avx2(const float* buf, int64_t row
                                                    int64_t c1, RowBest* best) {
   const int64_t d = pc.d;
   const __m256 alpha = _mm256_set1_ps(pc.alpha);
-  alignas(32) float spill[kPanel];
+  alignas(32) float spill[16];
   for (int64_t rb = 0; rb < rows; rb += MR) {
     const float* A = buf + rb * d;
     const int nr = static_cast<int>(std::min<int64_t>(MR, rows - rb));
     for (int64_t c = c0; c < c1; c += kPanel) {
       const float* B = pc.panel(c / kPanel);
-      __m256 v[MR][4];
+      // Two halves of 16 centroids each, folded in ascending order.
       for (int h = 0; h < 2; ++h) {
         __m256 acc0[MR], acc1[MR];
 #pragma GCC unroll 8
@@ -197,19 +198,19 @@ __attribute__((target("avx2,fma"))) void top2_avx2(const float* buf, int64_t row
         const __m256 beta1 = _mm256_loadu_ps(pc.beta.data() + c + h * 16 + 8);
 #pragma GCC unroll 8
         for (int r = 0; r < MR; ++r) {
-          v[r][2 * h] = _mm256_fmadd_ps(alpha, acc0[r], beta0);
-          v[r][2 * h + 1] = _mm256_fmadd_ps(alpha, acc1[r], beta1);
-        }
-      }
-      for (int r = 0; r < nr; ++r) {
-        __m256 m = _mm256_min_ps(_mm256_min_ps(v[r][0], v[r][1]), _mm256_min_ps(v[r][2], v[r][3]));
-        m = _mm256_min_ps(m, _mm256_permute2f128_ps(m, m, 1));
-        m = _mm256_min_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
-        m = _mm256_min_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
-        RowBest& b = best[rb + r];
-        if (_mm256_cvtss_f32(m) < b.third) {
-          for (int q = 0; q < 4; ++q) _mm256_store_ps(spill + 8 * q, v[r][q]);
-          fold_slow(spill, c, b);
+          if (r >= nr) break;
+          const __m256 v0 = _mm256_fmadd_ps(alpha, acc0[r], beta0);
+          const __m256 v1 = _mm256_fmadd_ps(alpha, acc1[r], beta1);
+          __m256 m = _mm256_min_ps(v0, v1);
+          m = _mm256_min_ps(m, _mm256_permute2f128_ps(m, m, 1));
+          m = _mm256_min_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
+          m = _mm256_min_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
+          RowBest& b = best[rb + r];
+          if (_mm256_cvtss_f32(m) < b.third) {
+            _mm256_store_ps(spill, v0);
+            _mm256_store_ps(spill + 8, v1);
+            fold_slow<16>(spill, c + h * 16, b);
+          }
         }
       }
     }
