@@ -105,8 +105,6 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
 
   const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
   const int64_t m0 = int64_t(blockIdx.x) * BM;
-  const int64_t count = a.row_list ? int64_t(*a.row_count) : a.rows;
-  if (m0 >= count) return;  // gather mode: the launch covers the largest possible list
   const int d = a.d, k = a.c.k, kpad = a.c.kpad;
   const float alpha = a.inner_product ? -1.f : -2.f;
 
@@ -129,14 +127,9 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
     for (int k0 = 0; k0 < d; k0 += BK) {
       for (int e = tid; e < BM * BK; e += NT) {
         const int r = e / BK, kk = e % BK;
-        const int64_t slot = m0 + r;
+        const int64_t row = m0 + r;
         const int j = k0 + kk;
-        float v = 0.f;
-        if (slot < count && j < d) {
-          const int64_t row = a.row_list ? a.row_list[slot] : slot;
-          v = centred(a.x[row * d + j], a.shift[j]);
-        }
-        As[kk][r] = v;
+        As[kk][r] = (row < a.rows && j < d) ? centred(a.x[row * d + j], a.shift[j]) : 0.f;
       }
       for (int e = tid; e < BN * BK; e += NT) {
         const int kk = e / BN, c = e % BN;
@@ -200,9 +193,8 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
   const double C = a.certify ? *a.c.max_norm : 0;
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
-    const int64_t slot = m0 + ty * TM + i;
-    if (slot >= count) continue;
-    const int64_t row = a.row_list ? a.row_list[slot] : slot;
+    const int64_t row = m0 + ty * TM + i;
+    if (row >= a.rows) continue;
     a.cand[row] = index[i];
     if (a.certify) {
       const double e = certify_bound(a.inner_product, double(d), a.xnorm[row], C);
@@ -215,22 +207,29 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
 }
 
 constexpr int kFixupThreads = 256;
-constexpr int kFixupRows = 4;  // rows per block pass: each centroid load serves 4 rows
+constexpr int kFixupRows = 16;   // rows per block pass: each centroid load serves 16 rows
+constexpr int kFixupChunk = 64;  // coordinates of those rows staged in shared memory at once
 
-// kFixupRows uncertified rows per block pass (grid-stride over the device-side count): every
-// thread evaluates the float64 formula of detail::exact_l2 / exact_ip for its centroids, then
-// the block takes the lexicographic minimum of (value, index) per row.
+__device__ __forceinline__ void lex_min(double& v, int& i, double ov, int oi) {
+  if (ov < v || (ov == v && oi < i)) {
+    v = ov;
+    i = oi;
+  }
+}
+
+// kFixupRows uncertified rows per block pass (grid-stride over the device-side count): thread
+// t evaluates the float64 formula of detail::exact_l2 / exact_ip (coordinates in ascending
+// order, explicit fma) for centroids t, t + 256, ... against all the pass's rows, then each
+// row's lexicographic minimum of (value, index) is reduced over the block.
 __global__ void __launch_bounds__(kFixupThreads)
     fixup_kernel(const AssignArgs a) {
-  __shared__ double sv[kFixupRows][kFixupThreads];
-  __shared__ int si[kFixupRows][kFixupThreads];
+  __shared__ float xs[kFixupRows][kFixupChunk];
+  __shared__ double warp_v[kFixupThreads / 32][kFixupRows];
+  __shared__ int warp_i[kFixupThreads / 32][kFixupRows];
   const int count = *a.fix_count;
-  const int d = a.d, k = a.c.k;
+  const int d = a.d, k = a.c.k, tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   for (int t0 = blockIdx.x * kFixupRows; t0 < count; t0 += gridDim.x * kFixupRows) {
-    const float* xr[kFixupRows];
-#pragma unroll
-    for (int r = 0; r < kFixupRows; ++r)
-      xr[r] = a.x + int64_t(a.fix_list[t0 + r < count ? t0 + r : t0]) * d;
+    const int nr = min(kFixupRows, count - t0);
     double bv[kFixupRows];
     int bi[kFixupRows];
 #pragma unroll
@@ -238,52 +237,62 @@ __global__ void __launch_bounds__(kFixupThreads)
       bv[r] = CUDART_INF;
       bi[r] = INT_MAX;
     }
-    for (int c = threadIdx.x; c < k; c += kFixupThreads) {
+    for (int c0 = 0; c0 < k; c0 += kFixupThreads) {
+      const int c = c0 + tid;
       double acc[kFixupRows] = {};
-      for (int j = 0; j < d; ++j) {
-        const double cv = double(a.c.raw_t[int64_t(j) * k + c]);
+      for (int j0 = 0; j0 < d; j0 += kFixupChunk) {
+        __syncthreads();
+        for (int e = tid; e < kFixupRows * kFixupChunk; e += kFixupThreads) {
+          const int r = e / kFixupChunk, jj = e % kFixupChunk;
+          xs[r][jj] = (r < nr && j0 + jj < d)
+                          ? a.x[int64_t(a.fix_list[t0 + r]) * d + j0 + jj]
+                          : 0.f;
+        }
+        __syncthreads();
+        if (c < k) {
+          const int jn = min(kFixupChunk, d - j0);
+          for (int jj = 0; jj < jn; ++jj) {
+            const double cv = double(a.c.raw_t[int64_t(j0 + jj) * k + c]);
 #pragma unroll
-        for (int r = 0; r < kFixupRows; ++r) {
-          if (a.inner_product) {
-            acc[r] = __fma_rn(double(xr[r][j]), cv, acc[r]);
-          } else {
-            const double df = __dsub_rn(double(xr[r][j]), cv);
-            acc[r] = __fma_rn(df, df, acc[r]);
+            for (int r = 0; r < kFixupRows; ++r) {
+              if (a.inner_product) {
+                acc[r] = __fma_rn(double(xs[r][jj]), cv, acc[r]);
+              } else {
+                const double df = __dsub_rn(double(xs[r][jj]), cv);
+                acc[r] = __fma_rn(df, df, acc[r]);
+              }
+            }
           }
         }
       }
+      if (c < k) {
 #pragma unroll
-      for (int r = 0; r < kFixupRows; ++r) {
-        const double v = a.inner_product ? -acc[r] : acc[r];
-        if (v < bv[r]) {
-          bv[r] = v;
-          bi[r] = c;
+        for (int r = 0; r < kFixupRows; ++r) {
+          const double v = a.inner_product ? -acc[r] : acc[r];
+          if (v < bv[r]) {  // centroids reach a thread in ascending order
+            bv[r] = v;
+            bi[r] = c;
+          }
         }
       }
     }
 #pragma unroll
     for (int r = 0; r < kFixupRows; ++r) {
-      sv[r][threadIdx.x] = bv[r];
-      si[r][threadIdx.x] = bi[r];
-    }
-    __syncthreads();
-    for (int s = kFixupThreads / 2; s > 0; s /= 2) {
-      if (threadIdx.x < s) {
-#pragma unroll
-        for (int r = 0; r < kFixupRows; ++r) {
-          const double ov = sv[r][threadIdx.x + s];
-          const int oi = si[r][threadIdx.x + s];
-          if (ov < sv[r][threadIdx.x] || (ov == sv[r][threadIdx.x] && oi < si[r][threadIdx.x])) {
-            sv[r][threadIdx.x] = ov;
-            si[r][threadIdx.x] = oi;
-          }
-        }
+      for (int off = 16; off > 0; off /= 2)
+        lex_min(bv[r], bi[r], __shfl_xor_sync(0xffffffffu, bv[r], off),
+                __shfl_xor_sync(0xffffffffu, bi[r], off));
+      if (lane == 0) {
+        warp_v[warp][r] = bv[r];
+        warp_i[warp][r] = bi[r];
       }
-      __syncthreads();
     }
-    if (threadIdx.x < kFixupRows && t0 + int(threadIdx.x) < count)
-      a.cand[a.fix_list[t0 + threadIdx.x]] = si[threadIdx.x][0];
     __syncthreads();
+    if (tid < nr) {
+      double v = warp_v[0][tid];
+      int i = warp_i[0][tid];
+      for (int w = 1; w < kFixupThreads / 32; ++w) lex_min(v, i, warp_v[w][tid], warp_i[w][tid]);
+      a.cand[a.fix_list[t0 + tid]] = i;
+    }
   }
 }
 

@@ -172,10 +172,11 @@ class CudaEngine final : public Engine {
     sm_count_ = prop.multiProcessorCount;
     math_ = select_math(prop.major);
     const bool mma = math_ == AssignMath::Fp16Mma;
-    // The tile config picks the shape of the first pass; the FFMA re-check of a tensor-core
-    // pass uses the selector's default.
-    shape_ = select_assign_shape(prop.major, k, mma ? TileConfig{} : p.tiles);
-    if (mma) mma_shape_ = select_mma_shape(k, p.tiles);
+    if (mma) {
+      mma_shape_ = select_mma_shape(k, p.tiles);
+    } else {
+      shape_ = select_assign_shape(prop.major, k, p.tiles);
+    }
     kpad_ = (k + kCentroidPad - 1) / kCentroidPad * kCentroidPad;
     dpad_ = (d + kMmaDepth - 1) / kMmaDepth * kMmaDepth;
     plan_memory(p.device_memory_budget);
@@ -218,9 +219,6 @@ class CudaEngine final : public Engine {
     const bool mma = math_ == AssignMath::Fp16Mma;
     FLASHKM_CUDA_CHECK(
         cudaMemsetAsync(fix_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
-    if (mma)
-      FLASHKM_CUDA_CHECK(
-          cudaMemsetAsync(mma_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
     // Streaming: the update's sums are accumulated here, from the chunk already on the
     // device, so an iteration moves the data over the bus once instead of twice.
     sums_ready_ = !resident_;
@@ -245,8 +243,6 @@ class CudaEngine final : public Engine {
       a.fix_list = fix_list_.get();
       a.fix_count = fix_counts_.get() + chunk;
       if (mma) {
-        // Tensor cores first; the rows they cannot certify get the CPU's exact FFMA pass,
-        // and the rows that cannot certify either get the float64 fix-up.
         SplitRows xs;
         const int64_t xoff = resident_ ? off * dpad_ : 0;
         xs.hi = x16_hi_.get() + xoff;
@@ -257,13 +253,7 @@ class CudaEngine final : public Engine {
         cs.hi = c16_hi_.get();
         cs.lo = c16_lo_.get();
         cs.scale_exp = c_scale_exp_.get();
-        AssignArgs first = a;
-        first.fix_list = mma_list_.get();
-        first.fix_count = mma_counts_.get() + chunk;
-        launch_mma_assign(mma_shape_, first, xs, cs, res_.compute);
-        a.row_list = first.fix_list;
-        a.row_count = first.fix_count;
-        if (certify) launch_flash_assign(shape_, a, res_.compute);
+        launch_mma_assign(mma_shape_, a, xs, cs, res_.compute);
       } else {
         launch_flash_assign(shape_, a, res_.compute);
       }
@@ -297,21 +287,10 @@ class CudaEngine final : public Engine {
       out.changed += changed[b];
     }
     for (int f : fixups) out.fixups += f;
-    if (params_.verbose) {
-      int64_t first = out.fixups;
-      if (mma) {
-        std::vector<int> uncertified(nchunks_);
-        FLASHKM_CUDA_CHECK(cudaMemcpy(uncertified.data(), mma_counts_.get(),
-                                      sizeof(int) * nchunks_, cudaMemcpyDeviceToHost));
-        first = 0;
-        for (int u : uncertified) first += u;
-      }
-      std::fprintf(stderr,
-                   "flashkm cuda assign: first pass %s, %lld rows uncertified there, %lld "
-                   "recomputed in float64\n",
-                   mma ? "fp16 tensor cores" : "fp32 FFMA", (long long)first,
-                   (long long)out.fixups);
-    }
+    if (params_.verbose)
+      std::fprintf(stderr, "flashkm cuda assign: %s pass, %lld of %lld rows recomputed in float64\n",
+                   mma ? "3xfp16 tensor-core" : "fp32 FFMA", (long long)out.fixups,
+                   (long long)n_);
     return out;
   }
 
@@ -407,8 +386,6 @@ class CudaEngine final : public Engine {
       c16_lo_.allocate(kpad_ * dpad_, b);
       c_max_abs_.allocate(k_, b);
       c_scale_exp_.allocate(1, b);
-      mma_list_.allocate(chunk_rows_, b);
-      mma_counts_.allocate(nchunks_, b);
     }
     if (resident_) {
       x_dev_.allocate(n_ * d_, b);
@@ -499,7 +476,7 @@ class CudaEngine final : public Engine {
   DeviceArray<float> x_dev_, stage_[2];
   DeviceArray<uint16_t> x16_hi_, x16_lo_, c16_hi_, c16_lo_;  // fp16 bit patterns
   DeviceArray<float> c_max_abs_;
-  DeviceArray<int> c_scale_exp_, mma_list_, mma_counts_;
+  DeviceArray<int> c_scale_exp_;
   PinnedArray<float> pinned_[2], means_host_;
   PinnedArray<long long> counts_host_;
 };

@@ -54,10 +54,6 @@ struct AssignArgs {
   DeviceCentroids c;
   bool inner_product = false;
   bool certify = true;            ///< false: Precision::Fast, no fix-up list
-  /// Gather mode (FFMA only): when set, the pass covers rows row_list[0 .. *row_count) of x
-  /// instead of rows 0 .. rows-1 (rows then only bounds the launch).
-  const int* row_list = nullptr;
-  const int* row_count = nullptr;
   int* cand = nullptr;            ///< rows: fast argmin (fixed up later where uncertified)
   int* fix_list = nullptr;        ///< rows: uncertified row ids, fix_count[0] of them
   int* fix_count = nullptr;       ///< scalar, incremented (integer atomics only)
@@ -98,7 +94,7 @@ void split_centroids(const DeviceCentroids& c, int dpad, float* max_abs, int* sc
 
 /// Tensor-core FlashAssign (mma.sync m16n8k16, fp16 in, fp32 accumulate) with the shape
 /// kMmaShapes[shape]. Exact precision: three products (hi.hi + hi.lo + lo.hi) and a
-/// certification bound for them; rows it cannot certify go to a.fix_list for the FFMA pass.
+/// certification bound for them; rows it cannot certify go to a.fix_list.
 /// Fast precision: hi.hi only, no certification.
 void launch_mma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
                        const SplitCentroids& cs, cudaStream_t stream);

@@ -2,8 +2,8 @@
 // the CPU backend, which must agree with it bit for bit: labels, distances, inertia and
 // centroids. Each test runs with both first-pass arithmetics (FLASHKM_CUDA_MATH): the FFMA
 // pass repeats the CPU's fast values, so its fix-up count equals the CPU's; the tensor-core
-// pass sends only its uncertified rows through that FFMA check, so its float64 fix-ups are a
-// subset of the CPU's. Every test skips without a GPU.
+// pass has its own bound, so only its results, not its fix-up count, must match. Every test
+// skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -153,7 +153,7 @@ Step run_step(Engine& e, const std::vector<float>& centroids) {
   return s;
 }
 
-// fixups_equal: false when a is a tensor-core run and b the CPU (a's fix-ups are a subset).
+// fixups_equal: false when a is a tensor-core run and b the CPU (different bounds).
 void expect_same(const Step& a, const Step& b, const std::string& what,
                  bool fixups_equal = true) {
   SCOPED_TRACE(what);
@@ -161,7 +161,7 @@ void expect_same(const Step& a, const Step& b, const std::string& what,
   if (fixups_equal) {
     EXPECT_EQ(a.out.fixups, b.out.fixups);
   } else {
-    EXPECT_LE(a.out.fixups, b.out.fixups);
+    EXPECT_LE(a.out.fixups, int64_t(a.labels.size()));
   }
   EXPECT_EQ(a.out.inertia, b.out.inertia);  // bit-identical, not approximately
   ASSERT_EQ(a.labels, b.labels);
@@ -391,11 +391,7 @@ TEST_P(CudaMath, KMeansFitMatchesCpuEveryIteration) {
     SCOPED_TRACE("iteration " + std::to_string(i));
     EXPECT_EQ(rg.iterations[i].inertia, rc.iterations[i].inertia);
     EXPECT_EQ(rg.iterations[i].changed, rc.iterations[i].changed);
-    if (ffma()) {
-      EXPECT_EQ(rg.iterations[i].fixups, rc.iterations[i].fixups);
-    } else {
-      EXPECT_LE(rg.iterations[i].fixups, rc.iterations[i].fixups);
-    }
+    if (ffma()) EXPECT_EQ(rg.iterations[i].fixups, rc.iterations[i].fixups);
     EXPECT_EQ(rg.iterations[i].empty_clusters, rc.iterations[i].empty_clusters);
   }
   EXPECT_EQ(rg.labels, rc.labels);
