@@ -123,7 +123,7 @@ class KMeansCommand : public Command {
     if (!labels_.empty()) write_labels(labels_, r.n, r.labels.data());
 
     if (json_) {
-      nlohmann::json iterations = nlohmann::json::array();
+      nlohmann::ordered_json iterations = nlohmann::ordered_json::array();
       for (const IterationStats& s : r.iterations) {
         iterations.push_back({{"iter", s.iter},
                               {"inertia", s.inertia},
@@ -132,19 +132,19 @@ class KMeansCommand : public Command {
                               {"fixups", s.fixups},
                               {"empty_clusters", s.empty_clusters}});
       }
-      nlohmann::json out = {{"n", r.n},
-                            {"d", r.d},
-                            {"k", r.k},
-                            {"device", to_string(r.device)},
-                            {"threads", r.threads},
-                            {"metric", to_string(p.metric)},
-                            {"init", to_string(p.init)},
-                            {"precision", to_string(p.precision)},
-                            {"empty", to_string(p.empty_policy)},
-                            {"seed", p.seed},
-                            {"iterations", iterations},
-                            {"inertia", r.inertia},
-                            {"seconds", r.seconds}};
+      nlohmann::ordered_json out = {{"n", r.n},
+                                    {"d", r.d},
+                                    {"k", r.k},
+                                    {"device", to_string(r.device)},
+                                    {"threads", r.threads},
+                                    {"metric", to_string(p.metric)},
+                                    {"init", to_string(p.init)},
+                                    {"precision", to_string(p.precision)},
+                                    {"empty", to_string(p.empty_policy)},
+                                    {"seed", p.seed},
+                                    {"iterations", iterations},
+                                    {"inertia", r.inertia},
+                                    {"seconds", r.seconds}};
       std::printf("%s\n", out.dump().c_str());
     } else {
       std::printf(
