@@ -9,9 +9,10 @@
 // tools/CMakeLists.txt globs cmd_*.cpp into the executable (re-globbed on every build), and
 // main.cpp turns each registered command into a CLI11 subcommand. A command that includes
 // flashkm/index.h or flashkm/faiss.h (or index/, plugin/, faiss/ headers) is built only when
-// that layer is, and the executable then links flashkm_index / flashkm_faiss. The registrar runs during
-// static initialisation, which is why command files are compiled into the executable itself
-// rather than a static library (the linker would drop their unreferenced objects).
+// that layer is, and the executable then links flashkm_index / flashkm_faiss. The registrar
+// runs during static initialisation, which is why command files are compiled into the
+// executable itself rather than a static library (the linker would drop their unreferenced
+// objects).
 //
 // Lifecycle: main() creates every command, calls setup() on its subcommand, parses argv, and
 // calls run() on the one that was chosen. Exit codes: run()'s return value (0 on success);
