@@ -297,51 +297,72 @@ __global__ void __launch_bounds__(kFixupThreads)
 }
 
 constexpr int kFinalizeThreads = 256;
+constexpr int kFinalizeChunk = 32;  // coordinates staged per step
 
-// Exact distance of each row to its label (detail::exact_l2 / exact_ip), labels and their
-// changes; the block's distances are summed by one thread in row order, as the CPU does
-// for its kAssignBlock rows.
+// Exact distance of each row to its label (detail::exact_l2 / exact_ip), visiting rows in
+// label order (sorted_labels / sorted_ids) so that neighbouring threads read the same
+// centroid; rows are staged through shared memory kFinalizeChunk coordinates at a time, and
+// each thread runs its row's fma chain in coordinate order. Writes labels, the float64
+// distance per row (dist64) and counts changed labels (integer atomics: exact).
 __global__ void __launch_bounds__(kFinalizeThreads)
-    finalize_kernel(const AssignArgs a, int* __restrict__ labels, float* __restrict__ dist,
-                    double* __restrict__ block_inertia, int* __restrict__ block_changed) {
-  __shared__ double vals[kReduceBlock];
-  __shared__ int changed[kFinalizeThreads];
-  const int64_t base = int64_t(blockIdx.x) * kReduceBlock;
-  const int d = a.d;
-  int ch = 0;
-  for (int r = threadIdx.x; r < kReduceBlock; r += kFinalizeThreads) {
-    const int64_t row = base + r;
-    double acc = 0;
-    if (row < a.rows) {
-      const int lab = a.cand[row];
-      const float* xr = a.x + row * d;
-      const float* cr = a.c.raw + int64_t(lab) * d;
+    finalize_sorted_kernel(const AssignArgs a, const int* __restrict__ sorted_labels,
+                           const int* __restrict__ sorted_ids, int* __restrict__ labels,
+                           float* __restrict__ dist, double* __restrict__ dist64,
+                           int* __restrict__ changed) {
+  __shared__ float xs[kFinalizeThreads][kFinalizeChunk + 1];  // +1: conflict-free row reads
+  __shared__ int rows_of[kFinalizeThreads];
+  __shared__ int block_changed;
+  const int d = a.d, tid = threadIdx.x;
+  const int64_t p = int64_t(blockIdx.x) * kFinalizeThreads + tid;
+  const bool valid = p < a.rows;
+  const int row = valid ? sorted_ids[p] : 0;
+  const int lab = valid ? sorted_labels[p] : 0;
+  rows_of[tid] = valid ? row : -1;
+  if (tid == 0) block_changed = 0;
+  const float* cr = a.c.raw + int64_t(lab) * d;
+  double acc = 0;
+  for (int j0 = 0; j0 < d; j0 += kFinalizeChunk) {
+    const int jn = min(kFinalizeChunk, d - j0);
+    __syncthreads();
+    for (int e = tid; e < kFinalizeThreads * kFinalizeChunk; e += kFinalizeThreads) {
+      const int r = e / kFinalizeChunk, jj = e % kFinalizeChunk;
+      if (jj < jn && rows_of[r] >= 0) xs[r][jj] = a.x[int64_t(rows_of[r]) * d + j0 + jj];
+    }
+    __syncthreads();
+    if (valid) {
       if (a.inner_product) {
-        for (int j = 0; j < d; ++j) acc = __fma_rn(double(xr[j]), double(cr[j]), acc);
+        for (int jj = 0; jj < jn; ++jj)
+          acc = __fma_rn(double(xs[tid][jj]), double(cr[j0 + jj]), acc);
       } else {
-        for (int j = 0; j < d; ++j) {
-          const double df = __dsub_rn(double(xr[j]), double(cr[j]));
+        for (int jj = 0; jj < jn; ++jj) {
+          const double df = __dsub_rn(double(xs[tid][jj]), double(cr[j0 + jj]));
           acc = __fma_rn(df, df, acc);
         }
       }
-      ch += labels[row] != lab;
-      labels[row] = lab;
-      if (dist) dist[row] = __double2float_rn(acc);
     }
-    vals[r] = acc;
   }
-  changed[threadIdx.x] = ch;
+  if (valid) {
+    if (labels[row] != lab) atomicAdd(&block_changed, 1);
+    labels[row] = lab;
+    dist64[row] = acc;
+    if (dist) dist[row] = __double2float_rn(acc);
+  }
   __syncthreads();
-  for (int s = kFinalizeThreads / 2; s > 0; s /= 2) {
-    if (threadIdx.x < s) changed[threadIdx.x] += changed[threadIdx.x + s];
-    __syncthreads();
-  }
+  if (tid == 0 && block_changed) atomicAdd(changed, block_changed);
+}
+
+// Inertia per kReduceBlock rows, summed by one thread in row order, as the CPU does.
+__global__ void block_sum_kernel(const double* __restrict__ dist64, int64_t rows,
+                                 double* __restrict__ block_inertia) {
+  __shared__ double vals[kReduceBlock];
+  const int64_t base = int64_t(blockIdx.x) * kReduceBlock;
+  const int64_t end = rows - base < kReduceBlock ? rows - base : kReduceBlock;
+  for (int r = threadIdx.x; r < end; r += blockDim.x) vals[r] = dist64[base + r];
+  __syncthreads();
   if (threadIdx.x == 0) {
-    const int64_t end = a.rows - base < kReduceBlock ? a.rows - base : kReduceBlock;
     double sum = 0;
     for (int64_t r = 0; r < end; ++r) sum = __dadd_rn(sum, vals[r]);
     block_inertia[blockIdx.x] = sum;
-    block_changed[blockIdx.x] = changed[0];
   }
 }
 
@@ -394,14 +415,17 @@ void launch_fixup(const AssignArgs& a, int sm_count, cudaStream_t stream) {
   FLASHKM_CUDA_CHECK_LAUNCH(fixup_kernel);
 }
 
-void launch_finalize(const AssignArgs& a, int* labels, float* dist, double* block_inertia,
-                     int* block_changed, cudaStream_t stream) {
+void launch_finalize(const AssignArgs& a, const int* sorted_labels, const int* sorted_ids,
+                     int* labels, float* dist, double* dist64, double* block_inertia,
+                     int* changed, cudaStream_t stream) {
   if (a.rows == 0) return;
-  const int64_t blocks = (a.rows + kReduceBlock - 1) / kReduceBlock;
-  finalize_kernel<<<unsigned(blocks), kFinalizeThreads, 0, stream>>>(a, labels, dist,
-                                                                     block_inertia,
-                                                                     block_changed);
-  FLASHKM_CUDA_CHECK_LAUNCH(finalize_kernel);
+  finalize_sorted_kernel<<<unsigned((a.rows + kFinalizeThreads - 1) / kFinalizeThreads),
+                           kFinalizeThreads, 0, stream>>>(a, sorted_labels, sorted_ids, labels,
+                                                          dist, dist64, changed);
+  FLASHKM_CUDA_CHECK_LAUNCH(finalize_sorted_kernel);
+  block_sum_kernel<<<unsigned((a.rows + kReduceBlock - 1) / kReduceBlock), 256, 0, stream>>>(
+      dist64, a.rows, block_inertia);
+  FLASHKM_CUDA_CHECK_LAUNCH(block_sum_kernel);
 }
 
 }  // namespace cuda

@@ -219,6 +219,7 @@ class CudaEngine final : public Engine {
     const bool mma = math_ == AssignMath::Fp16Mma;
     FLASHKM_CUDA_CHECK(
         cudaMemsetAsync(fix_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(changed_.get(), 0, sizeof(int) * nchunks_, res_.compute));
     // Streaming: the update's sums are accumulated here, from the chunk already on the
     // device, so an iteration moves the data over the bus once instead of twice.
     sums_ready_ = !resident_;
@@ -258,35 +259,40 @@ class CudaEngine final : public Engine {
         launch_flash_assign(shape_, a, res_.compute);
       }
       if (certify) launch_fixup(a, sm_count_, res_.compute);
-      const int64_t blk = off / kReduceBlock;
-      launch_finalize(a, labels_.get() + off, distances ? dist_.get() : nullptr,
-                      block_inertia_.get() + blk, block_changed_.get() + blk, res_.compute);
+      // Sorting by label here serves the finalize pass (rows of one centroid together) and
+      // the update (the sort-inverse order).
+      const UpdateScratch scratch = update_scratch();
+      sort_by_label(cand_.get(), rows, int(k_), scratch, res_.compute);
+      launch_finalize(a, scratch.keys_out, scratch.ids_out, labels_.get() + off,
+                      distances ? dist_.get() : nullptr, dist64_.get(),
+                      block_inertia_.get() + off / kReduceBlock, changed_.get() + chunk,
+                      res_.compute);
       if (distances) {
         FLASHKM_CUDA_CHECK(cudaMemcpyAsync(distances + off, dist_.get(), sizeof(float) * rows,
                                            cudaMemcpyDeviceToHost, res_.compute));
       }
       if (sums_ready_)
-        accumulate_chunk(xd, rows, int(d_), int(k_), labels_.get() + off, update_scratch(),
-                         sums_.get(), counts_.get(), res_.compute);
+        accumulate_sorted(xd, rows, int(d_), int(k_), scratch, sums_.get(), counts_.get(),
+                          res_.compute);
     });
     const int64_t nblocks = (n_ + kReduceBlock - 1) / kReduceBlock;
     std::vector<double> inertia(nblocks);
-    std::vector<int> changed(nblocks), fixups(nchunks_);
+    std::vector<int> changed(nchunks_), fixups(nchunks_);
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(inertia.data(), block_inertia_.get(),
                                        sizeof(double) * nblocks, cudaMemcpyDeviceToHost,
                                        res_.compute));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(changed.data(), block_changed_.get(),
-                                       sizeof(int) * nblocks, cudaMemcpyDeviceToHost,
-                                       res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(changed.data(), changed_.get(), sizeof(int) * nchunks_,
+                                       cudaMemcpyDeviceToHost, res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(fixups.data(), fix_counts_.get(), sizeof(int) * nchunks_,
                                        cudaMemcpyDeviceToHost, res_.compute));
     res_.sync();
     AssignOutcome out;
-    for (int64_t b = 0; b < nblocks; ++b) {
-      out.inertia += inertia[b];
-      out.changed += changed[b];
+    for (int64_t b = 0; b < nblocks; ++b) out.inertia += inertia[b];
+    sorted_ = true;
+    for (int64_t c = 0; c < nchunks_; ++c) {
+      out.changed += changed[c];
+      out.fixups += fixups[c];
     }
-    for (int f : fixups) out.fixups += f;
     if (params_.verbose)
       std::fprintf(stderr, "flashkm cuda assign: %s pass, %lld of %lld rows recomputed in float64\n",
                    mma ? "3xfp16 tensor-core" : "fp32 FFMA", (long long)out.fixups,
@@ -296,11 +302,11 @@ class CudaEngine final : public Engine {
 
   void update(float* centroids, int64_t* counts) override {
     if (!sums_ready_) {
+      // Resident data: the sort of the last assign() is still in the scratch arrays.
+      FLASHKM_THROW_IF_NOT(resident_ && sorted_, "CUDA engine: update() called before assign()");
       clear_sums();
-      for_each_chunk([&](const float* xd, int64_t off, int64_t rows, int64_t) {
-        accumulate_chunk(xd, rows, int(d_), int(k_), labels_.get() + off, update_scratch(),
-                         sums_.get(), counts_.get(), res_.compute);
-      });
+      accumulate_sorted(x_dev_.get(), n_, int(d_), int(k_), update_scratch(), sums_.get(),
+                        counts_.get(), res_.compute);
     }
     sums_ready_ = false;
     compute_means(sums_.get(), counts_.get(), int(k_), int(d_), means_dev_.get(), res_.compute);
@@ -356,7 +362,8 @@ class CudaEngine final : public Engine {
     shift_.allocate(d_, b);
     labels_.allocate(n_, b);
     block_inertia_.allocate(nblocks, b);
-    block_changed_.allocate(nblocks, b);
+    changed_.allocate(nchunks_, b);
+    dist64_.allocate(chunk_rows_, b);
     fix_counts_.allocate(nchunks_, b);
     cand_.allocate(chunk_rows_, b);
     fix_list_.allocate(chunk_rows_, b);
@@ -464,10 +471,11 @@ class CudaEngine final : public Engine {
   int64_t chunk_rows_ = 0, nchunks_ = 1;
   bool have_centroids_ = false;
   bool sums_ready_ = false;  ///< sums_ / counts_ hold the labels of the last assign()
+  bool sorted_ = false;      ///< the scratch holds the last assign()'s sort (resident data)
   size_t sort_temp_bytes_ = 0;
 
-  DeviceArray<double> shift_, xnorm_, block_inertia_;
-  DeviceArray<int> labels_, block_changed_, fix_counts_, cand_, fix_list_;
+  DeviceArray<double> shift_, xnorm_, block_inertia_, dist64_;
+  DeviceArray<int> labels_, changed_, fix_counts_, cand_, fix_list_;
   DeviceArray<int> keys_out_, ids_in_, ids_out_, seg_begin_, seg_end_;
   DeviceArray<unsigned char> sort_temp_;
   DeviceArray<float> c_raw_, c_raw_t_, c_shifted_t_, c_beta_, means_dev_, dist_;

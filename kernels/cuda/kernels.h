@@ -102,13 +102,15 @@ void launch_mma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
 /// Recomputes the rows of fix_list with the float64 formula over all k centroids.
 void launch_fixup(const AssignArgs& a, int sm_count, cudaStream_t stream);
 
-/// Writes labels (rows, chunk-relative), counts labels != previous, the exact distance of
-/// each row to its centroid (dist: nullable device array) and per-kReduceBlock sums.
-void launch_finalize(const AssignArgs& a, int* labels, float* dist, double* block_inertia,
-                     int* block_changed, cudaStream_t stream);
+/// From the final candidates, sorted by label (sort_by_label on a.cand): writes labels
+/// (rows, chunk-relative), adds the number of labels != previous to *changed, writes the
+/// exact distance of each row to its centroid (dist64, and rounded to dist when non-null)
+/// and the per-kReduceBlock sums of dist64 in row order.
+void launch_finalize(const AssignArgs& a, const int* sorted_labels, const int* sorted_ids,
+                     int* labels, float* dist, double* dist64, double* block_inertia,
+                     int* changed, cudaStream_t stream);
 
-/// Sort-inverse update of one chunk, accumulated into sums (k x d doubles) and counts (k),
-/// continuing earlier chunks' running sums in ascending point order.
+/// Scratch of the sort-inverse pieces (all chunk- or k-sized device arrays).
 struct UpdateScratch {
   int* keys_out = nullptr;   ///< chunk rows
   int* ids_in = nullptr;     ///< chunk rows, 0..rows-1
@@ -123,9 +125,16 @@ struct UpdateScratch {
 size_t sort_temp_bytes(int64_t max_rows);
 void fill_iota(int* ids, int64_t rows, cudaStream_t stream);
 
-void accumulate_chunk(const float* x, int64_t rows, int d, int k, const int* labels,
-                      const UpdateScratch& s, double* sums, long long* counts,
-                      cudaStream_t stream);
+/// Stable sort of row ids 0..rows-1 by label into s.keys_out / s.ids_out (CUB radix sort:
+/// ids ascending within a label).
+void sort_by_label(const int* labels, int64_t rows, int k, const UpdateScratch& s,
+                   cudaStream_t stream);
+
+/// Sort-inverse update of one chunk, already sorted by sort_by_label: adds each cluster's
+/// rows to sums (k x d doubles) in ascending row order, continuing the running sums of
+/// earlier chunks, and adds its sizes to counts (k).
+void accumulate_sorted(const float* x, int64_t rows, int d, int k, const UpdateScratch& s,
+                       double* sums, long long* counts, cudaStream_t stream);
 
 /// means[c] = float(sums[c] / counts[c]) where counts[c] > 0.
 void compute_means(const double* sums, const long long* counts, int k, int d, float* means,

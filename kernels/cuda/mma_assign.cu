@@ -290,20 +290,34 @@ __global__ void __launch_bounds__(WM * WN * 32)
     }
 
     if (tile % ksteps == ksteps - 1) {  // a centroid block is complete: fold and reset
-      const int n0 = (tile / ksteps) * BN;
+      // Padding columns have beta = +inf, so their values never enter a row's state.
+      const int nb = (tile / ksteps) * BN + wn * WTN + 2 * t;
+      float beta[NT][2];
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
-        for (int q = 0; q < 2; ++q) {
-          const int col = n0 + wn * WTN + j * 8 + 2 * t + q;
-          if (col < k) {
-            const float b = a.c.beta[col];
+        for (int q = 0; q < 2; ++q) beta[j][q] = a.c.beta[nb + j * 8 + q];
 #pragma unroll
-            for (int i = 0; i < MT; ++i)
+      for (int i = 0; i < MT; ++i)
 #pragma unroll
-              for (int h = 0; h < 2; ++h)
-                fold(__fmaf_rn(alpha, acc[i][j][2 * h + q], b), col, best[2 * i + h],
-                     second[2 * i + h], index[2 * i + h]);
+        for (int h = 0; h < 2; ++h) {
+          const int r = 2 * i + h;
+          float m = CUDART_INF_F;
+#pragma unroll
+          for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int q = 0; q < 2; ++q) {
+              acc[i][j][2 * h + q] = __fmaf_rn(alpha, acc[i][j][2 * h + q], beta[j][q]);
+              m = fminf(m, acc[i][j][2 * h + q]);
+            }
+          // Most blocks hold nothing below the row's second best: then the sequential fold
+          // would change nothing, and it is skipped.
+          if (m < second[r]) {
+#pragma unroll
+            for (int j = 0; j < NT; ++j)
+#pragma unroll
+              for (int q = 0; q < 2; ++q)
+                fold(acc[i][j][2 * h + q], nb + j * 8 + q, best[r], second[r], index[r]);
           }
         }
 #pragma unroll

@@ -73,14 +73,18 @@ void fill_iota(int* ids, int64_t rows, cudaStream_t stream) {
   FLASHKM_CUDA_CHECK_LAUNCH(iota_kernel);
 }
 
-void accumulate_chunk(const float* x, int64_t rows, int d, int k, const int* labels,
-                      const UpdateScratch& s, double* sums, long long* counts,
-                      cudaStream_t stream) {
+void sort_by_label(const int* labels, int64_t rows, int k, const UpdateScratch& s,
+                   cudaStream_t stream) {
   if (rows == 0) return;
   size_t temp = s.sort_temp_bytes;
   FLASHKM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(s.sort_temp, temp, labels, s.keys_out,
                                                      s.ids_in, s.ids_out, rows, 0, key_bits(k),
                                                      stream));
+}
+
+void accumulate_sorted(const float* x, int64_t rows, int d, int k, const UpdateScratch& s,
+                       double* sums, long long* counts, cudaStream_t stream) {
+  if (rows == 0) return;
   FLASHKM_CUDA_CHECK(cudaMemsetAsync(s.seg_begin, 0, sizeof(int) * k, stream));
   FLASHKM_CUDA_CHECK(cudaMemsetAsync(s.seg_end, 0, sizeof(int) * k, stream));
   segment_bounds_kernel<<<unsigned((rows + 255) / 256), 256, 0, stream>>>(s.keys_out, rows,
