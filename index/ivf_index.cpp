@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <numeric>
@@ -726,7 +727,13 @@ struct IvfIndex::Impl {
 IvfIndex::IvfIndex(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 IvfIndex::~IvfIndex() {
-  if (impl_) close();
+  if (!impl_) return;
+  try {
+    close();
+  } catch (const std::exception& e) {
+    // Destructors cannot throw; the data is safe in the log, only the flush failed.
+    std::fprintf(stderr, "flashkm: warning: closing %s: %s\n", impl_->dir.c_str(), e.what());
+  }
 }
 
 std::unique_ptr<IvfIndex> IvfIndex::create(const std::string& dir, int64_t d,
@@ -1031,6 +1038,11 @@ bool IvfIndex::read_only() const { return impl_->options.read_only; }
 void IvfIndex::close() {
   std::lock_guard<std::mutex> wlock(impl_->write_mu);
   std::unique_lock<std::shared_mutex> lock(impl_->state_mu);
+  if (!impl_->store) return;
+  if (!impl_->store->read_only()) {
+    // Everything is already durable in the log; flushing only spares the next open a replay.
+    check_status(impl_->store->flush(), impl_->dir, "flushing on close");
+  }
   impl_->gen.reset();
   impl_->store.reset();
 }

@@ -172,6 +172,19 @@ rocksdb::Status Store::create_generation(uint64_t g, GenerationCFs* out) {
   return generation(g, out);
 }
 
+rocksdb::Status Store::flush() {
+  std::vector<CFPtr> keep;  // handles stay valid while flushing
+  std::vector<rocksdb::ColumnFamilyHandle*> handles = {meta_.get(), vectors_.get()};
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& kv : cfs_) {
+      keep.push_back(kv.second);
+      handles.push_back(kv.second.get());
+    }
+  }
+  return db_->Flush(rocksdb::FlushOptions(), handles);
+}
+
 std::vector<uint64_t> Store::generations() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<uint64_t> gens;

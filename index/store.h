@@ -64,6 +64,9 @@ class Store {
   /// Generations that have at least one column family.
   std::vector<uint64_t> generations() const;
 
+  /// Flushes every memtable to SST files, so the next open has no write-ahead log to replay.
+  rocksdb::Status flush();
+
   rocksdb::Status write(rocksdb::WriteBatch* batch) const {
     return db_->Write(write_options_, batch);
   }
