@@ -114,8 +114,10 @@ __device__ double mma_bound(bool ip, int d, int dpad, double X, double C, int ex
   return e * 1.01 + 1e-30;
 }
 
+// Not volatile: a pure register operation, which the compiler may interleave with the
+// independent mma of other tiles (back-to-back dependent mma stall on their latency).
 __device__ __forceinline__ void mma16816(float* c, const uint32_t* a, const uint32_t* b) {
-  asm volatile(
+  asm(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -277,16 +279,22 @@ __global__ void __launch_bounds__(WM * WN * 32)
           bf[p][j + 1][1] = r4[3];
         }
       }
+      // Product by product over all tiles, so that consecutive mma are independent; each
+      // accumulator still sees hi.hi, hi.lo, lo.hi in that order.
 #pragma unroll
       for (int i = 0; i < MT; ++i)
 #pragma unroll
-        for (int j = 0; j < NT; ++j) {
-          mma16816(acc[i][j], af[0][i], bf[0][j]);
-          if (kThree) {
-            mma16816(acc[i][j], af[0][i], bf[P - 1][j]);
-            mma16816(acc[i][j], af[P - 1][i], bf[0][j]);
-          }
-        }
+        for (int j = 0; j < NT; ++j) mma16816(acc[i][j], af[0][i], bf[0][j]);
+      if (kThree) {
+#pragma unroll
+        for (int i = 0; i < MT; ++i)
+#pragma unroll
+          for (int j = 0; j < NT; ++j) mma16816(acc[i][j], af[0][i], bf[P - 1][j]);
+#pragma unroll
+        for (int i = 0; i < MT; ++i)
+#pragma unroll
+          for (int j = 0; j < NT; ++j) mma16816(acc[i][j], af[P - 1][i], bf[0][j]);
+      }
     }
 
     if (tile % ksteps == ksteps - 1) {  // a centroid block is complete: fold and reset
