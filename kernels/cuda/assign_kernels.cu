@@ -1,5 +1,6 @@
 // FlashAssign on CUDA cores (fp32 FFMA), its certification, the float64 fix-up and the
 // finalize pass. See kernels.h for the contract and kernels/engine.h for exactness.
+#include <algorithm>
 #include <cfloat>
 #include <climits>
 
@@ -8,6 +9,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/tile_config.h"
+#include "kernels/cuda/topk.cuh"
 
 namespace flashkm {
 namespace detail {
@@ -108,14 +110,9 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
   const int d = a.d, k = a.c.k, kpad = a.c.kpad;
   const float alpha = a.inner_product ? -1.f : -2.f;
 
-  float best[TM], second[TM];
-  int index[TM];
+  TopK<kTop> top[TM];
 #pragma unroll
-  for (int i = 0; i < TM; ++i) {
-    best[i] = CUDART_INF_F;
-    second[i] = CUDART_INF_F;
-    index[i] = INT_MAX;
-  }
+  for (int i = 0; i < TM; ++i) top[i].clear();
 
   for (int n0 = 0; n0 < k; n0 += BN) {
     float acc[TM][TN];
@@ -158,36 +155,15 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
       if (col < k) {
         const float b = a.c.beta[col];
 #pragma unroll
-        for (int i = 0; i < TM; ++i) {
-          const float v = __fmaf_rn(alpha, acc[i][j], b);
-          if (v < best[i]) {
-            second[i] = best[i];
-            best[i] = v;
-            index[i] = col;
-          } else if (v < second[i]) {
-            second[i] = v;
-          }
-        }
+        for (int i = 0; i < TM; ++i) top[i].insert(__fmaf_rn(alpha, acc[i][j], b), col);
       }
     }
   }
 
 #pragma unroll
-  for (int i = 0; i < TM; ++i) {
+  for (int i = 0; i < TM; ++i)
 #pragma unroll
-    for (int off = TX / 2; off > 0; off /= 2) {
-      const float ob = __shfl_xor_sync(0xffffffffu, best[i], off);
-      const float os = __shfl_xor_sync(0xffffffffu, second[i], off);
-      const int oi = __shfl_xor_sync(0xffffffffu, index[i], off);
-      if (ob < best[i] || (ob == best[i] && oi < index[i])) {
-        second[i] = fminf(best[i], os);
-        best[i] = ob;
-        index[i] = oi;
-      } else {
-        second[i] = fminf(second[i], ob);
-      }
-    }
-  }
+    for (int off = TX / 2; off > 0; off /= 2) top[i].merge_lane(off);
 
   if (tx != 0) return;
   const double C = a.certify ? *a.c.max_norm : 0;
@@ -195,14 +171,8 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
   for (int i = 0; i < TM; ++i) {
     const int64_t row = m0 + ty * TM + i;
     if (row >= a.rows) continue;
-    a.cand[row] = index[i];
-    if (a.certify) {
-      const double e = certify_bound(a.inner_product, double(d), a.xnorm[row], C);
-      if (!(double(second[i]) - double(best[i]) > 2 * e)) {
-        const int pos = atomicAdd(a.fix_count, 1);
-        a.fix_list[pos] = int(row);
-      }
-    }
+    const double X = a.certify ? a.xnorm[row] : 0;
+    route_row(a, row, top[i], certify_bound(a.inner_product, double(d), X, C), X, C);
   }
 }
 
@@ -293,6 +263,39 @@ __global__ void __launch_bounds__(kFixupThreads)
       for (int w = 1; w < kFixupThreads / 32; ++w) lex_min(v, i, warp_v[w][tid], warp_i[w][tid]);
       a.cand[a.fix_list[t0 + tid]] = i;
     }
+  }
+}
+
+// One warp per row of win_list: lane s < kTop evaluates the float64 formula for candidate s,
+// then the warp takes the lexicographic minimum of (value, index).
+__global__ void window_fixup_kernel(const AssignArgs a) {
+  const int count = *a.win_count;
+  const int lane = threadIdx.x % 32, d = a.d;
+  const int warps = blockDim.x / 32;
+  for (int t = blockIdx.x * warps + threadIdx.x / 32; t < count; t += gridDim.x * warps) {
+    const int row = a.win_list[t];
+    const int c = lane < kTop ? a.cand_top[int64_t(row) * kTop + lane] : -1;
+    double v = CUDART_INF;
+    int idx = INT_MAX;
+    if (c >= 0) {
+      const float* xr = a.x + int64_t(row) * d;
+      const float* cr = a.c.raw + int64_t(c) * d;
+      double acc = 0;
+      if (a.inner_product) {
+        for (int j = 0; j < d; ++j) acc = __fma_rn(double(xr[j]), double(cr[j]), acc);
+        acc = -acc;
+      } else {
+        for (int j = 0; j < d; ++j) {
+          const double df = __dsub_rn(double(xr[j]), double(cr[j]));
+          acc = __fma_rn(df, df, acc);
+        }
+      }
+      v = acc;
+      idx = c;
+    }
+    for (int off = 16; off > 0; off /= 2)
+      lex_min(v, idx, __shfl_xor_sync(0xffffffffu, v, off), __shfl_xor_sync(0xffffffffu, idx, off));
+    if (lane == 0) a.cand[row] = idx;
   }
 }
 
@@ -413,6 +416,9 @@ void launch_fixup(const AssignArgs& a, int sm_count, cudaStream_t stream) {
   const int64_t blocks = most < int64_t(sm_count) * 8 ? most : int64_t(sm_count) * 8;
   fixup_kernel<<<unsigned(blocks), kFixupThreads, 0, stream>>>(a);
   FLASHKM_CUDA_CHECK_LAUNCH(fixup_kernel);
+  const int64_t wblocks = std::min<int64_t>((a.rows + 7) / 8, int64_t(sm_count) * 16);
+  window_fixup_kernel<<<unsigned(wblocks), 256, 0, stream>>>(a);
+  FLASHKM_CUDA_CHECK_LAUNCH(window_fixup_kernel);
 }
 
 void launch_finalize(const AssignArgs& a, const int* sorted_labels, const int* sorted_ids,

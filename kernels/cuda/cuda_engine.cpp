@@ -220,6 +220,8 @@ class CudaEngine final : public Engine {
     FLASHKM_CUDA_CHECK(
         cudaMemsetAsync(fix_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(changed_.get(), 0, sizeof(int) * nchunks_, res_.compute));
+    FLASHKM_CUDA_CHECK(
+        cudaMemsetAsync(win_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
     // Streaming: the update's sums are accumulated here, from the chunk already on the
     // device, so an iteration moves the data over the bus once instead of twice.
     sums_ready_ = !resident_;
@@ -243,6 +245,9 @@ class CudaEngine final : public Engine {
       a.cand = cand_.get();
       a.fix_list = fix_list_.get();
       a.fix_count = fix_counts_.get() + chunk;
+      a.win_list = win_list_.get();
+      a.win_count = win_counts_.get() + chunk;
+      a.cand_top = cand_top_.get();
       if (mma) {
         SplitRows xs;
         const int64_t xoff = resident_ ? off * dpad_ : 0;
@@ -277,7 +282,7 @@ class CudaEngine final : public Engine {
     });
     const int64_t nblocks = (n_ + kReduceBlock - 1) / kReduceBlock;
     std::vector<double> inertia(nblocks);
-    std::vector<int> changed(nchunks_), fixups(nchunks_);
+    std::vector<int> changed(nchunks_), fixups(nchunks_), windowed(nchunks_);
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(inertia.data(), block_inertia_.get(),
                                        sizeof(double) * nblocks, cudaMemcpyDeviceToHost,
                                        res_.compute));
@@ -285,18 +290,25 @@ class CudaEngine final : public Engine {
                                        cudaMemcpyDeviceToHost, res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(fixups.data(), fix_counts_.get(), sizeof(int) * nchunks_,
                                        cudaMemcpyDeviceToHost, res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(windowed.data(), win_counts_.get(),
+                                       sizeof(int) * nchunks_, cudaMemcpyDeviceToHost,
+                                       res_.compute));
     res_.sync();
     AssignOutcome out;
+    int64_t window_fixups = 0;
     for (int64_t b = 0; b < nblocks; ++b) out.inertia += inertia[b];
     sorted_ = true;
     for (int64_t c = 0; c < nchunks_; ++c) {
       out.changed += changed[c];
-      out.fixups += fixups[c];
+      out.fixups += fixups[c] + windowed[c];
+      window_fixups += windowed[c];
     }
     if (params_.verbose)
-      std::fprintf(stderr, "flashkm cuda assign: %s pass, %lld of %lld rows recomputed in float64\n",
+      std::fprintf(stderr,
+                   "flashkm cuda assign: %s pass, %lld of %lld rows recomputed in float64 "
+                   "(%lld over their <= %d candidates, the rest over all k)\n",
                    mma ? "3xfp16 tensor-core" : "fp32 FFMA", (long long)out.fixups,
-                   (long long)n_);
+                   (long long)n_, (long long)window_fixups, kTop);
     return out;
   }
 
@@ -367,6 +379,9 @@ class CudaEngine final : public Engine {
     fix_counts_.allocate(nchunks_, b);
     cand_.allocate(chunk_rows_, b);
     fix_list_.allocate(chunk_rows_, b);
+    win_list_.allocate(chunk_rows_, b);
+    win_counts_.allocate(nchunks_, b);
+    cand_top_.allocate(chunk_rows_ * kTop, b);
     xnorm_.allocate(chunk_rows_, b);
     keys_out_.allocate(chunk_rows_, b);
     ids_in_.allocate(chunk_rows_, b);
@@ -476,6 +491,7 @@ class CudaEngine final : public Engine {
 
   DeviceArray<double> shift_, xnorm_, block_inertia_, dist64_;
   DeviceArray<int> labels_, changed_, fix_counts_, cand_, fix_list_;
+  DeviceArray<int> win_list_, win_counts_, cand_top_;
   DeviceArray<int> keys_out_, ids_in_, ids_out_, seg_begin_, seg_end_;
   DeviceArray<unsigned char> sort_temp_;
   DeviceArray<float> c_raw_, c_raw_t_, c_shifted_t_, c_beta_, means_dev_, dist_;

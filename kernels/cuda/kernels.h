@@ -25,6 +25,9 @@ constexpr int64_t kReduceBlock = 1024;
 /// Centroid padding: a multiple of every compiled AssignTiles::centroids.
 constexpr int kCentroidPad = 128;
 
+/// Candidates a row keeps in the assignment passes (see topk.cuh).
+constexpr int kTop = 4;
+
 /// Centroids as one assignment pass reads them (all device pointers).
 struct DeviceCentroids {
   int k = 0, d = 0, kpad = 0;
@@ -55,8 +58,11 @@ struct AssignArgs {
   bool inner_product = false;
   bool certify = true;            ///< false: Precision::Fast, no fix-up list
   int* cand = nullptr;            ///< rows: fast argmin (fixed up later where uncertified)
-  int* fix_list = nullptr;        ///< rows: uncertified row ids, fix_count[0] of them
+  int* fix_list = nullptr;        ///< rows: uncertified rows to recompute over all k
   int* fix_count = nullptr;       ///< scalar, incremented (integer atomics only)
+  int* win_list = nullptr;        ///< rows: uncertified rows whose window is in cand_top
+  int* win_count = nullptr;       ///< scalar, incremented (integer atomics only)
+  int* cand_top = nullptr;        ///< rows x kTop: a win_list row's candidates (-1: none)
 };
 
 /// FlashAssign with the shape kAssignShapes[shape].
@@ -64,7 +70,7 @@ void launch_flash_assign(int shape, const AssignArgs& a, cudaStream_t stream);
 
 /// Row data of the tensor-core pass: float(x - shift) * 2^scale_exp split into fp16 hi and
 /// lo = fp16(v - hi), rows x dpad each, zero padded (dpad: multiple of kMmaDepth).
-constexpr int kMmaDepth = 32;
+constexpr int kMmaDepth = 64;
 struct SplitRows {
   const void* hi = nullptr;  ///< __half
   const void* lo = nullptr;  ///< __half
@@ -99,7 +105,8 @@ void split_centroids(const DeviceCentroids& c, int dpad, float* max_abs, int* sc
 void launch_mma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
                        const SplitCentroids& cs, cudaStream_t stream);
 
-/// Recomputes the rows of fix_list with the float64 formula over all k centroids.
+/// Recomputes the rows of fix_list with the float64 formula over all k centroids, and the
+/// rows of win_list over their candidates only.
 void launch_fixup(const AssignArgs& a, int sm_count, cudaStream_t stream);
 
 /// From the final candidates, sorted by label (sort_by_label on a.cand): writes labels

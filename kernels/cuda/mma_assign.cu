@@ -13,6 +13,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/tile_config.h"
+#include "kernels/cuda/topk.cuh"
 
 namespace flashkm {
 namespace detail {
@@ -124,29 +125,6 @@ __device__ __forceinline__ void mma16816(float* c, const uint32_t* a, const uint
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-__device__ __forceinline__ void fold(float v, int col, float& best, float& second, int& index) {
-  if (v < best) {
-    second = best;
-    best = v;
-    index = col;
-  } else if (v < second) {
-    second = v;
-  }
-}
-
-// Merges candidate (ob, os, oi) into (best, second, index) by (value, index) order; the
-// result equals one sequential fold over both candidates' columns.
-__device__ __forceinline__ void merge(float ob, float os, int oi, float& best, float& second,
-                                      int& index) {
-  if (ob < best || (ob == best && oi < index)) {
-    second = fminf(best, os);
-    best = ob;
-    index = oi;
-  } else {
-    second = fminf(second, ob);
-  }
-}
-
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   const int bytes = valid ? 16 : 0;  // 0: fill with zeros, read nothing
@@ -167,7 +145,8 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t* r, const void* smem) {
 }
 
 // Shared-memory layout of one pipeline stage: P parts (hi, lo) of a BM x BK row tile and a
-// BN x BK centroid tile, rows padded to LD halves (80 bytes: ldmatrix rows hit distinct banks).
+// BN x BK centroid tile, rows padded to LD halves (144 bytes: the 8 rows an ldmatrix reads
+// start in distinct 16-byte bank groups).
 template <int BM, int BN, int P>
 struct MmaStage {
   static constexpr int BK = kMmaDepth;
@@ -180,7 +159,8 @@ template <int BM, int BN, int WM, int WN, bool kThree>
 struct MmaKernelTraits {
   static constexpr int kThreads = WM * WN * 32;
   static constexpr int kParts = kThree ? 2 : 1;
-  static constexpr int kStages = 4;
+  // Exact: 3 stages of 72 KB fill the 227 KB a block may hold; Fast: 4 of 36 KB.
+  static constexpr int kStages = kThree ? 3 : 4;
   using Stage = MmaStage<BM, BN, kParts>;
   static constexpr size_t kSmemBytes = sizeof(Stage) * kStages;
 };
@@ -202,8 +182,10 @@ __global__ void __launch_bounds__(WM * WN * 32)
   static_assert(WTM % 16 == 0 && WTN % 16 == 0, "warp tile must be whole ldmatrix tiles");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Stage* stages = reinterpret_cast<Stage*>(smem_raw);
-  __shared__ float merge_best[WN][BM], merge_second[WN][BM];
-  __shared__ int merge_index[WN][BM];
+  // After the main loop the stages are free; the cross-warp merge reuses them.
+  using RowTop = TopK<kTop>;
+  static_assert(sizeof(RowTop) * WN * BM <= sizeof(Stage) * S, "merge area must fit");
+  RowTop(*merged)[BM] = reinterpret_cast<RowTop(*)[BM]>(smem_raw);
 
   const int tid = threadIdx.x, lane = tid % 32, wid = tid / 32;
   const int wm = wid / WN, wn = wid % WN, g = lane / 4, t = lane % 4;
@@ -236,14 +218,9 @@ __global__ void __launch_bounds__(WM * WN * 32)
     cp_async_commit();  // possibly empty: keeps one group per tile for the wait count
   };
 
-  float best[MT * 2], second[MT * 2];
-  int index[MT * 2];
+  RowTop top[MT * 2];
 #pragma unroll
-  for (int r = 0; r < MT * 2; ++r) {
-    best[r] = CUDART_INF_F;
-    second[r] = CUDART_INF_F;
-    index[r] = INT_MAX;
-  }
+  for (int r = 0; r < MT * 2; ++r) top[r].clear();
   float acc[MT][NT][4];
 #pragma unroll
   for (int i = 0; i < MT; ++i)
@@ -318,14 +295,13 @@ __global__ void __launch_bounds__(WM * WN * 32)
               acc[i][j][2 * h + q] = __fmaf_rn(alpha, acc[i][j][2 * h + q], beta[j][q]);
               m = fminf(m, acc[i][j][2 * h + q]);
             }
-          // Most blocks hold nothing below the row's second best: then the sequential fold
-          // would change nothing, and it is skipped.
-          if (m < second[r]) {
+          // Most blocks hold nothing below the row's last kept value: then folding them
+          // (higher indices, so equal values lose) would change nothing, and is skipped.
+          if (m < top[r].v[kTop - 1]) {
 #pragma unroll
             for (int j = 0; j < NT; ++j)
 #pragma unroll
-              for (int q = 0; q < 2; ++q)
-                fold(acc[i][j][2 * h + q], nb + j * 8 + q, best[r], second[r], index[r]);
+              for (int q = 0; q < 2; ++q) top[r].insert(acc[i][j][2 * h + q], nb + j * 8 + q);
           }
         }
 #pragma unroll
@@ -337,42 +313,31 @@ __global__ void __launch_bounds__(WM * WN * 32)
     }
   }
   cp_async_wait<0>();
+  __syncthreads();  // every warp is done with the stages before they hold merge lists
 
 #pragma unroll
   for (int r = 0; r < MT * 2; ++r)
 #pragma unroll
-    for (int off = 1; off < 4; off *= 2)
-      merge(__shfl_xor_sync(0xffffffffu, best[r], off),
-            __shfl_xor_sync(0xffffffffu, second[r], off),
-            __shfl_xor_sync(0xffffffffu, index[r], off), best[r], second[r], index[r]);
+    for (int off = 1; off < 4; off *= 2) top[r].merge_lane(off);
   if (t == 0) {
 #pragma unroll
     for (int i = 0; i < MT; ++i)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int r = wm * WTM + i * 16 + h * 8 + g;
-        merge_best[wn][r] = best[2 * i + h];
-        merge_second[wn][r] = second[2 * i + h];
-        merge_index[wn][r] = index[2 * i + h];
-      }
+      for (int h = 0; h < 2; ++h) merged[wn][wm * WTM + i * 16 + h * 8 + g] = top[2 * i + h];
   }
   __syncthreads();
+  const bool certify = kThree && a.certify;
+  const double C = certify ? *a.c.max_norm : 0;
   for (int r = tid; r < BM; r += NTH) {
     const int64_t row = m0 + r;
     if (row >= a.rows) continue;
-    float b = merge_best[0][r], s = merge_second[0][r];
-    int idx = merge_index[0][r];
+    RowTop m = merged[0][r];
     for (int w = 1; w < WN; ++w)
-      merge(merge_best[w][r], merge_second[w][r], merge_index[w][r], b, s, idx);
-    a.cand[row] = idx;
-    if (kThree && a.certify) {
-      const double e = mma_bound(a.inner_product, a.d, dpad, a.xnorm[row], *a.c.max_norm,
-                                 xs.scale_exp, ec);
-      if (!(double(s) - double(b) > 2 * e)) {
-        const int pos = atomicAdd(a.fix_count, 1);
-        a.fix_list[pos] = int(row);
-      }
-    }
+#pragma unroll
+      for (int s = 0; s < kTop; ++s) m.insert(merged[w][r].v[s], merged[w][r].i[s]);
+    const double X = certify ? a.xnorm[row] : 0;
+    const double e = certify ? mma_bound(a.inner_product, a.d, dpad, X, C, xs.scale_exp, ec) : 0;
+    route_row(a, row, m, e, X, C);
   }
 }
 

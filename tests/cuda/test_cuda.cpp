@@ -350,6 +350,28 @@ TEST_P(CudaMath, ExactTiesGoToLowestIndexThroughFixup) {
   expect_same(g, h, "GPU vs CPU engine", ffma());
 }
 
+// More exactly tied centroids than a row keeps candidates (kTop = 4): the window cannot be
+// closed from the candidate list, and those rows take the fix-up over all k.
+TEST_P(CudaMath, ManyTiedCentroidsTakeTheFullFixup) {
+  const int64_t n = 2000, d = 5, k = 20;
+  std::mt19937_64 rng(91);
+  std::vector<float> x(n * d), c(k * d);
+  for (auto& v : x) v = float(int(rng() % 5) - 2);
+  for (auto& v : c) v = float(int(rng() % 9) - 4);
+  for (int64_t j : {3, 6, 7, 11, 12, 15, 19})  // seven copies of centroid 2
+    std::copy(c.begin() + 2 * d, c.begin() + 3 * d, c.begin() + j * d);
+  KMeansParams p;
+  p.n_clusters = int(k);
+  auto gpu = detail::make_cuda_engine(n, d, k, x.data(), p);
+  auto cpu = detail::make_cpu_engine(n, d, k, x.data(), p);
+  Step g = run_step(*gpu, c), h = run_step(*cpu, c);
+  ASSERT_EQ(g.labels, oracle_labels(Metric::L2, x, n, d, c, k));
+  int64_t on_copies = 0;
+  for (int32_t l : g.labels) on_copies += l == 2;
+  EXPECT_GT(on_copies, 0);
+  expect_same(g, h, "GPU vs CPU engine", ffma());
+}
+
 TEST_P(CudaMath, FastPrecisionSkipsFixup) {
   const Shape s{3000, 32, 100, Metric::L2, 71};
   SCOPED_TRACE(describe(s));

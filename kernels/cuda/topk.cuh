@@ -1,0 +1,103 @@
+// PRIVATE to kernels/cuda: the per-row candidate state of the assignment passes.
+//
+// A row keeps its kTop smallest (value, index) pairs in lexicographic order. Folding values
+// of ascending indices with insert() and merging lists with insert() both give exactly the
+// kTop smallest pairs, so the state does not depend on tile shapes. best = v[0], second =
+// v[1]; when a row cannot be certified, every centroid whose fast value is within the error
+// window of v[0] is in the list as soon as v[kTop - 1] lies outside the window, and the
+// float64 fix-up then needs only those candidates instead of all k.
+#pragma once
+
+#include <climits>
+
+#include <math_constants.h>
+
+#include "kernels/cuda/kernels.h"
+
+namespace flashkm {
+namespace detail {
+namespace cuda {
+
+template <int K>
+struct TopK {
+  float v[K];
+  int i[K];
+
+  __device__ __forceinline__ void clear() {
+#pragma unroll
+    for (int s = 0; s < K; ++s) {
+      v[s] = CUDART_INF_F;
+      i[s] = INT_MAX;
+    }
+  }
+
+  __device__ __forceinline__ static bool less(float a, int ai, float b, int bi) {
+    return a < b || (a == b && ai < bi);
+  }
+
+  /// Inserts (x, c) if it is among the K smallest pairs.
+  __device__ __forceinline__ void insert(float x, int c) {
+    if (!less(x, c, v[K - 1], i[K - 1])) return;
+    bool done = false;
+#pragma unroll
+    for (int s = K - 1; s > 0; --s) {
+      if (!done) {
+        if (less(x, c, v[s - 1], i[s - 1])) {
+          v[s] = v[s - 1];
+          i[s] = i[s - 1];
+        } else {
+          v[s] = x;
+          i[s] = c;
+          done = true;
+        }
+      }
+    }
+    if (!done) {
+      v[0] = x;
+      i[0] = c;
+    }
+  }
+
+  /// Merges the list of the lane `off` away (xor) in the warp.
+  __device__ __forceinline__ void merge_lane(int off) {
+    float ov[K];
+    int oi[K];
+#pragma unroll
+    for (int s = 0; s < K; ++s) {
+      ov[s] = __shfl_xor_sync(0xffffffffu, v[s], off);
+      oi[s] = __shfl_xor_sync(0xffffffffu, i[s], off);
+    }
+#pragma unroll
+    for (int s = 0; s < K; ++s) insert(ov[s], oi[s]);
+  }
+};
+
+/// Extra width of the candidate window that keeps float64 rounding of detail::exact_l2 /
+/// exact_ip (relative error below (d + 2) 2^-53 of |x - c|^2 <= (X + C)^2, or of X C) from
+/// reordering a candidate and a centroid outside the window.
+__device__ __forceinline__ double window_margin(bool ip, int d, double X, double C) {
+  const double s = ip ? X * C : (X + C) * (X + C);
+  return 4.04 * (d + 2) * 1.1102230246251565e-16 * s;
+}
+
+/// Writes the row's label and, when certifying and the bound e (half-width of the error
+/// window of its fast values) does not separate best from second, queues it for the
+/// float64 fix-up: over its candidates (a.win_list, a.cand_top) when the window is inside
+/// the list, else over all k (a.fix_list). X = |x'|, C = max |c'|.
+__device__ __forceinline__ void route_row(const AssignArgs& a, int64_t row, const TopK<kTop>& t,
+                                          double e, double X, double C) {
+  a.cand[row] = t.i[0];
+  if (!a.certify || double(t.v[1]) - double(t.v[0]) > 2 * e) return;
+  const double w = double(t.v[0]) + 2 * e + window_margin(a.inner_product, a.d, X, C);
+  if (double(t.v[kTop - 1]) > w) {
+#pragma unroll
+    for (int s = 0; s < kTop; ++s) a.cand_top[row * kTop + s] = double(t.v[s]) <= w ? t.i[s] : -1;
+    a.win_list[atomicAdd(a.win_count, 1)] = int(row);
+  } else {
+    a.fix_list[atomicAdd(a.fix_count, 1)] = int(row);
+  }
+}
+
+}  // namespace cuda
+}  // namespace detail
+}  // namespace flashkm
