@@ -119,6 +119,20 @@ TEST(KMeansOracle, LargeOffsetData) {
   EXPECT_EQ(label_errors(Metric::L2, n, d, x.data(), k, c.data(), r.labels), 0);
 }
 
+TEST(KMeansExact, HugeAndTinyMagnitudes) {
+  // Float32 products overflow (1e25^2) or underflow (1e-25^2) in the fast pass: every row must
+  // then fall through to the float64 path and still get the oracle's label.
+  for (float scale : {1e25f, 1e-25f}) {
+    SCOPED_TRACE("scale " + std::to_string(scale));
+    const int64_t n = 300, d = 9, k = 7;
+    std::vector<float> x = blobs(n, d, 5, 17);
+    for (float& v : x) v *= scale;
+    std::vector<float> c = pick_rows(x, d, k);
+    KMeansResult r = KMeans(d, given(k, c, 0)).fit(n, x.data());
+    EXPECT_EQ(label_errors(Metric::L2, n, d, x.data(), k, c.data(), r.labels), 0);
+  }
+}
+
 TEST(KMeansExact, DuplicateCentroidsGoToLowestIndex) {
   const int64_t n = 500, d = 8, k = 6;
   std::vector<float> x = blobs(n, d, 3, 10);
