@@ -155,7 +155,7 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
       if (col < k) {
         const float b = a.c.beta[col];
 #pragma unroll
-        for (int i = 0; i < TM; ++i) top[i].insert(__fmaf_rn(alpha, acc[i][j], b), col);
+        for (int i = 0; i < TM; ++i) top[i].insert_ascending(__fmaf_rn(alpha, acc[i][j], b), col);
       }
     }
   }

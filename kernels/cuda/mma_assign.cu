@@ -301,7 +301,7 @@ __global__ void __launch_bounds__(WM * WN * 32)
 #pragma unroll
             for (int j = 0; j < NT; ++j)
 #pragma unroll
-              for (int q = 0; q < 2; ++q) top[r].insert(acc[i][j][2 * h + q], nb + j * 8 + q);
+              for (int q = 0; q < 2; ++q) top[r].insert_ascending(acc[i][j][2 * h + q], nb + j * 8 + q);
           }
         }
 #pragma unroll

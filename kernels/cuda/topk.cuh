@@ -58,6 +58,30 @@ struct TopK {
     }
   }
 
+  /// insert() for a column above every index in the list (a thread's own columns arrive in
+  /// ascending order): equal values lose, so plain '<' decides.
+  __device__ __forceinline__ void insert_ascending(float x, int c) {
+    if (!(x < v[K - 1])) return;
+    bool done = false;
+#pragma unroll
+    for (int s = K - 1; s > 0; --s) {
+      if (!done) {
+        if (x < v[s - 1]) {
+          v[s] = v[s - 1];
+          i[s] = i[s - 1];
+        } else {
+          v[s] = x;
+          i[s] = c;
+          done = true;
+        }
+      }
+    }
+    if (!done) {
+      v[0] = x;
+      i[0] = c;
+    }
+  }
+
   /// Merges the list of the lane `off` away (xor) in the warp.
   __device__ __forceinline__ void merge_lane(int off) {
     float ov[K];
