@@ -49,7 +49,10 @@ rocksdb::Status Store::open(const std::string& dir, const StoreOptions& o,
   cfo.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   // Codes and float vectors do not compress; skipping it keeps scans and adds cheap.
   cfo.compression = rocksdb::kNoCompression;
-  cfo.write_buffer_size = size_t(64) << 20;
+  // Large adds are single batches of hundreds of MB; bigger and more memtables let them land
+  // without write stalls while earlier ones flush.
+  cfo.write_buffer_size = size_t(256) << 20;
+  cfo.max_write_buffer_number = 4;
   st->cf_options_ = cfo;
 
   rocksdb::DBOptions dbo;

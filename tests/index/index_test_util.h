@@ -55,9 +55,34 @@ inline std::vector<float> skewed_blobs(int64_t n, int64_t d, int centers, uint64
   return x;
 }
 
+/// Nearest list of each of n vectors by brute force in float64 (ties: lowest list): the exact
+/// assignment flashkm promises, computed independently.
+inline std::vector<faiss::Index::idx_t> exact_assign(const faiss::IndexIVF& ivf, int64_t n,
+                                                    const float* x) {
+  std::vector<float> c(ivf.nlist * ivf.d);
+  ivf.quantizer->reconstruct_n(0, int64_t(ivf.nlist), c.data());
+  std::vector<faiss::Index::idx_t> out(n);
+  const bool l2 = ivf.metric_type == faiss::METRIC_L2;
+  for (int64_t i = 0; i < n; ++i) {
+    double best = 0;
+    for (size_t l = 0; l < ivf.nlist; ++l) {
+      double acc = 0;
+      for (int j = 0; j < ivf.d; ++j) {
+        double xi = x[i * ivf.d + j], cj = c[l * ivf.d + j];
+        acc += l2 ? (xi - cj) * (xi - cj) : -xi * cj;
+      }
+      if (l == 0 || acc < best) {
+        best = acc;
+        out[i] = faiss::Index::idx_t(l);
+      }
+    }
+  }
+  return out;
+}
+
 /// An in-memory copy of a trained IVF template (same quantizer and code parameters) whose
-/// lists are ArrayInvertedLists, filled by adding (x, ids) in ascending id order, which is the
-/// order RocksDB keeps each list in.
+/// lists are ArrayInvertedLists, filled with (x, ids) in ascending id order (the order RocksDB
+/// keeps each list in), each vector in its exactly nearest list.
 inline std::unique_ptr<faiss::IndexIVF> in_memory_reference(const faiss::IndexIVF& templ,
                                                             int64_t n, const float* x,
                                                             const int64_t* ids) {
@@ -73,7 +98,8 @@ inline std::unique_ptr<faiss::IndexIVF> in_memory_reference(const faiss::IndexIV
     std::copy(x + order[i] * ref->d, x + (order[i] + 1) * ref->d, xs.begin() + i * ref->d);
     is[i] = ids[order[i]];
   }
-  ref->add_with_ids(n, xs.data(), is.data());
+  std::vector<faiss::Index::idx_t> assign = exact_assign(*ref, n, xs.data());
+  ref->add_core(n, xs.data(), is.data(), assign.data());
   return ref;
 }
 

@@ -4,6 +4,7 @@
 #include "flashkm/index.h"
 
 #include <faiss/IndexIVF.h>
+#include <faiss/index_factory.h>
 #include <faiss/index_io.h>
 #include <gtest/gtest.h>
 #include <rocksdb/write_batch.h>
@@ -391,6 +392,39 @@ TEST(IvfIndex, ExportImportRoundTrip) {
     EXPECT_EQ(imp->add(1, x.data()), 7 * (n - 1) + 3 + 1);
   }
   EXPECT_THROW(IvfIndex::import_faiss(tmp.sub("missing.faiss"), tmp.sub("x")), Error);
+}
+
+TEST(IvfIndex, ImportOfAStockFaissIndexKeepsItsListsAndCodes) {
+  TempDir tmp;
+  const int64_t n = 2000;
+  std::vector<float> x = testing::skewed_blobs(n, kD, 10, 83);
+  std::vector<float> xq = testing::skewed_blobs(25, kD, 10, 84);
+  // Trained and filled by faiss alone (its own k-means and assignment), lossy codes.
+  std::unique_ptr<faiss::IndexIVF> f(
+      dynamic_cast<faiss::IndexIVF*>(faiss::index_factory(kD, "IVF10,PQ4x4np")));
+  f->train(n, x.data());
+  std::vector<int64_t> ids(n);
+  for (int64_t i = 0; i < n; ++i) ids[i] = n - i;  // descending: lists are re-sorted by id
+  f->add_with_ids(n, x.data(), ids.data());
+  std::string file = tmp.sub("stock.faiss");
+  faiss::write_index(f.get(), file.c_str());
+  auto imp = IvfIndex::import_faiss(file, tmp.sub("imported"));
+  EXPECT_TRUE(imp->info().vectors_reconstructed);
+  EXPECT_EQ(imp->info().factory, "IVF10,PQ4x4");
+  // Same lists and codes, in id order: compare against faiss with its lists sorted by id.
+  auto sorted = exported(*imp, tmp.sub("back.faiss"));
+  for (size_t l = 0; l < f->nlist; ++l) {
+    ASSERT_EQ(sorted->invlists->list_size(l), f->invlists->list_size(l)) << "list " << l;
+    std::map<int64_t, std::vector<uint8_t>> a, b;
+    for (size_t o = 0; o < f->invlists->list_size(l); ++o) {
+      const uint8_t* ca = f->invlists->get_codes(l) + o * f->code_size;
+      const uint8_t* cb = sorted->invlists->get_codes(l) + o * f->code_size;
+      a[f->invlists->get_ids(l)[o]].assign(ca, ca + f->code_size);
+      b[sorted->invlists->get_ids(l)[o]].assign(cb, cb + f->code_size);
+    }
+    ASSERT_EQ(a, b) << "list " << l;
+  }
+  for (int nprobe : {1, 10}) expect_same_as(*imp, *sorted, xq, 10, nprobe);
 }
 
 // Batches commit in order; a consistent snapshot therefore finds a prefix of them. Each query
