@@ -20,7 +20,7 @@ def median_ms(fn, reps=10):
 src = torch.randn(1 << 30, device="cuda")  # 4 GiB
 dst = torch.empty_like(src)
 ms = median_ms(lambda: dst.copy_(src))
-print(f"copy: {2 * src.numel() * 4 / ms / 1e9:.0f} GB/s")
+print(f"copy: {2 * src.numel() * 4 / (ms * 1e-3) / 1e12:.2f} TB/s")
 del src, dst
 for name, dt, tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True),
                        ("fp16", torch.float16, False)):

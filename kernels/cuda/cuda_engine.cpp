@@ -198,6 +198,12 @@ class CudaEngine final : public Engine {
                    x16_hi_.get(), x16_lo_.get(), res_.compute);
     }
     res_.sync();
+    if (p.verbose)
+      std::fprintf(stderr,
+                   "flashkm cuda: %s, %s data (%lld rows a chunk), %.1f MB of device memory\n",
+                   mma ? "3xfp16 tensor-core pass" : "fp32 FFMA pass",
+                   resident_ ? "resident" : "streamed", (long long)chunk_rows_,
+                   double(res_.device_bytes) / 1e6);
   }
 
   void set_centroids(const float* centroids) override {
