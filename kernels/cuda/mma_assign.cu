@@ -183,7 +183,8 @@ __global__ void __launch_bounds__(WM * WN * 32)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Stage* stages = reinterpret_cast<Stage*>(smem_raw);
   // After the main loop the stages are free; the cross-warp merge reuses them.
-  using RowTop = TopK<kTop>;
+  // Fast keeps only the best candidate: nothing is certified or fixed up.
+  using RowTop = TopK<kThree ? kTop : 1>;
   static_assert(sizeof(RowTop) * WN * BM <= sizeof(Stage) * S, "merge area must fit");
   RowTop(*merged)[BM] = reinterpret_cast<RowTop(*)[BM]>(smem_raw);
 
@@ -297,7 +298,7 @@ __global__ void __launch_bounds__(WM * WN * 32)
             }
           // Most blocks hold nothing below the row's last kept value: then folding them
           // (higher indices, so equal values lose) would change nothing, and is skipped.
-          if (m < top[r].v[kTop - 1]) {
+          if (m < top[r].v[RowTop::kSize - 1]) {
 #pragma unroll
             for (int j = 0; j < NT; ++j)
 #pragma unroll
@@ -334,7 +335,8 @@ __global__ void __launch_bounds__(WM * WN * 32)
     RowTop m = merged[0][r];
     for (int w = 1; w < WN; ++w)
 #pragma unroll
-      for (int s = 0; s < kTop; ++s) m.insert(merged[w][r].v[s], merged[w][r].i[s]);
+      for (int s = 0; s < RowTop::kSize; ++s)
+        m.insert(merged[w][r].v[s], merged[w][r].i[s]);
     const double X = certify ? a.xnorm[row] : 0;
     const double e = certify ? mma_bound(a.inner_product, a.d, dpad, X, C, xs.scale_exp, ec) : 0;
     route_row(a, row, m, e, X, C);

@@ -20,6 +20,7 @@ namespace cuda {
 
 template <int K>
 struct TopK {
+  static constexpr int kSize = K;
   float v[K];
   int i[K];
 
@@ -59,27 +60,19 @@ struct TopK {
   }
 
   /// insert() for a column above every index in the list (a thread's own columns arrive in
-  /// ascending order): equal values lose, so plain '<' decides.
+  /// ascending order): equal values lose, so plain '<' decides. Branch-free: the slots a
+  /// value passes shift down by one, selected per slot, so a warp never diverges here.
   __device__ __forceinline__ void insert_ascending(float x, int c) {
-    if (!(x < v[K - 1])) return;
-    bool done = false;
+    bool below[K];
+#pragma unroll
+    for (int s = 0; s < K; ++s) below[s] = x < v[s];  // monotone: below[s] implies below[s+1]
 #pragma unroll
     for (int s = K - 1; s > 0; --s) {
-      if (!done) {
-        if (x < v[s - 1]) {
-          v[s] = v[s - 1];
-          i[s] = i[s - 1];
-        } else {
-          v[s] = x;
-          i[s] = c;
-          done = true;
-        }
-      }
+      v[s] = below[s - 1] ? v[s - 1] : (below[s] ? x : v[s]);
+      i[s] = below[s - 1] ? i[s - 1] : (below[s] ? c : i[s]);
     }
-    if (!done) {
-      v[0] = x;
-      i[0] = c;
-    }
+    v[0] = below[0] ? x : v[0];
+    i[0] = below[0] ? c : i[0];
   }
 
   /// Merges the list of the lane `off` away (xor) in the warp.
@@ -108,10 +101,14 @@ __device__ __forceinline__ double window_margin(bool ip, int d, double X, double
 /// window of its fast values) does not separate best from second, queues it for the
 /// float64 fix-up: over its candidates (a.win_list, a.cand_top) when the window is inside
 /// the list, else over all k (a.fix_list). X = |x'|, C = max |c'|.
-__device__ __forceinline__ void route_row(const AssignArgs& a, int64_t row, const TopK<kTop>& t,
+template <int K>
+__device__ __forceinline__ void route_row(const AssignArgs& a, int64_t row, const TopK<K>& t,
                                           double e, double X, double C) {
   a.cand[row] = t.i[0];
-  if (!a.certify || double(t.v[1]) - double(t.v[0]) > 2 * e) return;
+  if constexpr (K < kTop) {
+    return;  // a Fast pass: no certification, the best candidate is the label
+  } else {
+    if (!a.certify || double(t.v[1]) - double(t.v[0]) > 2 * e) return;
   const double w = double(t.v[0]) + 2 * e + window_margin(a.inner_product, a.d, X, C);
   if (double(t.v[kTop - 1]) > w) {
 #pragma unroll
@@ -119,6 +116,7 @@ __device__ __forceinline__ void route_row(const AssignArgs& a, int64_t row, cons
     a.win_list[atomicAdd(a.win_count, 1)] = int(row);
   } else {
     a.fix_list[atomicAdd(a.fix_count, 1)] = int(row);
+  }
   }
 }
 
