@@ -159,8 +159,10 @@ template <int BM, int BN, int WM, int WN, bool kThree>
 struct MmaKernelTraits {
   static constexpr int kThreads = WM * WN * 32;
   static constexpr int kParts = kThree ? 2 : 1;
-  // Exact: 3 stages of 72 KB fill the 227 KB a block may hold; Fast: 4 of 36 KB.
-  static constexpr int kStages = kThree ? 3 : 4;
+  // Exact: 3 stages of 72 KB fill the 227 KB a block may hold (its 212 registers allow one
+  // block per SM anyway). Fast: 3 stages of 36 KB, so that two blocks share an SM.
+  static constexpr int kStages = 3;
+  static constexpr int kMinBlocks = kThree ? 1 : 2;
   using Stage = MmaStage<BM, BN, kParts>;
   static constexpr size_t kSmemBytes = sizeof(Stage) * kStages;
 };
@@ -171,7 +173,7 @@ struct MmaKernelTraits {
 // 16. A thread's columns arrive in ascending order and are folded like the FFMA kernel's,
 // then merged across the 4 lanes of a row group and across the WN warps.
 template <int BM, int BN, int WM, int WN, bool kThree>
-__global__ void __launch_bounds__(WM * WN * 32)
+__global__ void __launch_bounds__(WM * WN * 32, (MmaKernelTraits<BM, BN, WM, WN, kThree>::kMinBlocks))
     mma_assign_kernel(const AssignArgs a, const SplitRows xs, const SplitCentroids cs) {
   using Traits = MmaKernelTraits<BM, BN, WM, WN, kThree>;
   using Stage = typename Traits::Stage;
