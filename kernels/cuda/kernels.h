@@ -65,7 +65,8 @@ struct AssignArgs {
   int* cand_top = nullptr;        ///< rows x kTop: a win_list row's candidates (-1: none)
 };
 
-/// FlashAssign with the shape kAssignShapes[shape].
+/// FlashAssign on fp32 CUDA cores with the shape kAssignShapes[shape]: the CPU's fmaf chain
+/// and certification bound; uncertified rows go to a.win_list or a.fix_list (topk.cuh).
 void launch_flash_assign(int shape, const AssignArgs& a, cudaStream_t stream);
 
 /// Row data of the tensor-core pass: float(x - shift) * 2^scale_exp split into fp16 hi and
@@ -100,7 +101,7 @@ void split_centroids(const DeviceCentroids& c, int dpad, float* max_abs, int* sc
 
 /// Tensor-core FlashAssign (mma.sync m16n8k16, fp16 in, fp32 accumulate) with the shape
 /// kMmaShapes[shape]. Exact precision: three products (hi.hi + hi.lo + lo.hi) and a
-/// certification bound for them; rows it cannot certify go to a.fix_list.
+/// certification bound for them; rows it cannot certify go to a.win_list or a.fix_list.
 /// Fast precision: hi.hi only, no certification.
 void launch_mma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
                        const SplitCentroids& cs, cudaStream_t stream);
