@@ -1,9 +1,12 @@
 // PRIVATE to kernels/cuda: launchers of the CUDA backend's kernels (assign_kernels.cu,
-// update_kernels.cu). All work is enqueued on the given stream; every launch is checked.
+// mma_assign.cu, update_kernels.cu). All work is enqueued on the given stream; every launch
+// is checked.
 //
-// Numerics mirror the CPU backend operation for operation (kernels/cpu/assign_cpu.h,
-// cpu_engine.cpp), so both backends produce the same fast values, the same certification
-// decisions, the same fix-up counts and bit-identical float64 distances and sums.
+// The float64 parts mirror the CPU backend operation for operation (kernels/cpu/
+// cpu_engine.cpp): centring shift, fix-up formula, per-row distances, inertia blocks and
+// cluster sums are bit-identical. The FFMA first pass also repeats the CPU's fast values and
+// certification decisions (same fix-up counts); the tensor-core pass has its own values and
+// bound, so only its fix-up count differs.
 #pragma once
 
 #include <cuda_runtime.h>
