@@ -666,12 +666,6 @@ struct IvfIndex::Impl {
       kp.init = Init::Given;
       kp.init_centroids = *warm;
     }
-    IterationCallback user = kp.callback;
-    int max_iter = kp.max_iter;
-    kp.callback = [this, user, max_iter](const IterationStats& s) {
-      progress("k-means", s.iter + 1, max_iter);
-      return user ? user(s) : true;
-    };
     // Deterministic subsample when asked for.
     std::vector<float> sample;
     const float* train_x = x;
@@ -693,7 +687,9 @@ struct IvfIndex::Impl {
       }
       train_x = sample.data();
     }
+    progress("k-means", 0, 1);
     index::QuantizerTraining t = index::train_ivf(templ.get(), n_train, train_x, kp);
+    progress("k-means", 1, 1);
     build_and_flip(std::move(templ), factory, t, t0);
   }
 

@@ -1,5 +1,7 @@
 #include "index/trainer.h"
 
+#include "flashkm/faiss.h"
+
 namespace flashkm {
 namespace index {
 
@@ -10,19 +12,23 @@ QuantizerTraining train_ivf(faiss::IndexIVF* ivf, int64_t n, const float* x,
                        params.n_clusters, ivf->nlist);
   FLASHKM_THROW_IF_NOT(n >= int64_t(ivf->nlist), "%lld training points for nlist = %zu, expected "
                        "at least one point per list", (long long)n, ivf->nlist);
-  FLASHKM_THROW_IF_NOT(ivf->quantizer->ntotal == 0, "the index's quantizer is already trained");
-  KMeans km(ivf->d, params);
-  KMeansResult r = km.fit(n, x);
-  ivf->quantizer->add(int64_t(ivf->nlist), r.centroids.data());
-  ivf->quantizer->is_trained = true;
-  ivf->train_residual(n, x);
-  ivf->is_trained = true;
+  IVFTrainParams p;
+  p.niter = params.max_iter;
+  p.max_train_points = 0;  // the caller has already sampled
+  p.init = params.init;
+  p.init_centroids = params.init_centroids;
+  p.seed = params.seed;
+  p.exec.device = params.device;
+  p.exec.precision = params.precision;
+  p.exec.threads = params.threads;
+  p.exec.verbose = params.verbose;
+  IVFTrainReport r = flashkm::train_ivf(ivf, n, x, p);
 
   QuantizerTraining t;
-  t.n_train = n;
+  t.n_train = r.train_points;
   t.iterations = int(r.iterations.size());
   t.inertia = r.inertia;
-  t.seconds = r.seconds;  // the k-means alone; codebook training is faiss's business
+  t.seconds = r.kmeans_seconds;
   t.device = to_string(r.device);
   t.init = to_string(params.init);
   return t;

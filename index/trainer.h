@@ -1,9 +1,9 @@
 // PRIVATE to index/: the one place that trains an IndexIVF for the persisted index.
 //
-// The quantizer's centroids come from flashkm::KMeans (exact Lloyd, any device); the codes'
-// own parameters (PQ codebooks, SQ ranges, precomputed tables) from faiss's train_residual on
-// the same points. This seam is where the plugin's flashkm::train_ivf slots in once it is
-// available, without touching IvfIndex.
+// Delegates to the plugin's flashkm::train_ivf (include/flashkm/faiss.h): exact flashkm k-means
+// for the quantizer, then faiss's own training of the codes (PQ codebooks, SQ ranges,
+// precomputed tables) on the same points. Only the KMeansParams fields the plugin takes are
+// used: max_iter, init (+ init_centroids), seed, device, precision, threads, verbose.
 #pragma once
 
 #include <faiss/IndexIVF.h>
@@ -19,7 +19,7 @@ struct QuantizerTraining {
   int64_t n_train = 0;
   int iterations = 0;
   double inertia = 0;
-  double seconds = 0;
+  double seconds = 0;  ///< the k-means alone
   std::string device;
   std::string init;
 };

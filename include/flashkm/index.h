@@ -55,9 +55,10 @@ struct IvfIndexOptions {
 
 /// Training of the coarse quantizer (train and recluster).
 struct IvfTrainParams {
-  /// k-means parameters; n_clusters is taken from the index (nlist) and ignored here. For
-  /// recluster with an unchanged nlist, init defaults to Init::Given (warm start from the
-  /// current centroids) unless cold_start is set.
+  /// k-means parameters, as flashkm::train_ivf (include/flashkm/faiss.h) takes them: max_iter,
+  /// init (+ init_centroids), seed, device, precision, threads, verbose; the metric is the
+  /// index's, n_clusters is its nlist. For recluster with an unchanged nlist, init becomes
+  /// Init::Given (warm start from the current centroids) unless cold_start is set.
   KMeansParams kmeans;
   /// Train on at most this many points (a deterministic sample, seeded by kmeans.seed);
   /// 0 = all of them.
