@@ -55,8 +55,7 @@ std::vector<float> make_data(int64_t n, int64_t d) {
       for (int64_t i = w; i < n; i += workers) {
         uint64_t r = 0x1234567ull ^ (uint64_t(i) * 0x9e3779b97f4a7c15ull);
         const int64_t c = int64_t(splitmix(r) % m);
-        for (int64_t j = 0; j < d; ++j)
-          x[i * d + j] = centres[c * d + j] + float(normal(r));
+        for (int64_t j = 0; j < d; ++j) x[i * d + j] = centres[c * d + j] + float(normal(r));
       }
     });
   for (auto& t : pool) t.join();
@@ -64,8 +63,7 @@ std::vector<float> make_data(int64_t n, int64_t d) {
 }
 
 // k rows spread evenly over the data (the same for every backend and peer).
-std::vector<float> initial_centroids(const std::vector<float>& x, int64_t n, int64_t d,
-                                     int64_t k) {
+std::vector<float> initial_centroids(const std::vector<float>& x, int64_t n, int64_t d, int64_t k) {
   std::vector<float> c(k * d);
   for (int64_t j = 0; j < k; ++j) {
     const int64_t i = (j * n) / k;
@@ -124,14 +122,22 @@ int main(int argc, char** argv) {
   for (int a = 1; a < argc; ++a) {
     const std::string arg = argv[a];
     const char* val = a + 1 < argc ? argv[a + 1] : "";
-    if (arg == "--shapes") shapes = parse_shapes(val, 3), ++a;
-    else if (arg == "--iters") iters = std::atoi(val), ++a;
-    else if (arg == "--precision") base.precision = flashkm::parse_precision(val), ++a;
-    else if (arg == "--tiles") std::sscanf(val, "%dx%d", &base.tiles.rows, &base.tiles.centroids), ++a;
-    else if (arg == "--budget-mb") base.device_memory_budget = size_t(std::atoll(val)) << 20, ++a;
-    else if (arg == "--json") json_path = val, ++a;
-    else if (arg == "--verbose") base.verbose = true;
-    else if (arg == "--dump") dump_dir = val, ++a;
+    if (arg == "--shapes")
+      shapes = parse_shapes(val, 3), ++a;
+    else if (arg == "--iters")
+      iters = std::atoi(val), ++a;
+    else if (arg == "--precision")
+      base.precision = flashkm::parse_precision(val), ++a;
+    else if (arg == "--tiles")
+      std::sscanf(val, "%dx%d", &base.tiles.rows, &base.tiles.centroids), ++a;
+    else if (arg == "--budget-mb")
+      base.device_memory_budget = size_t(std::atoll(val)) << 20, ++a;
+    else if (arg == "--json")
+      json_path = val, ++a;
+    else if (arg == "--verbose")
+      base.verbose = true;
+    else if (arg == "--dump")
+      dump_dir = val, ++a;
     else {
       std::fprintf(stderr, "unknown argument %s\n", arg.c_str());
       return 2;
@@ -149,8 +155,9 @@ int main(int argc, char** argv) {
   std::printf("device: %s, %d SMs; first pass: %s; precision: %s\n", prop.name,
               prop.multiProcessorCount, math, flashkm::to_string(base.precision));
 
-  std::string json = "{\"device\": \"" + std::string(prop.name) + "\", \"math\": \"" + math + "\", \"precision\": \"" +
-                     flashkm::to_string(base.precision) + "\", \"runs\": [";
+  std::string json = "{\"device\": \"" + std::string(prop.name) + "\", \"math\": \"" + math +
+                     "\", \"precision\": \"" + flashkm::to_string(base.precision) +
+                     "\", \"runs\": [";
   std::vector<std::string> rows;
   for (size_t si = 0; si < shapes.size(); ++si) {
     const Shape& s = shapes[si];
@@ -219,14 +226,15 @@ int main(int argc, char** argv) {
                   "\"tflops_assign\": %.3f, \"fixup_fraction\": %.6g, \"extra_gpu_gb\": %.3f, "
                   "\"setup_ms\": %.1f, \"datagen_ms\": %.1f, \"last_changed\": %lld, "
                   "\"last_inertia\": %.10g}",
-                  si ? ", " : "", (long long)s.n, (long long)s.d, (long long)s.k, s.iters,
-                  it_med, as_med, up_med, flop / it_med / 1e9, flop / as_med / 1e9, fix_frac,
-                  extra_gb, setup_ms, gen_ms, (long long)changed, inertia);
+                  si ? ", " : "", (long long)s.n, (long long)s.d, (long long)s.k, s.iters, it_med,
+                  as_med, up_med, flop / it_med / 1e9, flop / as_med / 1e9, fix_frac, extra_gb,
+                  setup_ms, gen_ms, (long long)changed, inertia);
     json += js;
   }
   json += "]}\n";
-  std::printf("\n        N    d      K |   iter ms assign ms upd ms | TF/s it TF/s as |   fixups "
-              "| extra GPU\n");
+  std::printf(
+      "\n        N    d      K |   iter ms assign ms upd ms | TF/s it TF/s as |   fixups "
+      "| extra GPU\n");
   for (const auto& r : rows) std::printf("%s\n", r.c_str());
   FILE* f = std::fopen(json_path.c_str(), "w");
   if (!f || std::fputs(json.c_str(), f) < 0) {

@@ -1,10 +1,10 @@
 // FlashAssign on CUDA cores (fp32 FFMA), its certification, the float64 fix-up and the
 // finalize pass. See kernels.h for the contract and kernels/engine.h for exactness.
+#include <math_constants.h>
+
 #include <algorithm>
 #include <cfloat>
 #include <climits>
-
-#include <math_constants.h>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernels.h"
@@ -38,8 +38,8 @@ __device__ __forceinline__ float centred(float x, double shift) {
 }
 
 __global__ void prepare_centroids_kernel(const float* __restrict__ raw,
-                                         const double* __restrict__ shift, int k, int d,
-                                         int kpad, bool l2, float* __restrict__ shifted_t,
+                                         const double* __restrict__ shift, int k, int d, int kpad,
+                                         bool l2, float* __restrict__ shifted_t,
                                          float* __restrict__ beta, float* __restrict__ raw_t,
                                          double* __restrict__ norm_sq) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
@@ -96,8 +96,7 @@ __global__ void row_norms_kernel(const float* __restrict__ x, int64_t rows, int 
 // keeps the lowest index; the TX threads of a row then merge by (value, index), which gives
 // the same state as one sequential fold over all k columns.
 template <int BM, int BN, int BK, int TM, int TN>
-__global__ void __launch_bounds__((BM / TM) * (BN / TN))
-    flash_assign_ffma(const AssignArgs a) {
+__global__ void __launch_bounds__((BM / TM) * (BN / TN)) flash_assign_ffma(const AssignArgs a) {
   constexpr int TX = BN / TN;
   constexpr int NT = TX * (BM / TM);
   static_assert(TX <= 32 && 32 % TX == 0, "a row's threads must share a warp");
@@ -191,8 +190,7 @@ __device__ __forceinline__ void lex_min(double& v, int& i, double ov, int oi) {
 // t evaluates the float64 formula of detail::exact_l2 / exact_ip (coordinates in ascending
 // order, explicit fma) for centroids t, t + 256, ... against all the pass's rows, then each
 // row's lexicographic minimum of (value, index) is reduced over the block.
-__global__ void __launch_bounds__(kFixupThreads)
-    fixup_kernel(const AssignArgs a) {
+__global__ void __launch_bounds__(kFixupThreads) fixup_kernel(const AssignArgs a) {
   __shared__ float xs[kFixupRows][kFixupChunk];
   __shared__ double warp_v[kFixupThreads / 32][kFixupRows];
   __shared__ int warp_i[kFixupThreads / 32][kFixupRows];
@@ -214,9 +212,8 @@ __global__ void __launch_bounds__(kFixupThreads)
         __syncthreads();
         for (int e = tid; e < kFixupRows * kFixupChunk; e += kFixupThreads) {
           const int r = e / kFixupChunk, jj = e % kFixupChunk;
-          xs[r][jj] = (r < nr && j0 + jj < d)
-                          ? a.x[int64_t(a.fix_list[t0 + r]) * d + j0 + jj]
-                          : 0.f;
+          xs[r][jj] =
+              (r < nr && j0 + jj < d) ? a.x[int64_t(a.fix_list[t0 + r]) * d + j0 + jj] : 0.f;
         }
         __syncthreads();
         if (c < k) {
@@ -381,9 +378,9 @@ void launch_shape(const AssignArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-void prepare_centroids(const float* raw, const double* shift, int k, int d, int kpad,
-                       Metric metric, float* shifted_t, float* beta, float* raw_t,
-                       double* norm_sq, double* max_norm, cudaStream_t stream) {
+void prepare_centroids(const float* raw, const double* shift, int k, int d, int kpad, Metric metric,
+                       float* shifted_t, float* beta, float* raw_t, double* norm_sq,
+                       double* max_norm, cudaStream_t stream) {
   prepare_centroids_kernel<<<(kpad + 127) / 128, 128, 0, stream>>>(
       raw, shift, k, d, kpad, metric == Metric::L2, shifted_t, beta, raw_t, norm_sq);
   FLASHKM_CUDA_CHECK_LAUNCH(prepare_centroids_kernel);
@@ -402,11 +399,17 @@ void launch_flash_assign(int shape, const AssignArgs& a, cudaStream_t stream) {
   static_assert(kNumAssignShapes == 3, "add the new shape to the switch below");
   if (a.rows == 0) return;
   switch (shape) {
-    case 0: launch_shape<0>(a, stream); break;
-    case 1: launch_shape<1>(a, stream); break;
-    case 2: launch_shape<2>(a, stream); break;
-    default: FLASHKM_THROW("FlashAssign shape %d is not compiled (0..%d)", shape,
-                           kNumAssignShapes - 1);
+    case 0:
+      launch_shape<0>(a, stream);
+      break;
+    case 1:
+      launch_shape<1>(a, stream);
+      break;
+    case 2:
+      launch_shape<2>(a, stream);
+      break;
+    default:
+      FLASHKM_THROW("FlashAssign shape %d is not compiled (0..%d)", shape, kNumAssignShapes - 1);
   }
 }
 
@@ -422,8 +425,8 @@ void launch_fixup(const AssignArgs& a, int sm_count, cudaStream_t stream) {
 }
 
 void launch_finalize(const AssignArgs& a, const int* sorted_labels, const int* sorted_ids,
-                     int* labels, float* dist, double* dist64, double* block_inertia,
-                     int* changed, cudaStream_t stream) {
+                     int* labels, float* dist, double* dist64, double* block_inertia, int* changed,
+                     cudaStream_t stream) {
   if (a.rows == 0) return;
   finalize_sorted_kernel<<<unsigned((a.rows + kFinalizeThreads - 1) / kFinalizeThreads),
                            kFinalizeThreads, 0, stream>>>(a, sorted_labels, sorted_ids, labels,

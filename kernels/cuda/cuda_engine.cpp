@@ -158,13 +158,13 @@ class CudaEngine final : public Engine {
  public:
   CudaEngine(int64_t n, int64_t d, int64_t k, const float* x, const KMeansParams& p)
       : Engine(n, d, k, x, p) {
-    FLASHKM_THROW_IF_NOT(cuda_device_count() > 0, "device=cuda requested but no CUDA device "
-                                                  "is visible");
+    FLASHKM_THROW_IF_NOT(cuda_device_count() > 0,
+                         "device=cuda requested but no CUDA device "
+                         "is visible");
     FLASHKM_THROW_IF_NOT(n <= INT_MAX, "CUDA backend: n=%lld exceeds %d points (int32 ids)",
                          (long long)n, INT_MAX);
     FLASHKM_THROW_IF_NOT(d <= INT_MAX / 4 && k <= INT_MAX / 4,
-                         "CUDA backend: d=%lld or k=%lld too large", (long long)d,
-                         (long long)k);
+                         "CUDA backend: d=%lld or k=%lld too large", (long long)d, (long long)k);
     int dev = 0;
     FLASHKM_CUDA_CHECK(cudaGetDevice(&dev));
     cudaDeviceProp prop;
@@ -185,33 +185,32 @@ class CudaEngine final : public Engine {
     std::vector<double> shift =
         p.metric == Metric::L2 ? column_mean(n, d, x) : std::vector<double>(d, 0.0);
     if (mma) x_scale_exp_ = mma_scale_exp(max_abs_centred(n, d, x, shift));
-    FLASHKM_CUDA_CHECK(cudaMemcpy(shift_.get(), shift.data(), sizeof(double) * d,
-                                  cudaMemcpyHostToDevice));
+    FLASHKM_CUDA_CHECK(
+        cudaMemcpy(shift_.get(), shift.data(), sizeof(double) * d, cudaMemcpyHostToDevice));
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(labels_.get(), 0xff, sizeof(int) * n, res_.compute));
     fill_iota(ids_in_.get(), chunk_rows_, res_.compute);
     if (resident_) {
-      FLASHKM_CUDA_CHECK(cudaMemcpy(x_dev_.get(), x, sizeof(float) * n * d,
-                                    cudaMemcpyHostToDevice));
+      FLASHKM_CUDA_CHECK(
+          cudaMemcpy(x_dev_.get(), x, sizeof(float) * n * d, cudaMemcpyHostToDevice));
       row_norms(x_dev_.get(), n, int(d), shift_.get(), xnorm_.get(), res_.compute);
       if (mma)
-        split_rows(x_dev_.get(), n, int(d), shift_.get(), int(dpad_), x_scale_exp_,
-                   x16_hi_.get(), x16_lo_.get(), res_.compute);
+        split_rows(x_dev_.get(), n, int(d), shift_.get(), int(dpad_), x_scale_exp_, x16_hi_.get(),
+                   x16_lo_.get(), res_.compute);
     }
     res_.sync();
     if (p.verbose)
-      std::fprintf(stderr,
-                   "flashkm cuda: %s, %s data (%lld rows a chunk), %.1f MB of device memory\n",
-                   mma ? "3xfp16 tensor-core pass" : "fp32 FFMA pass",
-                   resident_ ? "resident" : "streamed", (long long)chunk_rows_,
-                   double(res_.device_bytes) / 1e6);
+      std::fprintf(
+          stderr, "flashkm cuda: %s, %s data (%lld rows a chunk), %.1f MB of device memory\n",
+          mma ? "3xfp16 tensor-core pass" : "fp32 FFMA pass", resident_ ? "resident" : "streamed",
+          (long long)chunk_rows_, double(res_.device_bytes) / 1e6);
   }
 
   void set_centroids(const float* centroids) override {
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(c_raw_.get(), centroids, sizeof(float) * k_ * d_,
                                        cudaMemcpyHostToDevice, res_.compute));
-    prepare_centroids(c_raw_.get(), shift_.get(), int(k_), int(d_), int(kpad_),
-                      params_.metric, c_shifted_t_.get(), c_beta_.get(), c_raw_t_.get(),
-                      c_norm_sq_.get(), c_max_norm_.get(), res_.compute);
+    prepare_centroids(c_raw_.get(), shift_.get(), int(k_), int(d_), int(kpad_), params_.metric,
+                      c_shifted_t_.get(), c_beta_.get(), c_raw_t_.get(), c_norm_sq_.get(),
+                      c_max_norm_.get(), res_.compute);
     if (math_ == AssignMath::Fp16Mma)
       split_centroids(centroids_view(), int(dpad_), c_max_abs_.get(), c_scale_exp_.get(),
                       c16_hi_.get(), c16_lo_.get(), res_.compute);
@@ -223,11 +222,9 @@ class CudaEngine final : public Engine {
     const bool certify = params_.precision == Precision::Exact;
     if (distances && !dist_.get()) dist_.allocate(chunk_rows_, &res_.device_bytes);
     const bool mma = math_ == AssignMath::Fp16Mma;
-    FLASHKM_CUDA_CHECK(
-        cudaMemsetAsync(fix_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(fix_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(changed_.get(), 0, sizeof(int) * nchunks_, res_.compute));
-    FLASHKM_CUDA_CHECK(
-        cudaMemsetAsync(win_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(win_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
     // Streaming: the update's sums are accumulated here, from the chunk already on the
     // device, so an iteration moves the data over the bus once instead of twice.
     sums_ready_ = !resident_;
@@ -296,9 +293,8 @@ class CudaEngine final : public Engine {
                                        cudaMemcpyDeviceToHost, res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(fixups.data(), fix_counts_.get(), sizeof(int) * nchunks_,
                                        cudaMemcpyDeviceToHost, res_.compute));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(windowed.data(), win_counts_.get(),
-                                       sizeof(int) * nchunks_, cudaMemcpyDeviceToHost,
-                                       res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(windowed.data(), win_counts_.get(), sizeof(int) * nchunks_,
+                                       cudaMemcpyDeviceToHost, res_.compute));
     res_.sync();
     AssignOutcome out;
     int64_t window_fixups = 0;
@@ -313,8 +309,8 @@ class CudaEngine final : public Engine {
       std::fprintf(stderr,
                    "flashkm cuda assign: %s pass, %lld of %lld rows recomputed in float64 "
                    "(%lld over their <= %d candidates, the rest over all k)\n",
-                   mma ? "3xfp16 tensor-core" : "fp32 FFMA", (long long)out.fixups,
-                   (long long)n_, (long long)window_fixups, kTop);
+                   mma ? "3xfp16 tensor-core" : "fp32 FFMA", (long long)out.fixups, (long long)n_,
+                   (long long)window_fixups, kTop);
     return out;
   }
 
@@ -328,9 +324,8 @@ class CudaEngine final : public Engine {
     }
     sums_ready_ = false;
     compute_means(sums_.get(), counts_.get(), int(k_), int(d_), means_dev_.get(), res_.compute);
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(means_host_.get(), means_dev_.get(),
-                                       sizeof(float) * k_ * d_, cudaMemcpyDeviceToHost,
-                                       res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(means_host_.get(), means_dev_.get(), sizeof(float) * k_ * d_,
+                                       cudaMemcpyDeviceToHost, res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(counts_host_.get(), counts_.get(), sizeof(long long) * k_,
                                        cudaMemcpyDeviceToHost, res_.compute));
     res_.sync();
@@ -426,8 +421,7 @@ class CudaEngine final : public Engine {
   }
 
   void clear_sums() {
-    FLASHKM_CUDA_CHECK(
-        cudaMemsetAsync(sums_.get(), 0, sizeof(double) * k_ * d_, res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(sums_.get(), 0, sizeof(double) * k_ * d_, res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(counts_.get(), 0, sizeof(long long) * k_, res_.compute));
   }
 

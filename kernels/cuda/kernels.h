@@ -43,29 +43,29 @@ struct DeviceCentroids {
 
 /// From raw (k x d, device) fills the other DeviceCentroids arrays. shift: d doubles (zeros
 /// for inner product). norm_sq: k doubles of scratch.
-void prepare_centroids(const float* raw, const double* shift, int k, int d, int kpad,
-                       Metric metric, float* shifted_t, float* beta, float* raw_t,
-                       double* norm_sq, double* max_norm, cudaStream_t stream);
+void prepare_centroids(const float* raw, const double* shift, int k, int d, int kpad, Metric metric,
+                       float* shifted_t, float* beta, float* raw_t, double* norm_sq,
+                       double* max_norm, cudaStream_t stream);
 
 /// norms[i] = |float(x_i - shift)| in float64, for rows of a row-major rows x d block.
 void row_norms(const float* x, int64_t rows, int d, const double* shift, double* norms,
                cudaStream_t stream);
 
 struct AssignArgs {
-  const float* x = nullptr;       ///< rows x d, raw
+  const float* x = nullptr;  ///< rows x d, raw
   int64_t rows = 0;
   int d = 0;
   const double* shift = nullptr;  ///< d
   const double* xnorm = nullptr;  ///< rows, from row_norms
   DeviceCentroids c;
   bool inner_product = false;
-  bool certify = true;            ///< false: Precision::Fast, no fix-up list
-  int* cand = nullptr;            ///< rows: fast argmin (fixed up later where uncertified)
-  int* fix_list = nullptr;        ///< rows: uncertified rows to recompute over all k
-  int* fix_count = nullptr;       ///< scalar, incremented (integer atomics only)
-  int* win_list = nullptr;        ///< rows: uncertified rows whose window is in cand_top
-  int* win_count = nullptr;       ///< scalar, incremented (integer atomics only)
-  int* cand_top = nullptr;        ///< rows x kTop: a win_list row's candidates (-1: none)
+  bool certify = true;       ///< false: Precision::Fast, no fix-up list
+  int* cand = nullptr;       ///< rows: fast argmin (fixed up later where uncertified)
+  int* fix_list = nullptr;   ///< rows: uncertified rows to recompute over all k
+  int* fix_count = nullptr;  ///< scalar, incremented (integer atomics only)
+  int* win_list = nullptr;   ///< rows: uncertified rows whose window is in cand_top
+  int* win_count = nullptr;  ///< scalar, incremented (integer atomics only)
+  int* cand_top = nullptr;   ///< rows x kTop: a win_list row's candidates (-1: none)
 };
 
 /// FlashAssign on fp32 CUDA cores with the shape kAssignShapes[shape]: the CPU's fmaf chain
@@ -99,8 +99,8 @@ void split_rows(const float* x, int64_t rows, int d, const double* shift, int dp
 
 /// Fills the centroid split from DeviceCentroids::shifted_t (after prepare_centroids).
 /// max_abs: scratch for k floats. scale_exp: device scalar written here.
-void split_centroids(const DeviceCentroids& c, int dpad, float* max_abs, int* scale_exp,
-                     void* hi, void* lo, cudaStream_t stream);
+void split_centroids(const DeviceCentroids& c, int dpad, float* max_abs, int* scale_exp, void* hi,
+                     void* lo, cudaStream_t stream);
 
 /// Tensor-core FlashAssign (mma.sync m16n8k16, fp16 in, fp32 accumulate) with the shape
 /// kMmaShapes[shape]. Exact precision: three products (hi.hi + hi.lo + lo.hi) and a
@@ -118,8 +118,8 @@ void launch_fixup(const AssignArgs& a, int sm_count, cudaStream_t stream);
 /// exact distance of each row to its centroid (dist64, and rounded to dist when non-null)
 /// and the per-kReduceBlock sums of dist64 in row order.
 void launch_finalize(const AssignArgs& a, const int* sorted_labels, const int* sorted_ids,
-                     int* labels, float* dist, double* dist64, double* block_inertia,
-                     int* changed, cudaStream_t stream);
+                     int* labels, float* dist, double* dist64, double* block_inertia, int* changed,
+                     cudaStream_t stream);
 
 /// Scratch of the sort-inverse pieces (all chunk- or k-sized device arrays).
 struct UpdateScratch {

@@ -44,8 +44,8 @@ __global__ void split_rows_kernel(const float* __restrict__ x, int64_t rows, int
   split(v, hi + e, lo + e);
 }
 
-__global__ void centroid_max_abs_kernel(const float* __restrict__ shifted_t, int k, int d,
-                                        int kpad, float* __restrict__ max_abs) {
+__global__ void centroid_max_abs_kernel(const float* __restrict__ shifted_t, int k, int d, int kpad,
+                                        float* __restrict__ max_abs) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= k) return;
   float m = 0;
@@ -118,8 +118,7 @@ __device__ double mma_bound(bool ip, int d, int dpad, double X, double C, int ex
 // Not volatile: a pure register operation, which the compiler may interleave with the
 // independent mma of other tiles (back-to-back dependent mma stall on their latency).
 __device__ __forceinline__ void mma16816(float* c, const uint32_t* a, const uint32_t* b) {
-  asm(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
@@ -128,8 +127,7 @@ __device__ __forceinline__ void mma16816(float* c, const uint32_t* a, const uint
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   const int bytes = valid ? 16 : 0;  // 0: fill with zeros, read nothing
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
-               "r"(bytes));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
 template <int N>
@@ -173,7 +171,8 @@ struct MmaKernelTraits {
 // 16. A thread's columns arrive in ascending order and are folded like the FFMA kernel's,
 // then merged across the 4 lanes of a row group and across the WN warps.
 template <int BM, int BN, int WM, int WN, bool kThree>
-__global__ void __launch_bounds__(WM * WN * 32, (MmaKernelTraits<BM, BN, WM, WN, kThree>::kMinBlocks))
+__global__ void __launch_bounds__(WM* WN * 32,
+                                  (MmaKernelTraits<BM, BN, WM, WN, kThree>::kMinBlocks))
     mma_assign_kernel(const AssignArgs a, const SplitRows xs, const SplitCentroids cs) {
   using Traits = MmaKernelTraits<BM, BN, WM, WN, kThree>;
   using Stage = typename Traits::Stage;
@@ -237,7 +236,7 @@ __global__ void __launch_bounds__(WM * WN * 32, (MmaKernelTraits<BM, BN, WM, WN,
 
   for (int tile = 0; tile < total; ++tile) {
     cp_async_wait<S - 2>();
-    __syncthreads();          // tile's stage is complete for all; stage tile-1 is free
+    __syncthreads();  // tile's stage is complete for all; stage tile-1 is free
     issue(tile + S - 1);
     const Stage& st = stages[tile % S];
 #pragma unroll
@@ -251,8 +250,9 @@ __global__ void __launch_bounds__(WM * WN * 32, (MmaKernelTraits<BM, BN, WM, WN,
 #pragma unroll
         for (int j = 0; j < NT; j += 2) {
           uint32_t r4[4];
-          ldmatrix_x4(r4, &st.b[p][wn * WTN + j * 8 + lane % 8 + (lane / 16) * 8]
-                               [kk + ((lane / 8) % 2) * 8]);
+          ldmatrix_x4(
+              r4,
+              &st.b[p][wn * WTN + j * 8 + lane % 8 + (lane / 16) * 8][kk + ((lane / 8) % 2) * 8]);
           bf[p][j][0] = r4[0];
           bf[p][j][1] = r4[1];
           bf[p][j + 1][0] = r4[2];
@@ -304,7 +304,8 @@ __global__ void __launch_bounds__(WM * WN * 32, (MmaKernelTraits<BM, BN, WM, WN,
 #pragma unroll
             for (int j = 0; j < NT; ++j)
 #pragma unroll
-              for (int q = 0; q < 2; ++q) top[r].insert_ascending(acc[i][j][2 * h + q], nb + j * 8 + q);
+              for (int q = 0; q < 2; ++q)
+                top[r].insert_ascending(acc[i][j][2 * h + q], nb + j * 8 + q);
           }
         }
 #pragma unroll
@@ -337,8 +338,7 @@ __global__ void __launch_bounds__(WM * WN * 32, (MmaKernelTraits<BM, BN, WM, WN,
     RowTop m = merged[0][r];
     for (int w = 1; w < WN; ++w)
 #pragma unroll
-      for (int s = 0; s < RowTop::kSize; ++s)
-        m.insert(merged[w][r].v[s], merged[w][r].i[s]);
+      for (int s = 0; s < RowTop::kSize; ++s) m.insert(merged[w][r].v[s], merged[w][r].i[s]);
     const double X = certify ? a.xnorm[row] : 0;
     const double e = certify ? mma_bound(a.inner_product, a.d, dpad, X, C, xs.scale_exp, ec) : 0;
     route_row(a, row, m, e, X, C);
@@ -371,8 +371,8 @@ void split_rows(const float* x, int64_t rows, int d, const double* shift, int dp
   FLASHKM_CUDA_CHECK_LAUNCH(split_rows_kernel);
 }
 
-void split_centroids(const DeviceCentroids& c, int dpad, float* max_abs, int* scale_exp,
-                     void* hi, void* lo, cudaStream_t stream) {
+void split_centroids(const DeviceCentroids& c, int dpad, float* max_abs, int* scale_exp, void* hi,
+                     void* lo, cudaStream_t stream) {
   centroid_max_abs_kernel<<<(c.k + 127) / 128, 128, 0, stream>>>(c.shifted_t, c.k, c.d, c.kpad,
                                                                  max_abs);
   FLASHKM_CUDA_CHECK_LAUNCH(centroid_max_abs_kernel);
@@ -397,12 +397,20 @@ void launch_mma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
   if (a.rows == 0) return;
   const bool three = a.certify;
   switch (shape * 2 + (three ? 1 : 0)) {
-    case 0: launch_mma_shape<0, false>(a, xs, cs, stream); break;
-    case 1: launch_mma_shape<0, true>(a, xs, cs, stream); break;
-    case 2: launch_mma_shape<1, false>(a, xs, cs, stream); break;
-    case 3: launch_mma_shape<1, true>(a, xs, cs, stream); break;
-    default: FLASHKM_THROW("tensor-core shape %d is not compiled (0..%d)", shape,
-                           kNumMmaShapes - 1);
+    case 0:
+      launch_mma_shape<0, false>(a, xs, cs, stream);
+      break;
+    case 1:
+      launch_mma_shape<0, true>(a, xs, cs, stream);
+      break;
+    case 2:
+      launch_mma_shape<1, false>(a, xs, cs, stream);
+      break;
+    case 3:
+      launch_mma_shape<1, true>(a, xs, cs, stream);
+      break;
+    default:
+      FLASHKM_THROW("tensor-core shape %d is not compiled (0..%d)", shape, kNumMmaShapes - 1);
   }
 }
 

@@ -38,14 +38,14 @@ int select_mma_shape(long long k, const TileConfig& user) {
   if (user.rows > 0 || user.centroids > 0) {
     std::string supported;
     for (int i = 0; i < kNumMmaShapes; ++i) {
-      if (kMmaShapes[i].rows == user.rows && kMmaShapes[i].centroids == user.centroids)
-        return i;
+      if (kMmaShapes[i].rows == user.rows && kMmaShapes[i].centroids == user.centroids) return i;
       supported += (i ? ", " : "") + std::to_string(kMmaShapes[i].rows) + "x" +
                    std::to_string(kMmaShapes[i].centroids);
     }
-    FLASHKM_THROW("CUDA tensor-core tile config rows=%d centroids=%d is not compiled; expected "
-                  "one of %s",
-                  user.rows, user.centroids, supported.c_str());
+    FLASHKM_THROW(
+        "CUDA tensor-core tile config rows=%d centroids=%d is not compiled; expected "
+        "one of %s",
+        user.rows, user.centroids, supported.c_str());
   }
   return k <= 64 ? 1 : 0;
 }

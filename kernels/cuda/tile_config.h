@@ -28,8 +28,9 @@ struct AssignTiles {
 
 /// All compiled shapes (the kernel is instantiated for exactly these).
 constexpr AssignTiles kAssignShapes[] = {
-    {128, 128, 8, 8, 8, "first shape run (bench_kmeans_cuda, H200, FLASHKM_CUDA_MATH=ffma, "
-                        "1M x128 K1024: 13.8 TFLOP/s); not yet compared with others"},
+    {128, 128, 8, 8, 8,
+     "first shape run (bench_kmeans_cuda, H200, FLASHKM_CUDA_MATH=ffma, "
+     "1M x128 K1024: 13.8 TFLOP/s); not yet compared with others"},
     {64, 64, 8, 8, 8, "K <= 64 (less padding), and other architectures; untimed"},
     {32, 32, 8, 4, 4, "K <= 32, and the tests' tiny-tile runs; untimed"},
 };
@@ -37,8 +38,8 @@ constexpr int kNumAssignShapes = sizeof(kAssignShapes) / sizeof(kAssignShapes[0]
 
 /// Arithmetic of the first assignment pass.
 enum class AssignMath {
-  Ffma,      ///< fp32 CUDA cores: the CPU's exact fmaf chain
-  Fp16Mma,   ///< fp16 tensor cores, three products (Exact) or one (Fast)
+  Ffma,     ///< fp32 CUDA cores: the CPU's exact fmaf chain
+  Fp16Mma,  ///< fp16 tensor cores, three products (Exact) or one (Fast)
 };
 
 /// One compiled tensor-core shape: a block of warps_m x warps_n warps owns `rows` points and
@@ -52,8 +53,9 @@ struct MmaTiles {
 };
 
 constexpr MmaTiles kMmaShapes[] = {
-    {128, 128, 2, 4, "first shape run (bench_kmeans_cuda, H200, 1M x128 K1024, depth 64 beat "
-                     "32: 7.73 vs 8.31 ms assign); not yet compared with others"},
+    {128, 128, 2, 4,
+     "first shape run (bench_kmeans_cuda, H200, 1M x128 K1024, depth 64 beat "
+     "32: 7.73 vs 8.31 ms assign); not yet compared with others"},
     {64, 64, 2, 2, "K <= 64, and the tests' shape-invariance runs; untimed"},
 };
 constexpr int kNumMmaShapes = sizeof(kMmaShapes) / sizeof(kMmaShapes[0]);

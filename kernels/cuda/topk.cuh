@@ -8,9 +8,9 @@
 // float64 fix-up then needs only those candidates instead of all k.
 #pragma once
 
-#include <climits>
-
 #include <math_constants.h>
+
+#include <climits>
 
 #include "kernels/cuda/kernels.h"
 
@@ -109,14 +109,14 @@ __device__ __forceinline__ void route_row(const AssignArgs& a, int64_t row, cons
     return;  // a Fast pass: no certification, the best candidate is the label
   } else {
     if (!a.certify || double(t.v[1]) - double(t.v[0]) > 2 * e) return;
-  const double w = double(t.v[0]) + 2 * e + window_margin(a.inner_product, a.d, X, C);
-  if (double(t.v[kTop - 1]) > w) {
+    const double w = double(t.v[0]) + 2 * e + window_margin(a.inner_product, a.d, X, C);
+    if (double(t.v[kTop - 1]) > w) {
 #pragma unroll
-    for (int s = 0; s < kTop; ++s) a.cand_top[row * kTop + s] = double(t.v[s]) <= w ? t.i[s] : -1;
-    a.win_list[atomicAdd(a.win_count, 1)] = int(row);
-  } else {
-    a.fix_list[atomicAdd(a.fix_count, 1)] = int(row);
-  }
+      for (int s = 0; s < kTop; ++s) a.cand_top[row * kTop + s] = double(t.v[s]) <= w ? t.i[s] : -1;
+      a.win_list[atomicAdd(a.win_count, 1)] = int(row);
+    } else {
+      a.fix_list[atomicAdd(a.fix_count, 1)] = int(row);
+    }
   }
 }
 

@@ -28,8 +28,8 @@ __global__ void segment_bounds_kernel(const int* __restrict__ keys, int64_t rows
 // The running sum of (c, j) continues across chunks, so a cluster's points are added in
 // ascending point order over the whole data set, exactly like the CPU's
 // `sum[j] += double(x[i][j])`.
-__global__ void segment_sum_kernel(const float* __restrict__ x, int d,
-                                   const int* __restrict__ ids, const int* __restrict__ seg_begin,
+__global__ void segment_sum_kernel(const float* __restrict__ x, int d, const int* __restrict__ ids,
+                                   const int* __restrict__ seg_begin,
                                    const int* __restrict__ seg_end, double* __restrict__ sums,
                                    long long* __restrict__ counts) {
   const int c = blockIdx.x;
@@ -77,9 +77,8 @@ void sort_by_label(const int* labels, int64_t rows, int k, const UpdateScratch& 
                    cudaStream_t stream) {
   if (rows == 0) return;
   size_t temp = s.sort_temp_bytes;
-  FLASHKM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(s.sort_temp, temp, labels, s.keys_out,
-                                                     s.ids_in, s.ids_out, rows, 0, key_bits(k),
-                                                     stream));
+  FLASHKM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
+      s.sort_temp, temp, labels, s.keys_out, s.ids_in, s.ids_out, rows, 0, key_bits(k), stream));
 }
 
 void accumulate_sorted(const float* x, int64_t rows, int d, int k, const UpdateScratch& s,
@@ -88,13 +87,12 @@ void accumulate_sorted(const float* x, int64_t rows, int d, int k, const UpdateS
   FLASHKM_CUDA_CHECK(cudaMemsetAsync(s.seg_begin, 0, sizeof(int) * k, stream));
   FLASHKM_CUDA_CHECK(cudaMemsetAsync(s.seg_end, 0, sizeof(int) * k, stream));
   segment_bounds_kernel<<<unsigned((rows + 255) / 256), 256, 0, stream>>>(s.keys_out, rows,
-                                                                          s.seg_begin,
-                                                                          s.seg_end);
+                                                                          s.seg_begin, s.seg_end);
   FLASHKM_CUDA_CHECK_LAUNCH(segment_bounds_kernel);
   const int threads = d >= 128 ? 128 : (d + 31) / 32 * 32;
   const dim3 grid(unsigned(k), unsigned((d + threads - 1) / threads));
-  segment_sum_kernel<<<grid, threads, 0, stream>>>(x, d, s.ids_out, s.seg_begin, s.seg_end,
-                                                   sums, counts);
+  segment_sum_kernel<<<grid, threads, 0, stream>>>(x, d, s.ids_out, s.seg_begin, s.seg_end, sums,
+                                                   counts);
   FLASHKM_CUDA_CHECK_LAUNCH(segment_sum_kernel);
 }
 

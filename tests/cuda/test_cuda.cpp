@@ -54,10 +54,9 @@ struct Shape {
 };
 
 std::string describe(const Shape& s) {
-  return "n=" + std::to_string(s.n) + " d=" + std::to_string(s.d) + " k=" +
-         std::to_string(s.k) + " metric=" + to_string(s.metric) +
-         " seed=" + std::to_string(s.seed) + " offset=" + std::to_string(s.offset) +
-         " scale=" + std::to_string(s.scale);
+  return "n=" + std::to_string(s.n) + " d=" + std::to_string(s.d) + " k=" + std::to_string(s.k) +
+         " metric=" + to_string(s.metric) + " seed=" + std::to_string(s.seed) +
+         " offset=" + std::to_string(s.offset) + " scale=" + std::to_string(s.scale);
 }
 
 // Gaussian blobs around k/2 + 1 random centres, so clusters are uneven and some points sit
@@ -70,7 +69,8 @@ std::vector<float> make_data(const Shape& s) {
   for (auto& v : c) v = 4.f * g(rng);
   for (int64_t i = 0; i < s.n; ++i) {
     const int64_t m = int64_t(rng() % uint64_t(centres));
-    for (int64_t j = 0; j < s.d; ++j) x[i * s.d + j] = (c[m * s.d + j] + g(rng) + s.offset) * s.scale;
+    for (int64_t j = 0; j < s.d; ++j)
+      x[i * s.d + j] = (c[m * s.d + j] + g(rng) + s.offset) * s.scale;
   }
   if (s.metric == Metric::InnerProduct) {
     for (int64_t i = 0; i < s.n; ++i) {
@@ -97,8 +97,8 @@ std::vector<float> pick_rows(const std::vector<float>& x, int64_t n, int64_t d, 
 
 // The oracle: nearest centroid in float64 with plain loops (ties: lowest index), and means
 // summed in float64 in ascending point order.
-std::vector<int32_t> oracle_labels(Metric metric, const std::vector<float>& x, int64_t n,
-                                   int64_t d, const std::vector<float>& c, int64_t k) {
+std::vector<int32_t> oracle_labels(Metric metric, const std::vector<float>& x, int64_t n, int64_t d,
+                                   const std::vector<float>& c, int64_t k) {
   std::vector<int32_t> labels(n);
   for (int64_t i = 0; i < n; ++i) {
     double best = std::numeric_limits<double>::infinity();
@@ -154,8 +154,7 @@ Step run_step(Engine& e, const std::vector<float>& centroids) {
 }
 
 // fixups_equal: false when a is a tensor-core run and b the CPU (different bounds).
-void expect_same(const Step& a, const Step& b, const std::string& what,
-                 bool fixups_equal = true) {
+void expect_same(const Step& a, const Step& b, const std::string& what, bool fixups_equal = true) {
   SCOPED_TRACE(what);
   EXPECT_EQ(a.out.changed, b.out.changed);
   if (fixups_equal) {
@@ -202,8 +201,8 @@ void check_against_cpu_and_oracle(const Shape& s, int iters, bool ffma) {
     for (int64_t i = 0; i < s.n; ++i) {
       const float* xi = x.data() + i * s.d;
       const float* ci = c.data() + g.labels[i] * s.d;
-      const double v = s.metric == Metric::L2 ? detail::exact_l2(xi, ci, s.d)
-                                              : detail::exact_ip(xi, ci, s.d);
+      const double v =
+          s.metric == Metric::L2 ? detail::exact_l2(xi, ci, s.d) : detail::exact_ip(xi, ci, s.d);
       ASSERT_EQ(g.dist[i], float(v)) << "point " << i;
       inertia += v;
     }
@@ -311,7 +310,7 @@ TEST_P(CudaMath, EmptyClusterRowsAreUntouched) {
   const std::vector<float> x = make_data(s);
   std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
   for (int64_t j = 0; j < s.d; ++j) {
-    c[3 * s.d + j] = 1e4f;   // far from every point
+    c[3 * s.d + j] = 1e4f;  // far from every point
     c[9 * s.d + j] = -1e4f;
   }
   auto e = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), params_for(s));
