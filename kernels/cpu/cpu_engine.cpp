@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/cpu/assign_cpu.h"
+#include "kernels/bounds.h"
 #include "kernels/cpu/cpu_engine.h"
 #include "kernels/engine.h"
 
@@ -37,27 +38,8 @@ CpuTiles select_cpu_tiles(Isa isa, int64_t d, int64_t k, const TileConfig& user)
   return t;
 }
 
-// Certification bound for the fast value of one row (see assign_cpu.h for v_j). With X =
-// |x'|, C = max_j |c'_j| of the packed (shifted, float32) values and u = 2^-24:
-//   fmaf chain:      |s_j - x'.c'_j| <= g X C, g = d u / (1 - d u)
-//   beta rounding:   u C^2; final fma rounding: u (C^2 + 2 X C)(1 + g + u)
-//   shift rounding:  x' and c'_j are (x - s), (c_j - s) rounded once, which moves the true
-//                    distance by at most 2.01 u (X + C)^2
-// so |v_j - (|x - c_j|^2 - |x'|^2)| <= E for every j, and a row whose second-best value
-// exceeds its best by more than 2E has a certified argmin. IP: v_j = -s_j, E = g X C.
 double certify_bound(Metric metric, int64_t d, double X, double C) {
-  const double u = std::ldexp(1.0, -24);
-  const double g = d * u / (1 - d * u);
-  double e;
-  if (metric == Metric::L2) {
-    e = 2 * g * X * C + u * C * C + u * (C * C + 2 * X * C) * (1 + g + u) +
-        2.01 * u * (X + C) * (X + C);
-  } else {
-    e = g * X * C;
-  }
-  // Margin for the float64 evaluation of the bound itself, and an absolute floor below
-  // which float32 results are subnormal.
-  return e * 1.01 + 1e-30;
+  return ffma_certify_bound(metric == Metric::InnerProduct, double(d), X, C);
 }
 
 namespace {

@@ -6,6 +6,7 @@
 #include <cfloat>
 #include <climits>
 
+#include "kernels/bounds.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/tile_config.h"
@@ -16,20 +17,11 @@ namespace detail {
 namespace cuda {
 namespace {
 
-// Half-width of the error window of a row's fast values; the same expression, evaluated in
-// the same order, as the CPU backend's certify_bound (kernels/cpu/cpu_engine.cpp), which
-// derives it. The file is compiled with -fmad=false, so nothing is contracted.
+// Half-width of the error window of a row's fast values: the CPU backend's bound, from the
+// same source (kernels/bounds.h). This file is compiled with -fmad=false, so nothing is
+// contracted and host and device agree bit for bit.
 __device__ __forceinline__ double certify_bound(bool ip, double d, double X, double C) {
-  const double u = 5.9604644775390625e-08;  // 2^-24
-  const double g = d * u / (1 - d * u);
-  double e;
-  if (!ip) {
-    e = 2 * g * X * C + u * C * C + u * (C * C + 2 * X * C) * (1 + g + u) +
-        2.01 * u * (X + C) * (X + C);
-  } else {
-    e = g * X * C;
-  }
-  return e * 1.01 + 1e-30;
+  return ffma_certify_bound(ip, d, X, C);
 }
 
 // The centred value of one coordinate, as the CPU packs it: float(double(x) - shift).

@@ -92,7 +92,7 @@ __global__ void split_centroids_kernel(const float* __restrict__ shifted_t, int 
 //    rounds once, assumed within 2^-22 of the running sum of |products| (twice the unit
 //    roundoff: tensor cores may truncate), bounded by (X + Lx + Rx)(C + Lc + Rc);
 //  * then the float32 terms of the FFMA bound: beta's rounding, the final fma's rounding
-//    and the centring (kernels/cpu/cpu_engine.cpp, certify_bound).
+//    and the centring (kernels/bounds.h).
 // The 1.01 factor covers second-order terms (relative size <= 2^-10) and the float64
 // evaluation.
 __device__ double mma_bound(bool ip, int d, int dpad, double X, double C, int ex, int ec) {
