@@ -270,6 +270,10 @@ void add_ivf(faiss::Index* index, int64_t n, const float* x, const faiss::Index:
   }
 }
 
+bool is_ivf(const faiss::Index* index) {
+  return plugin::find_ivf(const_cast<faiss::Index*>(index)).ivf != nullptr;
+}
+
 std::vector<float> coarse_centroids(const faiss::Index* index) {
   IVFParts parts = plugin::require_ivf(const_cast<faiss::Index*>(index), "coarse_centroids");
   const faiss::IndexIVF* ivf = parts.ivf;

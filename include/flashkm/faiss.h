@@ -97,6 +97,10 @@ IVFTrainReport train_ivf(faiss::Index* index, int64_t n, const float* x,
 void add_ivf(faiss::Index* index, int64_t n, const float* x,
              const faiss::Index::idx_t* ids = nullptr, const ExecOptions& exec = ExecOptions());
 
+/// True when train_ivf / add_ivf accept index ([IndexRefine of] [IndexPreTransform of] an
+/// IndexIVF).
+bool is_ivf(const faiss::Index* index);
+
 /// The nlist x d_ivf coarse centroids of an IVF index (wrapped as in train_ivf).
 std::vector<float> coarse_centroids(const faiss::Index* index);
 

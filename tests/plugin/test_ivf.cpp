@@ -1,0 +1,433 @@
+// The IVF side of the plugin against faiss 1.7.3 itself and a float64 brute-force oracle.
+#include <faiss/Clustering.h>
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexIVF.h>
+#include <faiss/IndexPreTransform.h>
+#include <faiss/IndexRefine.h>
+#include <faiss/index_factory.h>
+#include <faiss/index_io.h>
+#include <faiss/invlists/InvertedLists.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <typeinfo>
+
+#include "flashkm/faiss.h"
+#include "plugin_test_util.h"
+
+namespace flashkm {
+namespace {
+
+using idx_t = faiss::Index::idx_t;
+using test::blobs;
+
+constexpr int64_t kD = 32, kN = 10000, kNq = 200, kNlist = 32, kK = 10;
+
+struct Family {
+  const char* description;
+  faiss::MetricType metric;
+  int64_t n = kN;  ///< base = training points; fewer where faiss's own PQ/OPQ training is slow
+};
+
+std::string family_name(const testing::TestParamInfo<Family>& info) {
+  std::string s = std::string(info.param.description) +
+                  (info.param.metric == faiss::METRIC_L2 ? "_L2" : "_IP");
+  for (char& c : s)
+    if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+  return s;
+}
+
+faiss::IndexIVF* ivf_of(faiss::Index* index) {
+  if (auto* pt = dynamic_cast<faiss::IndexPreTransform*>(index)) index = pt->index;
+  auto* ivf = dynamic_cast<faiss::IndexIVF*>(index);
+  EXPECT_NE(ivf, nullptr);
+  return ivf;
+}
+
+// Vectors in the space the IVF sees (after the pre-transforms of index).
+std::vector<float> ivf_space(const faiss::Index* index, int64_t n, const float* x) {
+  auto* pt = dynamic_cast<const faiss::IndexPreTransform*>(index);
+  if (pt == nullptr) return std::vector<float>(x, x + n * index->d);
+  std::unique_ptr<const float[]> xt(pt->apply_chain(n, x));
+  return std::vector<float>(xt.get(), xt.get() + n * pt->index->d);
+}
+
+struct Search {
+  std::vector<float> distances;
+  std::vector<idx_t> labels;
+};
+
+Search search(const faiss::Index* index, const std::vector<float>& q, int nprobe) {
+  faiss::IndexIVF* ivf = ivf_of(const_cast<faiss::Index*>(index));
+  ivf->nprobe = nprobe;
+  const int64_t nq = int64_t(q.size()) / index->d;
+  Search s{std::vector<float>(nq * kK), std::vector<idx_t>(nq * kK)};
+  index->search(nq, q.data(), kK, s.distances.data(), s.labels.data());
+  return s;
+}
+
+class FamilyTest : public testing::TestWithParam<Family> {
+ protected:
+  void SetUp() override {
+    // Queries come from the same mixture as the base (same centers), held out of it.
+    n_ = GetParam().n;
+    x_ = blobs(n_ + kNq, kD, 64, 11);
+    q_.assign(x_.begin() + n_ * kD, x_.end());
+    x_.resize(n_ * kD);
+    if (ip()) {
+      test::normalize(x_, kD);
+      test::normalize(q_, kD);
+    }
+    params_.exec.device = Device::CPU;
+  }
+  bool ip() const { return GetParam().metric == faiss::METRIC_INNER_PRODUCT; }
+  std::unique_ptr<faiss::Index> flashkm_index() const {
+    return flashkm::index_factory(kD, GetParam().description, GetParam().metric, params_);
+  }
+  std::unique_ptr<faiss::Index> faiss_index() const {
+    return std::unique_ptr<faiss::Index>(
+        faiss::index_factory(kD, GetParam().description, GetParam().metric));
+  }
+
+  int64_t n_ = 0;
+  std::vector<float> x_, q_;
+  IVFTrainParams params_;
+};
+
+// index->train of a flashkm index, against faiss's own train from the same random init (both
+// draw rand_perm(n, 1234 + 1)) on all points: the coarse centroids agree to float32 rounding
+// and put every training point in the same list.
+TEST_P(FamilyTest, CoarseCentroidsMatchFaissFromSameInit) {
+  auto a = flashkm_index();
+  a->train(n_, x_.data());
+  auto f = faiss_index();
+  ivf_of(f.get())->cp.max_points_per_centroid = 1 << 30;  // faiss on all points as well
+  f->train(n_, x_.data());
+  ASSERT_TRUE(a->is_trained);
+
+  const std::vector<float> ca = coarse_centroids(a.get()), cf = coarse_centroids(f.get());
+  const int64_t d_ivf = ivf_of(a.get())->d;
+  EXPECT_LT(test::max_rel_diff(ca, cf), 1e-4) << GetParam().description;
+
+  const std::vector<float> xt = ivf_space(a.get(), n_, x_.data());
+  EXPECT_EQ(xt, ivf_space(f.get(), n_, x_.data())) << "pre-transforms trained differently";
+  const auto la = test::knn_reference(xt.data(), n_, ca.data(), kNlist, d_ivf, 1, ip());
+  const auto lf = test::knn_reference(xt.data(), n_, cf.data(), kNlist, d_ivf, 1, ip());
+  int64_t differ = 0;
+  for (int64_t i = 0; i < n_; ++i) differ += la[i] != lf[i];
+  EXPECT_EQ(differ, 0) << GetParam().description;
+  if (ip()) {
+    for (int64_t c = 0; c < kNlist; ++c) {
+      double s = 0;
+      for (int64_t j = 0; j < d_ivf; ++j) s += double(ca[c * d_ivf + j]) * ca[c * d_ivf + j];
+      EXPECT_NEAR(s, 1.0, 1e-5) << "centroid " << c << " is not unit norm";
+    }
+  }
+}
+
+// Once the quantizer holds the same centroids, everything else is faiss's: train_ivf + add_ivf
+// give the same transforms, codebooks, inverted lists and search results as faiss's train +
+// add, bit for bit.
+TEST_P(FamilyTest, TrainIvfAndAddIvfEqualFaissGivenTheCentroids) {
+  auto a = flashkm_index();
+  IVFTrainReport rep = train_ivf(a.get(), n_, x_.data(), params_);
+  EXPECT_EQ(rep.train_points, n_);
+  EXPECT_EQ(rep.nlist, kNlist);
+  EXPECT_GE(int(rep.iterations.size()), 1);
+  const std::vector<float> ca = coarse_centroids(a.get());
+
+  auto b = faiss_index();
+  faiss::IndexIVF* ivf_b = ivf_of(b.get());
+  ivf_b->quantizer->add(kNlist, ca.data());  // full quantizer: faiss skips its k-means
+  b->train(n_, x_.data());
+  EXPECT_EQ(coarse_centroids(b.get()), ca);
+
+  add_ivf(a.get(), n_, x_.data());
+  b->add(n_, x_.data());
+  ASSERT_EQ(a->ntotal, n_);
+  ASSERT_EQ(b->ntotal, n_);
+
+  const faiss::InvertedLists* la = ivf_of(a.get())->invlists;
+  const faiss::InvertedLists* lb = ivf_b->invlists;
+  ASSERT_EQ(la->code_size, lb->code_size);
+  for (int64_t l = 0; l < kNlist; ++l) {
+    ASSERT_EQ(la->list_size(l), lb->list_size(l)) << "list " << l;
+    const size_t sz = la->list_size(l);
+    EXPECT_EQ(0, std::memcmp(la->get_ids(l), lb->get_ids(l), sz * sizeof(idx_t)))
+        << "ids of list " << l;
+    EXPECT_EQ(0, std::memcmp(la->get_codes(l), lb->get_codes(l), sz * la->code_size))
+        << "codes of list " << l;
+  }
+
+  const Search sa = search(a.get(), q_, 4), sb = search(b.get(), q_, 4);
+  EXPECT_EQ(sa.labels, sb.labels);
+  EXPECT_EQ(sa.distances, sb.distances);
+}
+
+// write_index of a trained and filled flashkm index is a stock faiss file.
+TEST_P(FamilyTest, ExportedFileSearchesIdenticallyInStockFaiss) {
+  auto a = flashkm_index();
+  a->train(n_, x_.data());
+  add_ivf(a.get(), n_, x_.data());
+  char path[] = "/tmp/flashkm_test_plugin_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  faiss::write_index(a.get(), path);
+  std::unique_ptr<faiss::Index> r(faiss::read_index(path));
+  std::remove(path);
+
+  const faiss::Index* q = ivf_of(r.get())->quantizer;
+  EXPECT_EQ(dynamic_cast<const KMeansQuantizerFlat*>(q), nullptr);
+  EXPECT_EQ(dynamic_cast<const KMeansQuantizerHNSW*>(q), nullptr);
+  EXPECT_EQ(r->ntotal, n_);
+  for (int nprobe : {1, 4, 32}) {
+    const Search sa = search(a.get(), q_, nprobe), sr = search(r.get(), q_, nprobe);
+    EXPECT_EQ(sa.labels, sr.labels) << "nprobe " << nprobe;
+    EXPECT_EQ(sa.distances, sr.distances) << "nprobe " << nprobe;
+  }
+}
+
+// Exact k-means on all points is at least as good for search as faiss's default training,
+// which subsamples 256 points per centroid (8192 points when there are more).
+TEST_P(FamilyTest, RecallAtLeastFaissDefaultTraining) {
+  auto a = flashkm_index();
+  a->train(n_, x_.data());
+  add_ivf(a.get(), n_, x_.data());
+  auto f = faiss_index();
+  f->train(n_, x_.data());
+  f->add(n_, x_.data());
+
+  const auto gt = test::knn_reference(q_.data(), kNq, x_.data(), n_, kD, kK, ip());
+  for (int nprobe : {2, 8}) {
+    const double ra = test::recall(gt, search(a.get(), q_, nprobe).labels, kNq, kK);
+    const double rf = test::recall(gt, search(f.get(), q_, nprobe).labels, kNq, kK);
+    EXPECT_GE(ra, rf - 0.01) << "nprobe " << nprobe << ": flashkm " << ra << ", faiss " << rf;
+    if (std::string(GetParam().description).rfind("IVF32,Flat", 0) == 0) {
+      EXPECT_GT(ra, 0.9) << "nprobe " << nprobe;  // exact codes: only the probing loses
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Plugin, FamilyTest,
+    testing::Values(Family{"IVF32,Flat", faiss::METRIC_L2},
+                    Family{"IVF32,Flat", faiss::METRIC_INNER_PRODUCT},
+                    // "np": faiss's polysemous training takes minutes and is not ours to test.
+                    Family{"IVF32,PQ8np", faiss::METRIC_L2, 3000},
+                    Family{"IVF32,PQ8x4np", faiss::METRIC_L2},
+                    Family{"IVF32,SQ8", faiss::METRIC_L2},
+                    Family{"IVF32,SQ8", faiss::METRIC_INNER_PRODUCT},
+                    Family{"IVF32,SQ4", faiss::METRIC_L2},
+                    Family{"IVF32,SQ6", faiss::METRIC_L2},
+                    Family{"IVF32,SQfp16", faiss::METRIC_L2},
+                    Family{"OPQ8_32,IVF32,PQ8np", faiss::METRIC_L2, 2000},
+                    Family{"PCA16,IVF32,Flat", faiss::METRIC_L2},
+                    Family{"IVF32_HNSW8,Flat", faiss::METRIC_L2}),
+    family_name);
+
+// The brief's recipe for "same init": faiss::Clustering with preset centroids (not frozen) on
+// all points, against train_ivf with Init::Given.
+TEST(PluginIvf, GivenInitMatchesFaissClusteringWithPresetCentroids) {
+  const std::vector<float> x = blobs(kN, kD, 64, 5);
+  std::vector<float> init(kNlist * kD);
+  for (int64_t c = 0; c < kNlist; ++c)
+    std::memcpy(&init[c * kD], &x[(c * 257 + 3) * kD], sizeof(float) * kD);
+
+  faiss::ClusteringParameters cp;
+  cp.niter = 10;
+  cp.max_points_per_centroid = 1 << 30;
+  faiss::Clustering clus(kD, kNlist, cp);
+  clus.centroids = init;
+  faiss::IndexFlatL2 assigner(kD);
+  clus.train(kN, x.data(), assigner);
+
+  IVFTrainParams p;
+  p.init = Init::Given;
+  p.init_centroids = init;
+  p.exec.device = Device::CPU;
+  auto a = flashkm::index_factory(kD, "IVF32,Flat", faiss::METRIC_L2, p);
+  a->train(kN, x.data());
+  EXPECT_LT(test::max_rel_diff(coarse_centroids(a.get()), clus.centroids), 1e-4);
+
+  // A different init must not match: the comparison above can fail.
+  p.init = Init::Random;
+  p.seed = 99;
+  auto other = flashkm::index_factory(kD, "IVF32,Flat", faiss::METRIC_L2, p);
+  other->train(kN, x.data());
+  EXPECT_GT(test::max_rel_diff(coarse_centroids(other.get()), clus.centroids), 1e-2);
+}
+
+// max_train_points subsamples exactly like faiss's max_points_per_centroid.
+TEST(PluginIvf, SubsampleMatchesFaissSubsample) {
+  const std::vector<float> x = blobs(kN, kD, 64, 6);
+  IVFTrainParams p;
+  p.max_train_points = kNlist * 64;
+  p.exec.device = Device::CPU;
+  auto a = flashkm::index_factory(kD, "IVF32,Flat", faiss::METRIC_L2, p);
+  a->train(kN, x.data());
+  EXPECT_EQ(dynamic_cast<KMeansQuantizerFlat*>(ivf_of(a.get())->quantizer)
+                ->last_report.train_points,
+            kNlist * 64);
+
+  std::unique_ptr<faiss::Index> f(faiss::index_factory(kD, "IVF32,Flat"));
+  ivf_of(f.get())->cp.max_points_per_centroid = 64;
+  f->train(kN, x.data());
+  EXPECT_LT(test::max_rel_diff(coarse_centroids(a.get()), coarse_centroids(f.get())), 1e-4);
+}
+
+TEST(PluginIvf, AddIvfKeepsGivenIdsLikeFaiss) {
+  const std::vector<float> x = blobs(4000, kD, 16, 7);
+  std::vector<idx_t> ids(4000);
+  for (int64_t i = 0; i < 4000; ++i) ids[i] = 1000000 + 7 * i;
+  auto a = flashkm::index_factory(kD, "PCA16,IVF16,SQ8", faiss::METRIC_L2);
+  train_ivf(a.get(), 4000, x.data());
+  std::unique_ptr<faiss::Index> b(faiss::index_factory(kD, "PCA16,IVF16,SQ8"));
+  const std::vector<float> c = coarse_centroids(a.get());
+  ivf_of(b.get())->quantizer->add(16, c.data());
+  b->train(4000, x.data());
+
+  add_ivf(a.get(), 2000, x.data(), ids.data());
+  add_ivf(a.get(), 2000, x.data() + 2000 * kD, ids.data() + 2000);
+  b->add_with_ids(4000, x.data(), ids.data());
+  EXPECT_EQ(a->ntotal, 4000);  // the IndexPreTransform's count, kept in step by add_ivf
+  const std::vector<float> q = blobs(50, kD, 16, 8);
+  const Search sa = search(a.get(), q, 3), sb = search(b.get(), q, 3);
+  EXPECT_EQ(sa.labels, sb.labels);
+  for (idx_t l : sa.labels) EXPECT_TRUE(l >= 1000000 && (l - 1000000) % 7 == 0) << l;
+}
+
+TEST(PluginIvf, IndexFactoryInstallsTrainableQuantizersOnlyForIvf) {
+  auto flat = flashkm::index_factory(kD, "Flat", faiss::METRIC_L2);
+  EXPECT_EQ(typeid(*flat), typeid(faiss::IndexFlat));
+  auto ivf = flashkm::index_factory(kD, "IVF16,Flat", faiss::METRIC_INNER_PRODUCT);
+  faiss::IndexIVF* iv = ivf_of(ivf.get());
+  ASSERT_NE(dynamic_cast<KMeansQuantizerFlat*>(iv->quantizer), nullptr);
+  EXPECT_EQ(iv->quantizer->metric_type, faiss::METRIC_INNER_PRODUCT);
+  EXPECT_EQ(iv->quantizer_trains_alone, 1);
+  EXPECT_FALSE(ivf->is_trained);
+  auto hnsw = flashkm::index_factory(kD, "IVF16_HNSW8,Flat", faiss::METRIC_L2);
+  EXPECT_NE(dynamic_cast<KMeansQuantizerHNSW*>(ivf_of(hnsw.get())->quantizer), nullptr);
+}
+
+TEST(PluginIvf, RefineWrappedIvfTrainsAndAdds) {
+  const std::vector<float> x = blobs(3000, kD, 16, 9);
+  auto a = flashkm::index_factory(kD, "IVF16,PQ4np,Refine(Flat)", faiss::METRIC_L2);
+  train_ivf(a.get(), 3000, x.data());
+  add_ivf(a.get(), 3000, x.data());
+  EXPECT_EQ(a->ntotal, 3000);
+  std::vector<float> dis(5);
+  std::vector<idx_t> lab(5);
+  ivf_of(dynamic_cast<faiss::IndexRefine*>(a.get())->base_index)->nprobe = 16;
+  a->search(1, x.data() + 123 * kD, 5, dis.data(), lab.data());
+  EXPECT_EQ(lab[0], 123);
+  EXPECT_EQ(dis[0], 0.0f);
+}
+
+TEST(PluginIvf, CallerMistakesThrowClearErrors) {
+  const std::vector<float> x = blobs(1000, kD, 8, 10);
+  EXPECT_THROW(flashkm::index_factory(kD, "IVF16,Bogus7", faiss::METRIC_L2), Error);
+  EXPECT_THROW(flashkm::index_factory(kD, "IVF16(PQ4),Flat", faiss::METRIC_L2), Error);
+  EXPECT_THROW(flashkm::index_factory(0, "IVF16,Flat", faiss::METRIC_L2), Error);
+  EXPECT_THROW(flashkm::index_factory(kD, "IVF16,Flat", faiss::METRIC_L1), Error);
+
+  faiss::IndexFlatL2 flat(kD);
+  EXPECT_THROW(train_ivf(&flat, 1000, x.data()), Error);
+  EXPECT_THROW(add_ivf(&flat, 1000, x.data()), Error);
+
+  auto a = flashkm::index_factory(kD, "IVF64,Flat", faiss::METRIC_L2);
+  EXPECT_THROW(train_ivf(a.get(), 63, x.data()), Error);  // n < nlist
+  EXPECT_THROW(add_ivf(a.get(), 10, x.data()), Error);     // not trained
+  IVFTrainParams wrong_init;
+  wrong_init.init = Init::Given;
+  wrong_init.init_centroids.assign(64 * (kD - 1), 0.f);  // centroids of the wrong dimension
+  EXPECT_THROW(train_ivf(a.get(), 1000, x.data(), wrong_init), Error);
+
+  std::vector<float> bad = x;
+  bad[17 * kD + 3] = std::numeric_limits<float>::quiet_NaN();
+  try {
+    train_ivf(a.get(), 1000, bad.data());
+    ADD_FAILURE() << "NaN training data accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("row 17"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(a->train(1000, bad.data()), Error);  // the index_factory route checks as well
+
+  train_ivf(a.get(), 1000, x.data());
+  EXPECT_THROW(add_ivf(a.get(), 1000, bad.data()), Error);
+  add_ivf(a.get(), 1000, x.data());
+  EXPECT_THROW(train_ivf(a.get(), 1000, x.data()), Error);  // already holds vectors
+}
+
+TEST(PluginFlashAssignIndex, OneNearestIsExactAndKNearestIsFaiss) {
+  const std::vector<float> c = blobs(100, 20, 100, 12, 0.5);
+  const std::vector<float> x = blobs(3000, 20, 100, 13, 8.0);
+  for (faiss::MetricType m : {faiss::METRIC_L2, faiss::METRIC_INNER_PRODUCT}) {
+    FlashAssignIndex fa(20, m);
+    fa.add(40, c.data());
+    fa.add(60, c.data() + 40 * 20);
+    ASSERT_EQ(fa.ntotal, 100);
+    std::vector<float> dis(3000);
+    std::vector<idx_t> lab(3000);
+    fa.search(3000, x.data(), 1, dis.data(), lab.data());
+    const auto ref =
+        test::knn_reference(x.data(), 3000, c.data(), 100, 20, 1, m == faiss::METRIC_INNER_PRODUCT);
+    for (int64_t i = 0; i < 3000; ++i) {
+      ASSERT_EQ(lab[i], ref[i]) << "row " << i << " metric " << m;
+      double s = 0;
+      for (int j = 0; j < 20; ++j) {
+        const double a = x[i * 20 + j], b = c[lab[i] * 20 + j];
+        s += m == faiss::METRIC_L2 ? (a - b) * (a - b) : a * b;
+      }
+      ASSERT_NEAR(dis[i], s, 1e-5 * (1 + std::fabs(s))) << "row " << i;
+    }
+
+    faiss::IndexFlat flat(20, m);
+    flat.add(100, c.data());
+    std::vector<float> d1(3000 * 5), d2(3000 * 5);
+    std::vector<idx_t> l1(3000 * 5), l2(3000 * 5);
+    fa.search(3000, x.data(), 5, d1.data(), l1.data());
+    flat.search(3000, x.data(), 5, d2.data(), l2.data());
+    EXPECT_EQ(l1, l2);
+  }
+}
+
+// As Level1Quantizer::clustering_index, the adapter makes faiss's own k-means loop assign with
+// flashkm: same centroids as faiss's loop with its own IndexFlat, from the same random init.
+TEST(PluginFlashAssignIndex, WorksAsClusteringIndex) {
+  const std::vector<float> x = blobs(kN, kD, 64, 14);
+  FlashAssignIndex fa(kD, faiss::METRIC_L2);
+  std::unique_ptr<faiss::Index> f1(faiss::index_factory(kD, "IVF32,Flat"));
+  ivf_of(f1.get())->clustering_index = &fa;
+  ivf_of(f1.get())->cp.max_points_per_centroid = 1 << 30;
+  f1->train(kN, x.data());
+  std::unique_ptr<faiss::Index> f2(faiss::index_factory(kD, "IVF32,Flat"));
+  ivf_of(f2.get())->cp.max_points_per_centroid = 1 << 30;
+  f2->train(kN, x.data());
+  EXPECT_EQ(fa.ntotal, kNlist);  // faiss added the final centroids to it
+  EXPECT_LT(test::max_rel_diff(coarse_centroids(f1.get()), coarse_centroids(f2.get())), 1e-5);
+}
+
+TEST(PluginFlashAssignIndex, EmptyIndexPadsAndBadArgumentsThrow) {
+  FlashAssignIndex fa(4, faiss::METRIC_L2);
+  const float q[4] = {1, 2, 3, 4};
+  float dis[2];
+  idx_t lab[2];
+  fa.search(1, q, 2, dis, lab);
+  EXPECT_EQ(lab[0], -1);
+  EXPECT_EQ(lab[1], -1);
+  EXPECT_THROW(fa.search(1, q, 0, dis, lab), Error);
+  const float nan4[4] = {0, std::numeric_limits<float>::quiet_NaN(), 0, 0};
+  EXPECT_THROW(fa.add(1, nan4), Error);
+  EXPECT_THROW(FlashAssignIndex(4, faiss::METRIC_L1), Error);
+  fa.add(1, q);
+  EXPECT_THROW(fa.reconstruct(1, dis), Error);
+}
+
+}  // namespace
+}  // namespace flashkm
