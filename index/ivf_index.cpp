@@ -1,5 +1,3 @@
-#include "flashkm/index.h"
-
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
@@ -23,6 +21,7 @@
 #include <shared_mutex>
 #include <unordered_set>
 
+#include "flashkm/index.h"
 #include "index/keys.h"
 #include "index/list_cache.h"
 #include "index/rocksdb_invlists.h"
@@ -69,11 +68,11 @@ void check_status(const rocksdb::Status& s, const std::string& dir, const char* 
 
 void check_finite(int64_t n, int64_t d, const float* x, const char* what) {
   FLASHKM_THROW_IF_NOT(n >= 0, "%s: n = %lld, expected n >= 0", what, (long long)n);
-  FLASHKM_THROW_IF_NOT(n == 0 || x != nullptr, "%s: null vectors for n = %lld", what,
-                       (long long)n);
+  FLASHKM_THROW_IF_NOT(n == 0 || x != nullptr, "%s: null vectors for n = %lld", what, (long long)n);
   for (int64_t i = 0; i < n * d; ++i) {
-    FLASHKM_THROW_IF_NOT(std::isfinite(x[i]), "%s: vector %lld holds a NaN or Inf at dimension %lld",
-                         what, (long long)(i / d), (long long)(i % d));
+    FLASHKM_THROW_IF_NOT(std::isfinite(x[i]),
+                         "%s: vector %lld holds a NaN or Inf at dimension %lld", what,
+                         (long long)(i / d), (long long)(i % d));
   }
 }
 
@@ -112,18 +111,17 @@ std::unique_ptr<faiss::IndexIVF> ivf_from_factory(const std::string& dir, int64_
   FLASHKM_THROW_IF_NOT(factory_nlist(factory) > 0,
                        "%s: factory string \"%s\" is not an IVF index, expected \"IVF<nlist>,...\"",
                        dir.c_str(), factory.c_str());
-  std::unique_ptr<faiss::Index> idx(faiss_call(dir, "build the index from its factory string",
-                                               [&] {
-                                                 return faiss::index_factory(
-                                                     int(d), factory.c_str(), faiss_metric(metric));
-                                               }));
+  std::unique_ptr<faiss::Index> idx(faiss_call(dir, "build the index from its factory string", [&] {
+    return faiss::index_factory(int(d), factory.c_str(), faiss_metric(metric));
+  }));
   auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx.get());
   FLASHKM_THROW_IF_NOT(ivf != nullptr, "%s: factory string \"%s\" does not give an IndexIVF",
                        dir.c_str(), factory.c_str());
-  FLASHKM_THROW_IF_NOT(ivf->code_size > 0 && ivf->code_size != faiss::InvertedLists::INVALID_CODE_SIZE,
-                       "%s: factory string \"%s\" has variable-size codes, expected fixed-size "
-                       "codes (Flat, PQ, SQ)",
-                       dir.c_str(), factory.c_str());
+  FLASHKM_THROW_IF_NOT(
+      ivf->code_size > 0 && ivf->code_size != faiss::InvertedLists::INVALID_CODE_SIZE,
+      "%s: factory string \"%s\" has variable-size codes, expected fixed-size "
+      "codes (Flat, PQ, SQ)",
+      dir.c_str(), factory.c_str());
   idx.release();
   return std::unique_ptr<faiss::IndexIVF>(ivf);
 }
@@ -230,9 +228,9 @@ struct IvfIndex::Impl {
     g->g = m.generation();
     check_status(store->generation(g->g, &g->cfs), dir, "opening the current generation");
     std::string blob;
-    check_status(store->db()->Get(rocksdb::ReadOptions(), store->meta(),
-                                  index::faiss_blob_key(g->g), &blob),
-                 dir, "reading the stored faiss parameters");
+    check_status(
+        store->db()->Get(rocksdb::ReadOptions(), store->meta(), index::faiss_blob_key(g->g), &blob),
+        dir, "reading the stored faiss parameters");
     faiss::VectorIOReader r;
     r.data.assign(blob.begin(), blob.end());
     std::unique_ptr<faiss::Index> idx(
@@ -268,8 +266,8 @@ struct IvfIndex::Impl {
       FLASHKM_THROW_IF_NOT(k.size() == 12 && v.size() == 8, "%s: malformed list size record",
                            dir.c_str());
       uint32_t l = index::get_be32(k.data() + 8);
-      FLASHKM_THROW_IF_NOT(l < s.size(), "%s: size record of list %u, nlist = %zu", dir.c_str(),
-                           l, s.size());
+      FLASHKM_THROW_IF_NOT(l < s.size(), "%s: size record of list %u, nlist = %zu", dir.c_str(), l,
+                           s.size());
       s[l] = int64_t(index::get_be64(v.data()));
     }
     check_status(it->status(), dir, "reading list sizes");
@@ -286,13 +284,13 @@ struct IvfIndex::Impl {
       }
     }
     auto s = std::make_unique<Searcher>();
-    std::unique_ptr<faiss::Index> copy(
-        faiss_call(dir, "copy the index for a searcher", [&] { return faiss::clone_index(g.templ.get()); }));
+    std::unique_ptr<faiss::Index> copy(faiss_call(
+        dir, "copy the index for a searcher", [&] { return faiss::clone_index(g.templ.get()); }));
     s->index.reset(dynamic_cast<faiss::IndexIVF*>(copy.release()));
     FLASHKM_ASSERT(s->index != nullptr);
-    s->lists = new RocksDBInvertedLists(store->db(), g.cfs.lists.get(), store->meta(), g.g,
-                                        g.templ->nlist, g.templ->code_size, g.cache,
-                                        store->write_options());
+    s->lists =
+        new RocksDBInvertedLists(store->db(), g.cfs.lists.get(), store->meta(), g.g, g.templ->nlist,
+                                 g.templ->code_size, g.cache, store->write_options());
     s->index->replace_invlists(s->lists, true);
     return s;
   }
@@ -323,8 +321,8 @@ struct IvfIndex::Impl {
   }
 
   // Assigns and encodes n vectors with the generation's template (writer only).
-  void encode(const Generation& g, int64_t n, const float* x, std::vector<faiss::Index::idx_t>* lists,
-              std::vector<uint8_t>* codes) const {
+  void encode(const Generation& g, int64_t n, const float* x,
+              std::vector<faiss::Index::idx_t>* lists, std::vector<uint8_t>* codes) const {
     lists->resize(n);
     codes->resize(size_t(n) * g.templ->code_size);
     std::vector<int32_t> labels(n);
@@ -363,11 +361,12 @@ struct IvfIndex::Impl {
     std::unordered_set<int64_t> seen;
     seen.reserve(size_t(n));
     for (int64_t i = 0; i < n; ++i) {
-      FLASHKM_THROW_IF_NOT(ids[i] >= 0, "%s: %s: id %lld at position %lld is negative, expected "
-                           "ids >= 0", dir.c_str(), what, (long long)ids[i], (long long)i);
-      FLASHKM_THROW_IF_NOT(seen.insert(ids[i]).second,
-                           "%s: %s: id %lld appears twice in one call", dir.c_str(), what,
-                           (long long)ids[i]);
+      FLASHKM_THROW_IF_NOT(ids[i] >= 0,
+                           "%s: %s: id %lld at position %lld is negative, expected "
+                           "ids >= 0",
+                           dir.c_str(), what, (long long)ids[i], (long long)i);
+      FLASHKM_THROW_IF_NOT(seen.insert(ids[i]).second, "%s: %s: id %lld appears twice in one call",
+                           dir.c_str(), what, (long long)ids[i]);
     }
   }
 
@@ -395,8 +394,10 @@ struct IvfIndex::Impl {
       old_lists = lookup_lists(g, n, ids.data());
       if (!replace) {
         for (int64_t i = 0; i < n; ++i) {
-          FLASHKM_THROW_IF_NOT(old_lists[i] < 0, "%s: add: id %lld is already in the index (use "
-                               "upsert to replace it)", dir.c_str(), (long long)ids[i]);
+          FLASHKM_THROW_IF_NOT(old_lists[i] < 0,
+                               "%s: add: id %lld is already in the index (use "
+                               "upsert to replace it)",
+                               dir.c_str(), (long long)ids[i]);
         }
       }
     }
@@ -421,8 +422,9 @@ struct IvfIndex::Impl {
     int64_t added = 0;
     for (int64_t i = 0; i < n; ++i) {
       if (old_lists[i] >= 0) {
-        check_status(batch.Delete(cf_lists, index::list_key(uint32_t(old_lists[i]), uint64_t(ids[i]))),
-                     dir, "building the batch");
+        check_status(
+            batch.Delete(cf_lists, index::list_key(uint32_t(old_lists[i]), uint64_t(ids[i]))), dir,
+            "building the batch");
         --new_sizes[old_lists[i]];
         touched_flag[old_lists[i]] = 1;
       } else {
@@ -431,9 +433,9 @@ struct IvfIndex::Impl {
     }
     for (int64_t i : by_list) {
       uint32_t l = uint32_t(lists[i]);
-      check_status(batch.Put(cf_lists, index::list_key(l, uint64_t(ids[i])),
-                             bytes_of(&codes[i * cs], cs)),
-                   dir, "building the batch");
+      check_status(
+          batch.Put(cf_lists, index::list_key(l, uint64_t(ids[i])), bytes_of(&codes[i * cs], cs)),
+          dir, "building the batch");
       ++new_sizes[l];
       touched_flag[l] = 1;
     }
@@ -443,9 +445,9 @@ struct IvfIndex::Impl {
                    dir, "building the batch");
     }
     for (int64_t i : by_id) {
-      check_status(batch.Put(cf_idmap, index::id_key(uint64_t(ids[i])),
-                             be32_value(uint32_t(lists[i]))),
-                   dir, "building the batch");
+      check_status(
+          batch.Put(cf_idmap, index::id_key(uint64_t(ids[i])), be32_value(uint32_t(lists[i]))), dir,
+          "building the batch");
     }
     std::vector<uint32_t> touched;
     for (size_t l = 0; l < touched_flag.size(); ++l) {
@@ -485,7 +487,8 @@ struct IvfIndex::Impl {
       uint64_t id = uint64_t(unique[i]);
       uint32_t l = uint32_t(old_lists[i]);
       std::string idk = index::id_key(id);
-      check_status(batch.Delete(g.cfs.lists.get(), index::list_key(l, id)), dir, "building the batch");
+      check_status(batch.Delete(g.cfs.lists.get(), index::list_key(l, id)), dir,
+                   "building the batch");
       check_status(batch.Delete(store->vectors(), idk), dir, "building the batch");
       check_status(batch.Delete(g.cfs.idmap.get(), idk), dir, "building the batch");
       --new_sizes[l];
@@ -523,8 +526,8 @@ struct IvfIndex::Impl {
     // Template and centroids first; none of it is visible before the manifest flip.
     {
       rocksdb::WriteBatch b;
-      check_status(b.Put(store->meta(), index::faiss_blob_key(g_new), serialize_index(*templ)),
-                   dir, "building the batch");
+      check_status(b.Put(store->meta(), index::faiss_blob_key(g_new), serialize_index(*templ)), dir,
+                   "building the batch");
       std::vector<float> c = quantizer_centroids(*templ);
       for (size_t l = 0; l < templ->nlist; ++l) {
         check_status(b.Put(cfs.centroids.get(), index::centroid_key(uint32_t(l)),
@@ -565,9 +568,9 @@ struct IvfIndex::Impl {
         ++new_sizes[l];
       }
       for (int64_t i = 0; i < n; ++i) {
-        check_status(b.Put(cfs.idmap.get(), index::id_key(uint64_t(ids[i])),
-                           be32_value(uint32_t(lists[i]))),
-                     dir, "building the batch");
+        check_status(
+            b.Put(cfs.idmap.get(), index::id_key(uint64_t(ids[i])), be32_value(uint32_t(lists[i]))),
+            dir, "building the batch");
       }
       check_status(store->write(&b), dir, "writing the new lists");
       done += n;
@@ -728,8 +731,8 @@ struct IvfIndex::Impl {
                          "%s: corrupt manifest: metric \"%s\", expected \"l2\" or \"ip\"",
                          dir.c_str(), m.metric().c_str());
     FLASHKM_THROW_IF_NOT(options.expected_d <= 0 || options.expected_d == m.d(),
-                         "%s: index has d = %lld, expected d = %lld", dir.c_str(),
-                         (long long)m.d(), (long long)options.expected_d);
+                         "%s: index has d = %lld, expected d = %lld", dir.c_str(), (long long)m.d(),
+                         (long long)options.expected_d);
     FLASHKM_THROW_IF_NOT(factory_nlist(m.factory()) == m.nlist(),
                          "%s: corrupt manifest: factory \"%s\" does not match nlist = %lld",
                          dir.c_str(), m.factory().c_str(), (long long)m.nlist());
@@ -743,9 +746,10 @@ struct IvfIndex::Impl {
     so.block_cache_bytes = options.block_cache_bytes;
     rocksdb::Status s = Store::open(d, so, &store);
     if (index::is_lock_error(s)) {
-      FLASHKM_THROW("%s: the index is already open for writing (by this or another process); "
-                    "close that writer or open read-only (%s)",
-                    d.c_str(), s.ToString().c_str());
+      FLASHKM_THROW(
+          "%s: the index is already open for writing (by this or another process); "
+          "close that writer or open read-only (%s)",
+          d.c_str(), s.ToString().c_str());
     }
     check_status(s, d, create ? "creating the index" : "opening the index");
   }
@@ -761,14 +765,16 @@ struct IvfIndex::Impl {
     metric = m.metric() == "l2" ? Metric::L2 : Metric::InnerProduct;
     if (m.generation() == 0) {
       std::unique_ptr<faiss::IndexIVF> probe = ivf_from_factory(dir, m.d(), m.factory(), metric);
-      FLASHKM_THROW_IF_NOT(int64_t(probe->nlist) == m.nlist() &&
-                               int64_t(probe->code_size) == m.code_size(),
-                           "%s: manifest (nlist = %lld, code size = %lld) does not match its "
-                           "factory string \"%s\" (nlist = %zu, code size = %zu)",
-                           dir.c_str(), (long long)m.nlist(), (long long)m.code_size(),
-                           m.factory().c_str(), probe->nlist, probe->code_size);
-      FLASHKM_THROW_IF_NOT(m.ntotal() == 0, "%s: corrupt manifest: untrained index holds %lld "
-                           "vectors", dir.c_str(), (long long)m.ntotal());
+      FLASHKM_THROW_IF_NOT(
+          int64_t(probe->nlist) == m.nlist() && int64_t(probe->code_size) == m.code_size(),
+          "%s: manifest (nlist = %lld, code size = %lld) does not match its "
+          "factory string \"%s\" (nlist = %zu, code size = %zu)",
+          dir.c_str(), (long long)m.nlist(), (long long)m.code_size(), m.factory().c_str(),
+          probe->nlist, probe->code_size);
+      FLASHKM_THROW_IF_NOT(m.ntotal() == 0,
+                           "%s: corrupt manifest: untrained index holds %lld "
+                           "vectors",
+                           dir.c_str(), (long long)m.ntotal());
     } else {
       gen = load_generation(m);
       sizes = load_sizes(*gen);
@@ -869,8 +875,10 @@ void IvfIndex::search(int64_t nq, const float* queries, int k, int nprobe, float
   FLASHKM_THROW_IF_NOT(nprobe >= 1, "%s: search: nprobe = %d, expected nprobe >= 1",
                        impl_->dir.c_str(), nprobe);
   std::unique_ptr<ReadView> view = impl_->read_view();
-  FLASHKM_THROW_IF_NOT(view->gen != nullptr, "%s: search before train(): the index is not "
-                       "trained", impl_->dir.c_str());
+  FLASHKM_THROW_IF_NOT(view->gen != nullptr,
+                       "%s: search before train(): the index is not "
+                       "trained",
+                       impl_->dir.c_str());
   check_finite(nq, view->gen->templ->d, queries, "search");
   if (nq == 0) return;
   Generation& g = *view->gen;
@@ -925,8 +933,7 @@ bool IvfIndex::get_vector(int64_t id, float* out) const {
   if (s.IsNotFound()) return false;
   check_status(s, impl_->dir, "reading a vector");
   FLASHKM_THROW_IF_NOT(int64_t(v.size()) == int64_t(sizeof(float)) * d(),
-                       "%s: malformed vector record of id %lld", impl_->dir.c_str(),
-                       (long long)id);
+                       "%s: malformed vector record of id %lld", impl_->dir.c_str(), (long long)id);
   std::memcpy(out, v.data(), v.size());
   return true;
 }
@@ -937,9 +944,8 @@ void IvfIndex::export_faiss(const std::string& path) const {
   FLASHKM_THROW_IF_NOT(view->gen != nullptr, "%s: export of an untrained index",
                        impl_->dir.c_str());
   Generation& g = *view->gen;
-  std::unique_ptr<faiss::Index> copy(faiss_call(impl_->dir, "copy the index", [&] {
-    return faiss::clone_index(g.templ.get());
-  }));
+  std::unique_ptr<faiss::Index> copy(
+      faiss_call(impl_->dir, "copy the index", [&] { return faiss::clone_index(g.templ.get()); }));
   auto* ivf = dynamic_cast<faiss::IndexIVF*>(copy.get());
   FLASHKM_ASSERT(ivf != nullptr);
   RocksDBInvertedLists reader(impl_->store->db(), g.cfs.lists.get(), impl_->store->meta(), g.g,
@@ -964,9 +970,8 @@ void IvfIndex::export_faiss(const std::string& path) const {
 std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
                                                  const std::string& dir,
                                                  const IvfIndexOptions& options) {
-  std::unique_ptr<faiss::Index> idx(faiss_call(faiss_path, "read the file", [&] {
-    return faiss::read_index(faiss_path.c_str());
-  }));
+  std::unique_ptr<faiss::Index> idx(faiss_call(
+      faiss_path, "read the file", [&] { return faiss::read_index(faiss_path.c_str()); }));
   auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx.get());
   FLASHKM_THROW_IF_NOT(ivf != nullptr, "%s: not an IndexIVF, expected an IVF index file",
                        faiss_path.c_str());
@@ -977,20 +982,30 @@ std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
     codes = "PQ" + std::to_string(pq->pq.M) + "x" + std::to_string(pq->pq.nbits);
   } else if (auto* sq = dynamic_cast<faiss::IndexIVFScalarQuantizer*>(ivf)) {
     switch (sq->sq.qtype) {
-      case faiss::ScalarQuantizer::QT_8bit: codes = "SQ8"; break;
-      case faiss::ScalarQuantizer::QT_4bit: codes = "SQ4"; break;
-      case faiss::ScalarQuantizer::QT_6bit: codes = "SQ6"; break;
-      case faiss::ScalarQuantizer::QT_fp16: codes = "SQfp16"; break;
-      default: break;
+      case faiss::ScalarQuantizer::QT_8bit:
+        codes = "SQ8";
+        break;
+      case faiss::ScalarQuantizer::QT_4bit:
+        codes = "SQ4";
+        break;
+      case faiss::ScalarQuantizer::QT_6bit:
+        codes = "SQ6";
+        break;
+      case faiss::ScalarQuantizer::QT_fp16:
+        codes = "SQfp16";
+        break;
+      default:
+        break;
     }
   }
-  FLASHKM_THROW_IF_NOT(!codes.empty(), "%s: unsupported IVF codes, expected Flat, PQ or SQ "
-                       "(8, 6, 4 bits or fp16)", faiss_path.c_str());
+  FLASHKM_THROW_IF_NOT(!codes.empty(),
+                       "%s: unsupported IVF codes, expected Flat, PQ or SQ "
+                       "(8, 6, 4 bits or fp16)",
+                       faiss_path.c_str());
   FLASHKM_THROW_IF_NOT(ivf->is_trained, "%s: the index is not trained", faiss_path.c_str());
-  FLASHKM_THROW_IF_NOT(ivf->metric_type == faiss::METRIC_L2 ||
-                           ivf->metric_type == faiss::METRIC_INNER_PRODUCT,
-                       "%s: metric %d, expected L2 or inner product", faiss_path.c_str(),
-                       int(ivf->metric_type));
+  FLASHKM_THROW_IF_NOT(
+      ivf->metric_type == faiss::METRIC_L2 || ivf->metric_type == faiss::METRIC_INNER_PRODUCT,
+      "%s: metric %d, expected L2 or inner product", faiss_path.c_str(), int(ivf->metric_type));
   Metric metric = ivf->metric_type == faiss::METRIC_L2 ? Metric::L2 : Metric::InnerProduct;
   std::string factory = "IVF" + std::to_string(ivf->nlist) + "," + codes;
   const int64_t d = ivf->d;

@@ -4,14 +4,16 @@
 //
 // One RocksDB directory is one index. Column families and their records:
 //
-//   meta                "manifest"                       -> Manifest protobuf (proto/manifest.proto)
+//   meta                "manifest"                       -> Manifest protobuf
+//   (proto/manifest.proto)
 //                       "faiss" | be32 generation        -> faiss::write_index of the generation's
 //                                                           IndexIVF with empty lists (quantizer,
 //                                                           PQ/SQ parameters, precomputed tables
 //                                                           are rebuilt on load)
 //                       "size" | be32 generation | be32 list_no -> be64 entries in that list
 //   vectors             be64 id                          -> d x float32, little-endian (raw
-//                                                           vector; source of truth for re-clustering)
+//                                                           vector; source of truth for
+//                                                           re-clustering)
 //   lists.<g>           be32 list_no | be64 id           -> code (code_size bytes)
 //   centroids.<g>       be32 list_no                     -> d x float32, little-endian
 //   idmap.<g>           be64 id                          -> be32 list_no

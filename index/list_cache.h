@@ -21,8 +21,8 @@ namespace index {
 
 /// One inverted list as stored: entries sorted by id.
 struct MaterializedList {
-  std::vector<int64_t> ids;     ///< n ids
-  std::vector<uint8_t> codes;   ///< n x code_size bytes
+  std::vector<int64_t> ids;    ///< n ids
+  std::vector<uint8_t> codes;  ///< n x code_size bytes
   size_t bytes() const { return ids.size() * sizeof(int64_t) + codes.size() + sizeof(*this); }
 };
 

@@ -69,8 +69,7 @@ rocksdb::Status RocksDBInvertedLists::read_size(size_t list_no, const rocksdb::S
   rocksdb::ReadOptions ro;
   ro.snapshot = snapshot;
   std::string value;
-  rocksdb::Status s =
-      db_->Get(ro, meta_cf_, list_size_key(generation_, uint32_t(list_no)), &value);
+  rocksdb::Status s = db_->Get(ro, meta_cf_, list_size_key(generation_, uint32_t(list_no)), &value);
   if (s.IsNotFound()) {
     *size = 0;
     return rocksdb::Status::OK();
@@ -81,8 +80,7 @@ rocksdb::Status RocksDBInvertedLists::read_size(size_t list_no, const rocksdb::S
   return s;
 }
 
-rocksdb::Status RocksDBInvertedLists::materialize(size_t list_no,
-                                                  const rocksdb::Snapshot* snapshot,
+rocksdb::Status RocksDBInvertedLists::materialize(size_t list_no, const rocksdb::Snapshot* snapshot,
                                                   MaterializedList* out) const {
   uint64_t expected = 0;
   rocksdb::Status s = read_size(list_no, snapshot, &expected);
@@ -221,8 +219,7 @@ size_t RocksDBInvertedLists::add_entries(size_t list_no, size_t n_entry, const i
   rocksdb::WriteBatch batch;
   std::set<idx_t> seen;
   for (size_t i = 0; i < n_entry; ++i) {
-    FLASHKM_THROW_IF_NOT(ids[i] >= 0, "id %lld is negative, expected ids >= 0",
-                         (long long)ids[i]);
+    FLASHKM_THROW_IF_NOT(ids[i] >= 0, "id %lld is negative, expected ids >= 0", (long long)ids[i]);
     FLASHKM_THROW_IF_NOT(seen.insert(ids[i]).second, "id %lld appears twice in one add",
                          (long long)ids[i]);
     std::string key = list_key(uint32_t(list_no), uint64_t(ids[i]));
@@ -230,10 +227,10 @@ size_t RocksDBInvertedLists::add_entries(size_t list_no, size_t n_entry, const i
     rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), lists_cf_, key, &existing);
     FLASHKM_THROW_IF_NOT(s.IsNotFound(), "id %lld is already in inverted list %zu",
                          (long long)ids[i], list_no);
-    throw_if_error(batch.Put(lists_cf_, key,
-                             rocksdb::Slice(reinterpret_cast<const char*>(code + i * code_size),
-                                            code_size)),
-                   "batch put", list_no);
+    throw_if_error(
+        batch.Put(lists_cf_, key,
+                  rocksdb::Slice(reinterpret_cast<const char*>(code + i * code_size), code_size)),
+        "batch put", list_no);
   }
   throw_if_error(batch.Put(meta_cf_, list_size_key(generation_, uint32_t(list_no)),
                            be64_value(old_size + n_entry)),
@@ -256,12 +253,11 @@ void RocksDBInvertedLists::update_entries(size_t list_no, size_t offset, size_t 
                    "batch delete", list_no);
   }
   for (size_t i = 0; i < n_entry; ++i) {
-    FLASHKM_THROW_IF_NOT(ids[i] >= 0, "id %lld is negative, expected ids >= 0",
-                         (long long)ids[i]);
-    throw_if_error(batch.Put(lists_cf_, list_key(uint32_t(list_no), uint64_t(ids[i])),
-                             rocksdb::Slice(reinterpret_cast<const char*>(code + i * code_size),
-                                            code_size)),
-                   "batch put", list_no);
+    FLASHKM_THROW_IF_NOT(ids[i] >= 0, "id %lld is negative, expected ids >= 0", (long long)ids[i]);
+    throw_if_error(
+        batch.Put(lists_cf_, list_key(uint32_t(list_no), uint64_t(ids[i])),
+                  rocksdb::Slice(reinterpret_cast<const char*>(code + i * code_size), code_size)),
+        "batch put", list_no);
   }
   // Replacing ids by ids already elsewhere in the list would merge entries: keep sizes honest.
   std::set<idx_t> remaining(old.ids.begin(), old.ids.end());
@@ -283,12 +279,12 @@ void RocksDBInvertedLists::resize(size_t list_no, size_t new_size) {
                        list_no, new_size, old.ids.size());
   rocksdb::WriteBatch batch;
   for (size_t i = new_size; i < old.ids.size(); ++i) {
-    throw_if_error(batch.Delete(lists_cf_, list_key(uint32_t(list_no), old.ids[i])),
-                   "batch delete", list_no);
+    throw_if_error(batch.Delete(lists_cf_, list_key(uint32_t(list_no), old.ids[i])), "batch delete",
+                   list_no);
   }
-  throw_if_error(batch.Put(meta_cf_, list_size_key(generation_, uint32_t(list_no)),
-                           be64_value(new_size)),
-                 "batch put", list_no);
+  throw_if_error(
+      batch.Put(meta_cf_, list_size_key(generation_, uint32_t(list_no)), be64_value(new_size)),
+      "batch put", list_no);
   throw_if_error(db_->Write(write_options_, &batch), "write", list_no);
 }
 
@@ -296,9 +292,9 @@ void RocksDBInvertedLists::reset() {
   rocksdb::WriteBatch batch;
   throw_if_error(batch.DeleteRange(lists_cf_, list_prefix(0), list_prefix(uint32_t(nlist))),
                  "batch delete", 0);
-  throw_if_error(batch.DeleteRange(meta_cf_, size_range_begin(generation_),
-                                   size_range_end(generation_)),
-                 "batch delete", 0);
+  throw_if_error(
+      batch.DeleteRange(meta_cf_, size_range_begin(generation_), size_range_end(generation_)),
+      "batch delete", 0);
   throw_if_error(db_->Write(write_options_, &batch), "write", 0);
 }
 

@@ -3,9 +3,9 @@
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <sys/stat.h>
 
 #include <algorithm>
-#include <sys/stat.h>
 
 #include "index/keys.h"
 
@@ -74,8 +74,8 @@ rocksdb::Status Store::open(const std::string& dir, const StoreOptions& o,
     if (!s.ok()) return s;
     for (const std::string& n : {std::string(kMetaCF), std::string(kVectorsCF)}) {
       if (std::find(on_disk.begin(), on_disk.end(), n) == on_disk.end()) {
-        return rocksdb::Status::Corruption(dir + " is not a flashkm index (no column family " +
-                                           n + ")");
+        return rocksdb::Status::Corruption(dir + " is not a flashkm index (no column family " + n +
+                                           ")");
       }
     }
     for (const std::string& n : on_disk) {
@@ -86,9 +86,8 @@ rocksdb::Status Store::open(const std::string& dir, const StoreOptions& o,
   for (const std::string& n : names) descs.emplace_back(n, cfo);
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = o.read_only
-                          ? rocksdb::DB::OpenForReadOnly(dbo, dir, descs, &handles, &raw)
-                          : rocksdb::DB::Open(dbo, dir, descs, &handles, &raw);
+  rocksdb::Status s = o.read_only ? rocksdb::DB::OpenForReadOnly(dbo, dir, descs, &handles, &raw)
+                                  : rocksdb::DB::Open(dbo, dir, descs, &handles, &raw);
   if (!s.ok()) return s;
   // The default handle belongs to the DB; every other one is destroyed before the DB closes,
   // which the shared_ptr captured by each handle's deleter guarantees.
@@ -116,8 +115,7 @@ Store::~Store() {
   vectors_.reset();
 }
 
-rocksdb::Status Store::read_manifest(const rocksdb::Snapshot* snapshot,
-                                     proto::Manifest* m) const {
+rocksdb::Status Store::read_manifest(const rocksdb::Snapshot* snapshot, proto::Manifest* m) const {
   rocksdb::ReadOptions ro;
   ro.snapshot = snapshot;
   std::string value;
@@ -193,8 +191,7 @@ std::vector<uint64_t> Store::generations() const {
   std::vector<uint64_t> gens;
   for (const auto& kv : cfs_) {
     uint64_t g;
-    if (parse_generation_cf(kv.first, &g) &&
-        std::find(gens.begin(), gens.end(), g) == gens.end()) {
+    if (parse_generation_cf(kv.first, &g) && std::find(gens.begin(), gens.end(), g) == gens.end()) {
       gens.push_back(g);
     }
   }

@@ -31,8 +31,8 @@ struct GenerationCFs {
 
 struct StoreOptions {
   bool read_only = false;
-  bool create = false;        ///< create a new, empty directory (fails if one exists)
-  bool sync = false;          ///< fsync the WAL on every write (survives power loss)
+  bool create = false;  ///< create a new, empty directory (fails if one exists)
+  bool sync = false;    ///< fsync the WAL on every write (survives power loss)
   size_t block_cache_bytes = size_t(256) << 20;
 };
 

@@ -10,8 +10,10 @@ QuantizerTraining train_ivf(faiss::IndexIVF* ivf, int64_t n, const float* x,
   FLASHKM_THROW_IF_NOT(params.n_clusters == int(ivf->nlist),
                        "k-means n_clusters %d does not match the index's nlist %zu",
                        params.n_clusters, ivf->nlist);
-  FLASHKM_THROW_IF_NOT(n >= int64_t(ivf->nlist), "%lld training points for nlist = %zu, expected "
-                       "at least one point per list", (long long)n, ivf->nlist);
+  FLASHKM_THROW_IF_NOT(n >= int64_t(ivf->nlist),
+                       "%lld training points for nlist = %zu, expected "
+                       "at least one point per list",
+                       (long long)n, ivf->nlist);
   IVFTrainParams p;
   p.niter = params.max_iter;
   p.max_train_points = 0;  // the caller has already sampled

@@ -31,9 +31,13 @@ class DemoCommand : public Command {
     app.add_option("--dir", dir_,
                    "Index directory; recreated (an existing directory must be a flashkm index)")
         ->capture_default_str();
-    app.add_option("--n,-n", n_, "Vectors to index")->capture_default_str()->check(CLI::Range(1000, 100000000));
+    app.add_option("--n,-n", n_, "Vectors to index")
+        ->capture_default_str()
+        ->check(CLI::Range(1000, 100000000));
     app.add_option("--d,-d", d_, "Dimension")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--nlist", nlist_, "Inverted lists")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--nlist", nlist_, "Inverted lists")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
     app.add_option("--codes", codes_, "faiss code part of the factory string (Flat, PQ8, SQ8, ...)")
         ->capture_default_str();
     app.add_option("--queries", nq_, "Queries (recall@10 against brute force)")
@@ -110,18 +114,18 @@ class DemoCommand : public Command {
     double open_s = since(t);
     std::vector<int64_t> again = search(*reopened, xq, k, 8, "reopened read-only");
     reopened.reset();
-    std::printf("  reopen %.3f s; results identical after reopen: %s\n",
-                open_s, again == first_labels ? "yes" : "NO");
+    std::printf("  reopen %.3f s; results identical after reopen: %s\n", open_s,
+                again == first_labels ? "yes" : "NO");
 
     t = Clock::now();
     auto rw = IvfIndex::open(dir_);
     tp.kmeans.max_iter = std::max(1, iters_ / 2);
     rw->recluster(0, tp);
     info = rw->info();
-    std::printf("\n  recluster (warm start)   %7.2f s  (k-means %.2f s, generation %llu, "
-                "imbalance %.3f)\n",
-                since(t), info.train_seconds, (unsigned long long)info.generation,
-                info.imbalance);
+    std::printf(
+        "\n  recluster (warm start)   %7.2f s  (k-means %.2f s, generation %llu, "
+        "imbalance %.3f)\n",
+        since(t), info.train_seconds, (unsigned long long)info.generation, info.imbalance);
     std::printf("\n  %-28s %6s %10s %10s\n", "search", "nprobe", "recall@10", "QPS");
     for (int nprobe : {1, 8, 32}) search(*rw, xq, k, nprobe, "after recluster");
     std::printf("\n  index kept in %s: try `flashkm info --index %s`\n", dir_.c_str(),
@@ -161,8 +165,9 @@ class DemoCommand : public Command {
   std::vector<int64_t> gt_;  // nq x k exact neighbours
 };
 
-FLASHKM_REGISTER_COMMAND(DemoCommand, "demo",
-                         "Build, search, reopen and re-cluster a persisted index on generated data");
+FLASHKM_REGISTER_COMMAND(
+    DemoCommand, "demo",
+    "Build, search, reopen and re-cluster a persisted index on generated data");
 
 }  // namespace
 }  // namespace cli

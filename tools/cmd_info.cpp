@@ -30,29 +30,28 @@ class InfoCommand : public Command {
       empty = std::count(i.list_sizes.begin(), i.list_sizes.end(), int64_t(0));
     }
     if (json_) {
-      nlohmann::json out = {
-          {"dir", i.dir},
-          {"format_version", i.format_version},
-          {"d", i.d},
-          {"metric", to_string(i.metric)},
-          {"factory", i.factory},
-          {"nlist", i.nlist},
-          {"code_size", i.code_size},
-          {"generation", i.generation},
-          {"trained", i.trained},
-          {"ntotal", i.ntotal},
-          {"next_id", i.next_id},
-          {"write_count", i.write_count},
-          {"vectors_reconstructed", i.vectors_reconstructed},
-          {"imbalance", i.imbalance},
-          {"list_sizes", i.list_sizes},
-          {"training",
-           {{"n_train", i.n_train},
-            {"iterations", i.iterations},
-            {"inertia", i.inertia},
-            {"seconds", i.train_seconds},
-            {"device", i.train_device},
-            {"init", i.train_init}}}};
+      nlohmann::json out = {{"dir", i.dir},
+                            {"format_version", i.format_version},
+                            {"d", i.d},
+                            {"metric", to_string(i.metric)},
+                            {"factory", i.factory},
+                            {"nlist", i.nlist},
+                            {"code_size", i.code_size},
+                            {"generation", i.generation},
+                            {"trained", i.trained},
+                            {"ntotal", i.ntotal},
+                            {"next_id", i.next_id},
+                            {"write_count", i.write_count},
+                            {"vectors_reconstructed", i.vectors_reconstructed},
+                            {"imbalance", i.imbalance},
+                            {"list_sizes", i.list_sizes},
+                            {"training",
+                             {{"n_train", i.n_train},
+                              {"iterations", i.iterations},
+                              {"inertia", i.inertia},
+                              {"seconds", i.train_seconds},
+                              {"device", i.train_device},
+                              {"init", i.train_init}}}};
       std::printf("%s\n", out.dump().c_str());
       return 0;
     }
@@ -70,8 +69,8 @@ class InfoCommand : public Command {
     std::printf("lists       %lld: min %lld, max %lld, empty %lld, imbalance %.3f\n",
                 (long long)i.nlist, (long long)mn, (long long)mx, (long long)empty, i.imbalance);
     std::printf("training    %s init, %d iterations on %lld points (%s), inertia %.6g, %.2f s\n",
-                i.train_init.c_str(), i.iterations, (long long)i.n_train,
-                i.train_device.c_str(), i.inertia, i.train_seconds);
+                i.train_init.c_str(), i.iterations, (long long)i.n_train, i.train_device.c_str(),
+                i.inertia, i.train_seconds);
     return 0;
   }
 

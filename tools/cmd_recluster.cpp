@@ -58,8 +58,8 @@ class ReclusterCommand : public Command {
         "flashkm recluster: %lld vectors, nlist %lld -> %lld (%s start, %d iterations on %s, "
         "k-means %.2f s), generation %llu -> %llu, imbalance %.3f -> %.3f, total %.2f s\n",
         (long long)after.ntotal, (long long)before.nlist, (long long)after.nlist,
-        after.train_init == "given" ? "warm" : "cold", after.iterations,
-        after.train_device.c_str(), after.train_seconds, (unsigned long long)before.generation,
+        after.train_init == "given" ? "warm" : "cold", after.iterations, after.train_device.c_str(),
+        after.train_seconds, (unsigned long long)before.generation,
         (unsigned long long)after.generation, before.imbalance, after.imbalance, s);
     return 0;
   }

@@ -21,12 +21,12 @@ class RemoveCommand : public Command {
 
   int run() override {
     IntMatrix ids = read_int_matrix(ids_);
-    FLASHKM_THROW_IF_NOT(ids.d == 1, "%s has %lld columns; expected one id per row",
-                         ids_.c_str(), (long long)ids.d);
+    FLASHKM_THROW_IF_NOT(ids.d == 1, "%s has %lld columns; expected one id per row", ids_.c_str(),
+                         (long long)ids.d);
     auto idx = IvfIndex::open(dir_);
     int64_t removed = idx->remove(ids.n, ids.values.data());
-    std::printf("flashkm remove: %lld of %lld ids removed; index holds %lld\n",
-                (long long)removed, (long long)ids.n, (long long)idx->ntotal());
+    std::printf("flashkm remove: %lld of %lld ids removed; index holds %lld\n", (long long)removed,
+                (long long)ids.n, (long long)idx->ntotal());
     return 0;
   }
 

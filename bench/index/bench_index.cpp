@@ -47,13 +47,20 @@ Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--n") a.n = std::atoll(v.c_str());
-    else if (k == "--d") a.d = std::atoll(v.c_str());
-    else if (k == "--nq") a.nq = std::atoll(v.c_str());
-    else if (k == "--nlist") a.nlist = std::atoll(v.c_str());
-    else if (k == "--iters") a.iters = std::atoi(v.c_str());
-    else if (k == "--dir") a.dir = v;
-    else if (k == "--json") a.json = v;
+    if (k == "--n")
+      a.n = std::atoll(v.c_str());
+    else if (k == "--d")
+      a.d = std::atoll(v.c_str());
+    else if (k == "--nq")
+      a.nq = std::atoll(v.c_str());
+    else if (k == "--nlist")
+      a.nlist = std::atoll(v.c_str());
+    else if (k == "--iters")
+      a.iters = std::atoi(v.c_str());
+    else if (k == "--dir")
+      a.dir = v;
+    else if (k == "--json")
+      a.json = v;
     else if (k == "--codes") {
       a.codes.clear();
       std::stringstream ss(v);
@@ -103,8 +110,8 @@ int main(int argc, char** argv) {
 
   std::vector<Row> rows;
   std::string json = "{\"n\":" + std::to_string(a.n) + ",\"d\":" + std::to_string(a.d) +
-                     ",\"nq\":" + std::to_string(a.nq) + ",\"threads\":" +
-                     std::to_string(omp_get_max_threads()) + ",\"runs\":[";
+                     ",\"nq\":" + std::to_string(a.nq) +
+                     ",\"threads\":" + std::to_string(omp_get_max_threads()) + ",\"runs\":[";
   for (size_t ci = 0; ci < a.codes.size(); ++ci) {
     std::string factory = "IVF" + std::to_string(a.nlist) + "," + a.codes[ci];
     std::string dir = a.dir + "-" + a.codes[ci];
@@ -142,10 +149,11 @@ int main(int argc, char** argv) {
       mem_add_s = since(t0);
     }
 
-    std::printf("\n%s: train %.1f s (%d iterations, k-means %.1f s), add %.1f s (%.0f vectors/s "
-                "to RocksDB; in-memory faiss add %.0f vectors/s), export %.1f s\n",
-                factory.c_str(), train_s, info.iterations, info.train_seconds, add_s,
-                double(a.n) / add_s, double(a.n) / mem_add_s, export_s);
+    std::printf(
+        "\n%s: train %.1f s (%d iterations, k-means %.1f s), add %.1f s (%.0f vectors/s "
+        "to RocksDB; in-memory faiss add %.0f vectors/s), export %.1f s\n",
+        factory.c_str(), train_s, info.iterations, info.train_seconds, add_s, double(a.n) / add_s,
+        double(a.n) / mem_add_s, export_s);
     json += std::string(ci ? "," : "") + "{\"factory\":\"" + factory +
             "\",\"train_s\":" + std::to_string(train_s) + ",\"add_s\":" + std::to_string(add_s) +
             ",\"add_per_s\":" + std::to_string(double(a.n) / add_s) +
@@ -190,10 +198,10 @@ int main(int argc, char** argv) {
   std::printf("|---|---|---|---|---|---|\n");
   for (size_t i = 0; i < rows.size(); i += 2) {
     for (size_t j = i; j < i + 2; ++j) {
-      std::printf("| %s | %s | %d | %.0f | %.4f | %s |\n", rows[j].factory.c_str(),
-                  rows[j].lists.c_str(), rows[j].nprobe, rows[j].qps, rows[j].recall,
-                  j == i ? (std::to_string(rows[i].qps / rows[i + 1].qps).substr(0, 4) + "x").c_str()
-                         : "");
+      std::printf(
+          "| %s | %s | %d | %.0f | %.4f | %s |\n", rows[j].factory.c_str(), rows[j].lists.c_str(),
+          rows[j].nprobe, rows[j].qps, rows[j].recall,
+          j == i ? (std::to_string(rows[i].qps / rows[i + 1].qps).substr(0, 4) + "x").c_str() : "");
     }
   }
   FILE* f = std::fopen(a.json.c_str(), "w");

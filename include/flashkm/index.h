@@ -37,8 +37,7 @@
 namespace flashkm {
 
 /// Progress of long operations: stage name, units done, units total.
-using ProgressCallback = std::function<void(const std::string& stage, int64_t done,
-                                            int64_t total)>;
+using ProgressCallback = std::function<void(const std::string& stage, int64_t done, int64_t total)>;
 
 struct IvfIndexOptions {
   bool read_only = false;  ///< open without writing; several readers may coexist
@@ -96,8 +95,7 @@ class IvfIndex {
   /// Creates an empty, untrained index in dir (created; must not hold an index already).
   /// factory is a faiss index_factory string starting with "IVF<nlist>,".
   static std::unique_ptr<IvfIndex> create(const std::string& dir, int64_t d,
-                                          const std::string& factory,
-                                          Metric metric = Metric::L2,
+                                          const std::string& factory, Metric metric = Metric::L2,
                                           const IvfIndexOptions& options = {});
   /// Opens an existing index. Checks the format version, the manifest against the stored
   /// faiss parameters (d, nlist, code size) and options.expected_d before any write.

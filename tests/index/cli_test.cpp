@@ -1,8 +1,7 @@
 // The index subcommands of the flashkm executable, run as subprocesses against a directory
 // that the library then inspects (the library is the oracle for what the CLI did).
-#include <sys/wait.h>
-
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <cstdio>
 #include <nlohmann/json.hpp>

@@ -4,14 +4,13 @@
 // The child is this test binary re-executed (fork + exec, so no OpenMP or RocksDB state is
 // inherited) running the disabled test DISABLED_CrashChild.Run, configured by environment
 // variables; it acknowledges each completed call by writing a line to a pipe.
+#include <faiss/IndexIVF.h>
+#include <faiss/index_io.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <faiss/IndexIVF.h>
-#include <faiss/index_io.h>
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdio>
@@ -76,12 +75,13 @@ std::vector<int64_t> run_child_and_kill(const std::string& dir, const char* mode
                                         int delay_ms) {
   int fds[2];
   EXPECT_EQ(::pipe(fds), 0);
-  std::vector<std::string> env_s = {"FLASHKM_CRASH_DIR=" + dir, std::string("FLASHKM_CRASH_MODE=") + mode,
-                                    "FLASHKM_CRASH_FD=" + std::to_string(fds[1]),
-                                    "FLASHKM_CRASH_START=" + std::to_string(start),
-                                    "OMP_NUM_THREADS=1"};
+  std::vector<std::string> env_s = {
+      "FLASHKM_CRASH_DIR=" + dir, std::string("FLASHKM_CRASH_MODE=") + mode,
+      "FLASHKM_CRASH_FD=" + std::to_string(fds[1]), "FLASHKM_CRASH_START=" + std::to_string(start),
+      "OMP_NUM_THREADS=1"};
   for (char** e = environ; *e; ++e) {
-    if (std::strncmp(*e, "FLASHKM_CRASH_", 14) != 0 && std::strncmp(*e, "OMP_NUM_THREADS=", 16) != 0)
+    if (std::strncmp(*e, "FLASHKM_CRASH_", 14) != 0 &&
+        std::strncmp(*e, "OMP_NUM_THREADS=", 16) != 0)
       env_s.push_back(*e);
   }
   std::vector<char*> envp;
@@ -125,7 +125,8 @@ std::vector<int64_t> run_child_and_kill(const std::string& dir, const char* mode
 // Every id in the lists of idx (exported to a faiss file), sorted, duplicates kept.
 std::vector<int64_t> ids_in_lists(const IvfIndex& idx, const std::string& path) {
   idx.export_faiss(path);
-  std::unique_ptr<faiss::IndexIVF> f(dynamic_cast<faiss::IndexIVF*>(faiss::read_index(path.c_str())));
+  std::unique_ptr<faiss::IndexIVF> f(
+      dynamic_cast<faiss::IndexIVF*>(faiss::read_index(path.c_str())));
   std::vector<int64_t> ids;
   for (size_t l = 0; l < f->nlist; ++l) {
     const auto* p = f->invlists->get_ids(l);

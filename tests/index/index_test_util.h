@@ -58,7 +58,7 @@ inline std::vector<float> skewed_blobs(int64_t n, int64_t d, int centers, uint64
 /// Nearest list of each of n vectors by brute force in float64 (ties: lowest list): the exact
 /// assignment flashkm promises, computed independently.
 inline std::vector<faiss::Index::idx_t> exact_assign(const faiss::IndexIVF& ivf, int64_t n,
-                                                    const float* x) {
+                                                     const float* x) {
   std::vector<float> c(ivf.nlist * ivf.d);
   ivf.quantizer->reconstruct_n(0, int64_t(ivf.nlist), c.data());
   std::vector<faiss::Index::idx_t> out(n);
@@ -83,9 +83,8 @@ inline std::vector<faiss::Index::idx_t> exact_assign(const faiss::IndexIVF& ivf,
 /// An in-memory copy of a trained IVF template (same quantizer and code parameters) whose
 /// lists are ArrayInvertedLists, filled with (x, ids) in ascending id order (the order RocksDB
 /// keeps each list in), each vector in its exactly nearest list.
-inline std::unique_ptr<faiss::IndexIVF> in_memory_reference(const faiss::IndexIVF& templ,
-                                                            int64_t n, const float* x,
-                                                            const int64_t* ids) {
+inline std::unique_ptr<faiss::IndexIVF> in_memory_reference(const faiss::IndexIVF& templ, int64_t n,
+                                                            const float* x, const int64_t* ids) {
   std::unique_ptr<faiss::IndexIVF> ref(dynamic_cast<faiss::IndexIVF*>(faiss::clone_index(&templ)));
   ref->replace_invlists(new faiss::ArrayInvertedLists(ref->nlist, ref->code_size), true);
   ref->ntotal = 0;

@@ -1,7 +1,5 @@
 // RocksDBInvertedLists against faiss's in-memory ArrayInvertedLists, with plain faiss training
 // (no flashkm involved): search results must be identical, distances and labels.
-#include "index/rocksdb_invlists.h"
-
 #include <faiss/IndexIVF.h>
 #include <faiss/index_factory.h>
 #include <gtest/gtest.h>
@@ -9,6 +7,7 @@
 
 #include "flashkm/error.h"
 #include "index/keys.h"
+#include "index/rocksdb_invlists.h"
 #include "index/store.h"
 #include "tests/index/index_test_util.h"
 
@@ -57,7 +56,8 @@ struct Fixture {
 
   // An index sharing ref's parameters that reads lists from il (not owned).
   std::unique_ptr<faiss::IndexIVF> over(RocksDBInvertedLists* il) {
-    std::unique_ptr<faiss::IndexIVF> idx(dynamic_cast<faiss::IndexIVF*>(faiss::clone_index(ref.get())));
+    std::unique_ptr<faiss::IndexIVF> idx(
+        dynamic_cast<faiss::IndexIVF*>(faiss::clone_index(ref.get())));
     idx->replace_invlists(il, false);
     return idx;
   }
@@ -126,8 +126,8 @@ TEST(InvLists, MaterializedListsMatchInMemory) {
       if (o >= 3) continue;  // the single-entry accessors rescan the list: spot-check them
       ASSERT_EQ(il->get_single_id(l, o), ids[o]);
       const uint8_t* one = il->get_single_code(l, o);
-      ASSERT_EQ(0, std::memcmp(one, f.ref->invlists->get_codes(l) + o * il->code_size,
-                               il->code_size));
+      ASSERT_EQ(0,
+                std::memcmp(one, f.ref->invlists->get_codes(l) + o * il->code_size, il->code_size));
       il->release_codes(l, one);
     }
     ASSERT_EQ(0, ls ? std::memcmp(codes, f.ref->invlists->get_codes(l), ls * il->code_size) : 0);

@@ -1,8 +1,6 @@
 // IvfIndex end to end: search through RocksDB lists equals an in-memory faiss index built from
 // the same parameters and vectors; add/upsert/remove; open checks; recluster; export/import;
 // readers during writes.
-#include "flashkm/index.h"
-
 #include <faiss/IndexIVF.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
@@ -13,6 +11,7 @@
 #include <map>
 #include <thread>
 
+#include "flashkm/index.h"
 #include "index/keys.h"
 #include "index/store.h"
 #include "manifest.pb.h"
@@ -179,7 +178,7 @@ TEST(IvfIndex, CallerMistakesAreErrors) {
   EXPECT_THROW(IvfIndex::open(tmp.sub("nothing-here")), Error);
   auto idx = IvfIndex::create(dir, kD, "IVF8,Flat");
   EXPECT_THROW(IvfIndex::create(dir, kD, "IVF8,Flat"), Error);  // exists already
-  EXPECT_THROW(idx->add(10, x.data()), Error);                   // not trained
+  EXPECT_THROW(idx->add(10, x.data()), Error);                  // not trained
   std::vector<float> d(10);
   std::vector<int64_t> l(10);
   EXPECT_THROW(idx->search(1, x.data(), 10, 1, d.data(), l.data()), Error);
@@ -245,8 +244,7 @@ std::string raw_manifest(const std::string& dir) {
   return value;
 }
 
-void expect_open_error(const std::string& dir, const std::string& needle,
-                       IvfIndexOptions o = {}) {
+void expect_open_error(const std::string& dir, const std::string& needle, IvfIndexOptions o = {}) {
   std::string before = raw_manifest(dir);
   try {
     IvfIndex::open(dir, o);
@@ -286,9 +284,9 @@ TEST(IvfIndex, OpenRefusesMismatchedOrCorruptManifests) {
   expect_open_error(dir, "does not match the stored faiss index");
   edit_manifest(dir, [&](std::string* v) { *v = good; });
   edit_manifest(dir, with([](index::proto::Manifest* m) {
-    m->set_nlist(9);
-    m->set_factory("IVF9,PQ4x4np");
-  }));
+                  m->set_nlist(9);
+                  m->set_factory("IVF9,PQ4x4np");
+                }));
   expect_open_error(dir, "nlist = 9");
   edit_manifest(dir, [&](std::string* v) { *v = good; });
   edit_manifest(dir, with([](index::proto::Manifest* m) { m->set_code_size(3); }));
@@ -442,7 +440,8 @@ TEST(IvfIndex, SearchesDuringWritesSeeConsistentSnapshots) {
     std::vector<float> d(batches);
     std::vector<int64_t> l(batches);
     std::vector<float> q(batches * kD);
-    for (int b = 0; b < batches; ++b) std::copy(&base[b * per * kD], &base[(b * per + 1) * kD], &q[b * kD]);
+    for (int b = 0; b < batches; ++b)
+      std::copy(&base[b * per * kD], &base[(b * per + 1) * kD], &q[b * kD]);
     while (!done.load()) {
       idx->search(batches, q.data(), 1, 8, d.data(), l.data());
       bool prefix = true, seen_missing = false;
