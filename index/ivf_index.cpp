@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <numeric>
 #include <random>
@@ -832,6 +833,11 @@ std::unique_ptr<IvfIndex> IvfIndex::create(const std::string& dir, int64_t d,
   check_status(impl->store->write(&b), dir, "writing the manifest");
   impl->manifest = m;
   return std::unique_ptr<IvfIndex>(new IvfIndex(std::move(impl)));
+}
+
+bool IvfIndex::exists(const std::string& dir) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(std::filesystem::path(dir) / "CURRENT", ec);
 }
 
 std::unique_ptr<IvfIndex> IvfIndex::open(const std::string& dir, const IvfIndexOptions& options) {

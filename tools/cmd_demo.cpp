@@ -57,7 +57,7 @@ class DemoCommand : public Command {
                          (long long)n_);
     namespace fs = std::filesystem;
     if (fs::exists(dir_)) {
-      FLASHKM_THROW_IF_NOT(fs::exists(fs::path(dir_) / "CURRENT"),
+      FLASHKM_THROW_IF_NOT(IvfIndex::exists(dir_),
                            "%s exists and is not a flashkm index; refusing to delete it",
                            dir_.c_str());
       fs::remove_all(dir_);

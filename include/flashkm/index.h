@@ -19,7 +19,8 @@
 // sees one consistent snapshot (every write is either fully visible to it or not at all).
 // Writers are serialised. close() and the destructor must not overlap other calls. One
 // directory has at most one read-write IvfIndex at a time (across processes); read-only
-// handles may coexist with it and see the state as of their opening.
+// handles may coexist with it and see the state as of their opening (a recluster by the
+// writer deletes the old generation's files, after which such a handle must be reopened).
 //
 // Errors: caller mistakes and storage failures throw flashkm::Error naming the directory and
 // the bad value (wrong shape, unknown id, index not trained, format version or d mismatch,
@@ -97,6 +98,9 @@ class IvfIndex {
   static std::unique_ptr<IvfIndex> create(const std::string& dir, int64_t d,
                                           const std::string& factory, Metric metric = Metric::L2,
                                           const IvfIndexOptions& options = {});
+  /// True when dir holds a RocksDB database (an index, or what is left of a failed create);
+  /// lets callers tell an index directory from a faiss file.
+  static bool exists(const std::string& dir);
   /// Opens an existing index. Checks the format version, the manifest against the stored
   /// faiss parameters (d, nlist, code size) and options.expected_d before any write.
   static std::unique_ptr<IvfIndex> open(const std::string& dir,

@@ -176,7 +176,9 @@ TEST(IvfIndex, CallerMistakesAreErrors) {
   EXPECT_THROW(IvfIndex::create(dir, kD, "Flat"), Error);
   EXPECT_THROW(IvfIndex::create(dir, 0, "IVF8,Flat"), Error);
   EXPECT_THROW(IvfIndex::open(tmp.sub("nothing-here")), Error);
+  EXPECT_FALSE(IvfIndex::exists(dir));
   auto idx = IvfIndex::create(dir, kD, "IVF8,Flat");
+  EXPECT_TRUE(IvfIndex::exists(dir));
   EXPECT_THROW(IvfIndex::create(dir, kD, "IVF8,Flat"), Error);  // exists already
   EXPECT_THROW(idx->add(10, x.data()), Error);                  // not trained
   std::vector<float> d(10);
