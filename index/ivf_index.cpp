@@ -1035,21 +1035,29 @@ std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
     }
   }
 
-  std::unique_ptr<IvfIndex> out = create(dir, d, factory, metric, options);
-  Impl& impl = *out->impl_;
-  impl.check_ids(int64_t(ids.size()), ids.data(), "import");
   {
+    std::unordered_set<int64_t> seen(ids.size() * 2);
+    for (int64_t id : ids) {
+      FLASHKM_THROW_IF_NOT(id >= 0 && seen.insert(id).second,
+                           "%s: id %lld is negative or appears twice, expected distinct ids >= 0",
+                           faiss_path.c_str(), (long long)id);
+    }
+  }
+  // The file's lists become the source of the new index's lists; the template keeps empty ones.
+  faiss::InvertedLists* source = ivf->invlists;
+  std::unique_ptr<faiss::InvertedLists> owner(ivf->own_invlists ? source : nullptr);
+  ivf->own_invlists = false;
+  ivf->replace_invlists(new faiss::ArrayInvertedLists(ivf->nlist, ivf->code_size), true);
+  ivf->ntotal = 0;
+  idx.release();
+  std::unique_ptr<faiss::IndexIVF> templ(ivf);
+
+  std::unique_ptr<IvfIndex> out = create(dir, d, factory, metric, options);
+  try {
+    Impl& impl = *out->impl_;
     std::lock_guard<std::mutex> wlock(impl.write_mu);
-    // The file's lists become the source; the template keeps empty ones.
-    faiss::InvertedLists* source = ivf->invlists;
-    std::unique_ptr<faiss::InvertedLists> owner(ivf->own_invlists ? source : nullptr);
-    ivf->own_invlists = false;
-    ivf->replace_invlists(new faiss::ArrayInvertedLists(ivf->nlist, ivf->code_size), true);
-    ivf->ntotal = 0;
-    idx.release();
-    std::unique_ptr<faiss::IndexIVF> templ(ivf);
-    // The vectors go in first (one batch per chunk); build_and_flip then encodes them with the
-    // imported quantizer and codes and makes them visible in one switch.
+    // Raw vectors first, one batch per chunk, then the lists code for code; none of it is
+    // visible before build_and_flip's switch.
     const int64_t chunk = 65536;
     for (int64_t b0 = 0; b0 < int64_t(ids.size()); b0 += chunk) {
       int64_t b1 = std::min<int64_t>(int64_t(ids.size()), b0 + chunk);
@@ -1070,6 +1078,12 @@ std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
     index::QuantizerTraining t;
     t.init = "imported";
     impl.build_and_flip(std::move(templ), factory, t, Clock::now(), source);
+  } catch (...) {
+    // The directory is ours (create() refuses existing ones): leave nothing half imported.
+    out.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    throw;
   }
   return out;
 }

@@ -425,6 +425,13 @@ TEST(IvfIndex, ImportOfAStockFaissIndexKeepsItsListsAndCodes) {
     ASSERT_EQ(a, b) << "list " << l;
   }
   for (int nprobe : {1, 10}) expect_same_as(*imp, *sorted, xq, 10, nprobe);
+
+  // A file whose ids repeat is refused, and no directory is left behind.
+  std::vector<int64_t> same = {7, 7};
+  f->add_with_ids(2, x.data(), same.data());
+  faiss::write_index(f.get(), file.c_str());
+  EXPECT_THROW(IvfIndex::import_faiss(file, tmp.sub("dup")), Error);
+  EXPECT_FALSE(IvfIndex::exists(tmp.sub("dup")));
 }
 
 // Batches commit in order; a consistent snapshot therefore finds a prefix of them. Each query
