@@ -112,7 +112,8 @@ TEST_P(IvfIndexParity, SearchEqualsInMemoryBeforeAndAfterReopen) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Codes, IvfIndexParity,
-                         ::testing::Values("IVF32,Flat", "IVF32,PQ4x4np", "IVF32,SQ8"));
+                         ::testing::Values("IVF32,Flat", "IVF32,PQ4x4np", "IVF32,PQ4np",
+                                           "IVF32,SQ8"));
 
 TEST(IvfIndex, AddUpsertRemove) {
   TempDir tmp;
