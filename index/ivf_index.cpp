@@ -380,6 +380,7 @@ struct IvfIndex::Impl {
                          dir.c_str(), what);
     const int64_t d = manifest.d();
     check_finite(n, d, x, what);
+    if (n == 0) return manifest.next_id();
     Generation& g = *gen;
     proto::Manifest m = manifest;
 
