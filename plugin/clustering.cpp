@@ -109,8 +109,7 @@ void Clustering::train(idx_t nx, const float* x, faiss::Index& index, const floa
         std::vector<int> perm(nx);
         faiss::rand_perm(perm.data(), nx, redo_seed + 1);
         for (int64_t i = n_input; i < kk; ++i)
-          std::memcpy(&kp.init_centroids[i * dd], x + int64_t(perm[i]) * dd,
-                      sizeof(float) * dd);
+          std::memcpy(&kp.init_centroids[i * dd], x + int64_t(perm[i]) * dd, sizeof(float) * dd);
       }
     } else {
       kp.init = init;

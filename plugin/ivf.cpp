@@ -18,8 +18,7 @@ namespace flashkm {
 namespace plugin {
 
 double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 IVFParts find_ivf(faiss::Index* index) {
@@ -49,12 +48,15 @@ IVFParts require_ivf(faiss::Index* index, const char* caller) {
 
 Metric to_metric(faiss::MetricType metric) {
   switch (metric) {
-    case faiss::METRIC_L2: return Metric::L2;
-    case faiss::METRIC_INNER_PRODUCT: return Metric::InnerProduct;
+    case faiss::METRIC_L2:
+      return Metric::L2;
+    case faiss::METRIC_INNER_PRODUCT:
+      return Metric::InnerProduct;
     default:
-      FLASHKM_THROW("faiss metric %d: flashkm supports METRIC_L2 (%d) and "
-                    "METRIC_INNER_PRODUCT (%d)",
-                    int(metric), int(faiss::METRIC_L2), int(faiss::METRIC_INNER_PRODUCT));
+      FLASHKM_THROW(
+          "faiss metric %d: flashkm supports METRIC_L2 (%d) and "
+          "METRIC_INNER_PRODUCT (%d)",
+          int(metric), int(faiss::METRIC_L2), int(faiss::METRIC_INNER_PRODUCT));
   }
 }
 
@@ -97,10 +99,9 @@ std::vector<float> train_coarse(int64_t d, int64_t nlist, faiss::MetricType metr
   // Subsample exactly as faiss's Clustering does (first m entries of rand_perm(n, seed)).
   std::vector<float> sample;
   if (params.max_train_points > 0 && n > params.max_train_points) {
-    FLASHKM_THROW_IF_NOT(params.max_train_points >= nlist,
-                         "max_train_points = %lld is below nlist = %lld",
-                         static_cast<long long>(params.max_train_points),
-                         static_cast<long long>(nlist));
+    FLASHKM_THROW_IF_NOT(
+        params.max_train_points >= nlist, "max_train_points = %lld is below nlist = %lld",
+        static_cast<long long>(params.max_train_points), static_cast<long long>(nlist));
     FLASHKM_THROW_IF_NOT(n <= INT_MAX, "subsampling draws from at most %d points, got n = %lld",
                          INT_MAX, static_cast<long long>(n));
     std::vector<int> perm(n);
@@ -187,9 +188,10 @@ std::unique_ptr<faiss::Index> index_factory(int d, const char* description,
   } else if (dynamic_cast<faiss::IndexFlat*>(q) != nullptr) {
     replacement = new KMeansQuantizerFlat(q->d, q->metric_type, ivf->nlist, options);
   } else {
-    FLASHKM_THROW("index_factory: \"%s\" has a coarse quantizer of type %s; flashkm trains flat "
-                  "and HNSW quantizers (IVFn, IVFn_HNSWm)",
-                  description, typeid(*q).name());
+    FLASHKM_THROW(
+        "index_factory: \"%s\" has a coarse quantizer of type %s; flashkm trains flat "
+        "and HNSW quantizers (IVFn, IVFn_HNSWm)",
+        description, typeid(*q).name());
   }
   if (ivf->own_fields) delete q;
   ivf->quantizer = replacement;
@@ -222,9 +224,9 @@ IVFTrainReport train_ivf(faiss::Index* index, int64_t n, const float* x,
   }
   report.transform_seconds = plugin::now_seconds() - t0;
 
-  std::vector<float> centroids = plugin::train_coarse(ivf->d, static_cast<int64_t>(ivf->nlist),
-                                                      ivf->quantizer->metric_type, n, xt, params,
-                                                      &report);
+  std::vector<float> centroids =
+      plugin::train_coarse(ivf->d, static_cast<int64_t>(ivf->nlist), ivf->quantizer->metric_type, n,
+                           xt, params, &report);
   plugin::install_centroids(ivf, centroids);
 
   t0 = plugin::now_seconds();
@@ -252,9 +254,8 @@ void add_ivf(faiss::Index* index, int64_t n, const float* x, const faiss::Index:
   std::unique_ptr<const float[]> owned;
   const float* xt = plugin::apply_chain(parts, n, x, &owned);
 
-  KMeans km(ivf->d,
-            plugin::kmeans_params(static_cast<int64_t>(ivf->nlist),
-                                  plugin::to_metric(ivf->quantizer->metric_type), exec));
+  KMeans km(ivf->d, plugin::kmeans_params(static_cast<int64_t>(ivf->nlist),
+                                          plugin::to_metric(ivf->quantizer->metric_type), exec));
   km.set_centroids(coarse_centroids(index));
   std::vector<int32_t> labels(n);
   km.assign(n, xt, labels.data());

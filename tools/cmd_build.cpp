@@ -68,7 +68,8 @@ class BuildCommand : public Command {
                    "faiss index_factory string, e.g. IVF1024,Flat, IVF4096,PQ32, "
                    "OPQ16_64,IVF1024,PQ16, PCA64,IVF1024,SQ8, IVF1024_HNSW32,Flat")
         ->required();
-    app.add_option("--output,-o", output_, "faiss index file to write (faiss::read_index reads it)");
+    app.add_option("--output,-o", output_,
+                   "faiss index file to write (faiss::read_index reads it)");
     app.add_option("--train-input", train_input_,
                    "Vectors to train on (default: the --input vectors)");
     app.add_option("--train-size", train_size_,
@@ -104,10 +105,9 @@ class BuildCommand : public Command {
     const Matrix* train = &base;
     if (!train_input_.empty()) {
       train_file = read_matrix(train_input_);
-      FLASHKM_THROW_IF_NOT(train_file.d() == base.d(),
-                           "--train-input %s has d = %lld but --input %s has d = %lld",
-                           train_input_.c_str(), (long long)train_file.d(), input_.c_str(),
-                           (long long)base.d());
+      FLASHKM_THROW_IF_NOT(
+          train_file.d() == base.d(), "--train-input %s has d = %lld but --input %s has d = %lld",
+          train_input_.c_str(), (long long)train_file.d(), input_.c_str(), (long long)base.d());
       train = &train_file;
     }
     const double read_seconds = seconds_since(t_start);
@@ -139,9 +139,8 @@ class BuildCommand : public Command {
   // anything else through faiss unchanged.
   std::unique_ptr<faiss::Index> build(const Matrix& base, const Matrix& train) {
     const IVFTrainParams params = train_params();
-    std::unique_ptr<faiss::Index> index =
-        flashkm::index_factory(static_cast<int>(base.d()), factory_.c_str(), faiss_metric(),
-                               params);
+    std::unique_ptr<faiss::Index> index = flashkm::index_factory(
+        static_cast<int>(base.d()), factory_.c_str(), faiss_metric(), params);
     const auto t_train = std::chrono::steady_clock::now();
     is_ivf_ = is_ivf(index.get());
     if (is_ivf_) {
@@ -199,9 +198,9 @@ class BuildCommand : public Command {
     std::printf("flashkm build: %s n=%lld d=%lld ntotal=%lld", factory_.c_str(),
                 (long long)base.n(), (long long)base.d(), (long long)index.ntotal);
     if (is_ivf_) {
-      std::printf(" nlist=%lld kmeans_points=%lld device=%s iterations=%zu", (long long)report_.nlist,
-                  (long long)report_.train_points, to_string(report_.device),
-                  report_.iterations.size());
+      std::printf(" nlist=%lld kmeans_points=%lld device=%s iterations=%zu",
+                  (long long)report_.nlist, (long long)report_.train_points,
+                  to_string(report_.device), report_.iterations.size());
     }
     std::printf(" train=%.3fs add=%.3fs total=%.3fs -> %s\n", train_seconds_, add_seconds_,
                 total_seconds, output_.c_str());

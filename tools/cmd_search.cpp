@@ -69,8 +69,7 @@ class SearchCommand : public Command {
     std::unique_ptr<faiss::Index> index = read_faiss_index(index_);
     Matrix q = read_matrix(queries_);
     FLASHKM_THROW_IF_NOT(q.d() == index->d, "--queries %s has d = %lld but --index %s has d = %lld",
-                         queries_.c_str(), (long long)q.d(), index_.c_str(),
-                         (long long)index->d);
+                         queries_.c_str(), (long long)q.d(), index_.c_str(), (long long)index->d);
     IntMatrix gt;
     if (!gt_.empty()) {
       gt = read_int_matrix(gt_);
@@ -96,8 +95,8 @@ class SearchCommand : public Command {
  private:
   void apply_nprobe(faiss::Index* index) const {
     if (nprobe_ == 0) return;
-    FLASHKM_THROW_IF_NOT(is_ivf(index), "--nprobe %d: the index in %s is not an IVF index",
-                         nprobe_, index_.c_str());
+    FLASHKM_THROW_IF_NOT(is_ivf(index), "--nprobe %d: the index in %s is not an IVF index", nprobe_,
+                         index_.c_str());
     faiss::ParameterSpace().set_index_parameter(index, "nprobe", nprobe_);
   }
 
@@ -115,8 +114,8 @@ class SearchCommand : public Command {
   void print(int64_t nq, double seconds, double recall, const faiss::Index& index) const {
     const double qps = seconds > 0 ? double(nq) / seconds : 0;
     if (json_) {
-      nlohmann::json out = {{"index", index_},     {"ntotal", index.ntotal}, {"nq", nq},
-                            {"k", k_},             {"seconds", seconds},     {"qps", qps}};
+      nlohmann::json out = {{"index", index_}, {"ntotal", index.ntotal}, {"nq", nq},
+                            {"k", k_},         {"seconds", seconds},     {"qps", qps}};
       if (nprobe_ > 0) out["nprobe"] = nprobe_;
       if (recall >= 0) out["recall_at_k"] = recall;
       if (!output_.empty()) out["output"] = output_;

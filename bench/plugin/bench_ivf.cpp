@@ -45,14 +45,22 @@ Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--n") a.n = std::atoll(v.c_str());
-    else if (k == "--d") a.d = std::atoll(v.c_str());
-    else if (k == "--nq") a.nq = std::atoll(v.c_str());
-    else if (k == "--centers") a.centers = std::atoll(v.c_str());
-    else if (k == "--spread") a.spread = std::atof(v.c_str());
-    else if (k == "--niter") a.niter = std::atoi(v.c_str());
-    else if (k == "--factories") a.factories = v;
-    else if (k == "--json") a.json = v;
+    if (k == "--n")
+      a.n = std::atoll(v.c_str());
+    else if (k == "--d")
+      a.d = std::atoll(v.c_str());
+    else if (k == "--nq")
+      a.nq = std::atoll(v.c_str());
+    else if (k == "--centers")
+      a.centers = std::atoll(v.c_str());
+    else if (k == "--spread")
+      a.spread = std::atof(v.c_str());
+    else if (k == "--niter")
+      a.niter = std::atoi(v.c_str());
+    else if (k == "--factories")
+      a.factories = v;
+    else if (k == "--json")
+      a.json = v;
     else {
       std::fprintf(stderr, "bench_ivf: unknown option %s\n", k.c_str());
       std::exit(2);
@@ -183,8 +191,9 @@ int main(int argc, char** argv) {
     results.push_back(run_faiss(f, a, x, q, gt));
   }
 
-  std::printf("\n| index | trainer | k-means points | coarse k-means s | rest of train s | add s "
-              "| train+add s | R@10 nprobe=1 | nprobe=8 | nprobe=32 |\n");
+  std::printf(
+      "\n| index | trainer | k-means points | coarse k-means s | rest of train s | add s "
+      "| train+add s | R@10 nprobe=1 | nprobe=8 | nprobe=32 |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Result& r : results) {
     std::printf("| %s | %s | %lld | %.1f | %.1f | %.1f | %.1f |", r.factory.c_str(),

@@ -51,7 +51,7 @@ struct IVFTrainParams {
   /// 0 (default): k-means runs on all n training points. Otherwise, when n is larger, on a
   /// random subset of this many points drawn like faiss (faiss::rand_perm(n, seed)).
   int64_t max_train_points = 0;
-  Init init = Init::Random;  ///< Random draws the points faiss::Clustering would draw
+  Init init = Init::Random;           ///< Random draws the points faiss::Clustering would draw
   std::vector<float> init_centroids;  ///< nlist x d_ivf, required when init == Init::Given
   uint64_t seed = 1234;               ///< faiss's default ClusteringParameters::seed
   ExecOptions exec;
@@ -59,9 +59,9 @@ struct IVFTrainParams {
 
 /// What train_ivf (or an index_factory index's train) did.
 struct IVFTrainReport {
-  int64_t train_points = 0;    ///< points the coarse k-means ran on
+  int64_t train_points = 0;  ///< points the coarse k-means ran on
   int64_t nlist = 0;
-  int64_t d_ivf = 0;           ///< dimension the k-means ran in
+  int64_t d_ivf = 0;             ///< dimension the k-means ran in
   double transform_seconds = 0;  ///< training and applying pre-transforms
   double kmeans_seconds = 0;     ///< flashkm coarse k-means, init included
   double residual_seconds = 0;   ///< faiss's training of the rest (PQ / SQ codebooks)
@@ -113,8 +113,7 @@ struct KMeansQuantizerFlat : faiss::IndexFlat {
   IVFTrainParams train_params;
   IVFTrainReport last_report;  ///< filled by train
 
-  KMeansQuantizerFlat(idx_t d, faiss::MetricType metric, size_t nlist,
-                      IVFTrainParams train_params);
+  KMeansQuantizerFlat(idx_t d, faiss::MetricType metric, size_t nlist, IVFTrainParams train_params);
   void train(idx_t n, const float* x) override;
 };
 

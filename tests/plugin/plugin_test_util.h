@@ -36,8 +36,8 @@ inline void normalize(std::vector<float>& x, int64_t d) {
 
 /// Float64 brute-force k nearest neighbours (L2: smallest squared distance, IP: largest
 /// inner product; ties by lowest id): the independent oracle for recall and assignment.
-inline std::vector<int64_t> knn_reference(const float* q, int64_t nq, const float* xb,
-                                          int64_t nb, int64_t d, int64_t k, bool ip) {
+inline std::vector<int64_t> knn_reference(const float* q, int64_t nq, const float* xb, int64_t nb,
+                                          int64_t d, int64_t k, bool ip) {
   std::vector<int64_t> out(nq * k);
 #pragma omp parallel for
   for (int64_t i = 0; i < nq; ++i) {
