@@ -115,6 +115,27 @@ INSTANTIATE_TEST_SUITE_P(Codes, IvfIndexParity,
                          ::testing::Values("IVF32,Flat", "IVF32,PQ4x4np", "IVF32,PQ4np",
                                            "IVF32,SQ8"));
 
+TEST(IvfIndex, InnerProductMetric) {
+  TempDir tmp;
+  std::string dir = tmp.sub("idx");
+  const int64_t n = 2000;
+  std::vector<float> x = testing::skewed_blobs(n, kD, 20, 25);
+  std::vector<float> xq = testing::skewed_blobs(30, kD, 20, 26);
+  std::map<int64_t, std::vector<float>> vectors;
+  for (int64_t i = 0; i < n; ++i) vectors[i].assign(&x[i * kD], &x[(i + 1) * kD]);
+  auto idx = IvfIndex::create(dir, kD, "IVF16,Flat", Metric::InnerProduct);
+  idx->train(n, x.data(), quick_train());
+  idx->add(n, x.data());
+  EXPECT_EQ(idx->info().metric, Metric::InnerProduct);
+  auto ref = oracle(*idx, tmp, vectors);
+  EXPECT_EQ(ref->metric_type, faiss::METRIC_INNER_PRODUCT);
+  for (int nprobe : {1, 16}) expect_same_as(*idx, *ref, xq, 10, nprobe);
+  idx.reset();
+  auto again = IvfIndex::open(dir);
+  EXPECT_EQ(again->info().metric, Metric::InnerProduct);
+  expect_same_as(*again, *ref, xq, 10, 4);
+}
+
 TEST(IvfIndex, AddUpsertRemove) {
   TempDir tmp;
   std::string dir = tmp.sub("idx");
