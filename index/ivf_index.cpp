@@ -96,7 +96,7 @@ rocksdb::Slice bytes_of(const void* p, size_t n) {
 // nlist of a factory string "IVF<nlist>[_...],<codes>", or -1 when it is not one.
 int64_t factory_nlist(const std::string& factory) {
   std::smatch m;
-  static const std::regex re("^IVF([0-9]+)([_,].*)$");
+  static const std::regex re("^IVF([0-9]+)(,.*)$");
   if (!std::regex_match(factory, m, re)) return -1;
   return std::stoll(m[1].str());
 }
@@ -123,6 +123,10 @@ std::unique_ptr<faiss::IndexIVF> ivf_from_factory(const std::string& dir, int64_
       "%s: factory string \"%s\" has variable-size codes, expected fixed-size "
       "codes (Flat, PQ, SQ)",
       dir.c_str(), factory.c_str());
+  FLASHKM_THROW_IF_NOT(dynamic_cast<faiss::IndexFlat*>(ivf->quantizer) != nullptr,
+                       "%s: factory string \"%s\" has a non-flat coarse quantizer, expected "
+                       "\"IVF<nlist>,<codes>\"",
+                       dir.c_str(), factory.c_str());
   idx.release();
   return std::unique_ptr<faiss::IndexIVF>(ivf);
 }

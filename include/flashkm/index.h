@@ -1,9 +1,9 @@
 // PUBLIC: a persisted IVF index. One RocksDB directory is one index (layout: index/keys.h).
 //
 // The coarse quantizer is trained with flashkm's exact k-means; codes, search and the file
-// format of export() are faiss's (an index_factory string "IVF<nlist>[_HNSW<m>],<codes>" whose
-// codes have a fixed size: Flat, PQ<m>[x<bits>][np], SQ8, SQ4, SQfp16, ...; pre-transforms such
-// as PCA or OPQ are not supported). Raw vectors are stored too:
+// format of export() are faiss's (an index_factory string "IVF<nlist>,<codes>" whose codes have
+// a fixed size: Flat, PQ<m>[x<bits>][np], SQ8, SQ4, SQfp16, ...; a flat coarse quantizer, no
+// pre-transform such as PCA or OPQ). Raw vectors are stored too:
 // they are the source of truth for recluster().
 //
 // Shapes: vectors are row-major float32, n rows of d values; ids are int64 >= 0; search

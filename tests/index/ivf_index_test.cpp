@@ -196,6 +196,8 @@ TEST(IvfIndex, CallerMistakesAreErrors) {
   std::string dir = tmp.sub("idx");
   std::vector<float> x = testing::skewed_blobs(500, kD, 5, 41);
   EXPECT_THROW(IvfIndex::create(dir, kD, "Flat"), Error);
+  EXPECT_THROW(IvfIndex::create(dir, kD, "IVF8_HNSW4,Flat"), Error);
+  EXPECT_THROW(IvfIndex::create(dir, kD, "PCA8,IVF8,Flat"), Error);
   EXPECT_THROW(IvfIndex::create(dir, 0, "IVF8,Flat"), Error);
   EXPECT_THROW(IvfIndex::open(tmp.sub("nothing-here")), Error);
   EXPECT_FALSE(IvfIndex::exists(dir));
