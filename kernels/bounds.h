@@ -10,7 +10,13 @@
 //                    distance by at most 2.01 u (X + C)^2
 // so |v_j - (|x - c_j|^2 - |x'|^2)| <= E for every j, and a row whose second-best value
 // exceeds its best by more than 2E has a certified argmin. IP: v_j = -s_j, E = g X C.
+//
+// Every fast value and partial sum is at most (X + C)^2 in magnitude; where that could
+// overflow float32, a value may be inf or NaN (and drop out of the top-k), so no row is
+// certified: the bound is +inf and the row goes to the float64 path over all centroids.
 #pragma once
+
+#include <limits>
 
 #ifdef __CUDACC__
 #define FLASHKM_HOST_DEVICE __host__ __device__
@@ -23,6 +29,7 @@ namespace detail {
 
 FLASHKM_HOST_DEVICE inline double ffma_certify_bound(bool inner_product, double d, double X,
                                                      double C) {
+  if ((X + C) * (X + C) >= 1e38) return std::numeric_limits<double>::infinity();
   const double u = 5.9604644775390625e-08;  // 2^-24
   const double g = d * u / (1 - d * u);
   double e;

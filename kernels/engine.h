@@ -72,7 +72,8 @@ int cuda_device_count();
 
 /// Host-side pieces shared by all backends (init.cpp, lloyd.cpp).
 
-/// faiss-compatible random init: centroids = x[perm[0..k)], perm = faiss::rand_perm(n, seed+1).
+/// faiss-compatible random init: centroids = x[perm[0..k)], perm = faiss::rand_perm(n, seed+1);
+/// when n == k, the points in order (faiss::Clustering's special case).
 void init_random(int64_t n, int64_t d, int64_t k, const float* x, uint64_t seed,
                  float* centroids);
 
@@ -80,9 +81,10 @@ void init_random(int64_t n, int64_t d, int64_t k, const float* x, uint64_t seed,
 /// how many clusters were empty. Split follows faiss::split_clusters exactly (same RNG, same
 /// perturbation), so faiss parity holds when clusters go empty.
 int64_t handle_empty_clusters(EmptyClusterPolicy policy, int iter, int64_t n, int64_t d,
-                              int64_t k, float* centroids, std::vector<int64_t>& counts);
+                              int64_t k, float* centroids, const std::vector<int64_t>& counts);
 
-/// L2-normalises each of the k rows (spherical k-means), in float64, as faiss's renorm.
+/// L2-normalises each of the k rows (spherical k-means). The norm is taken in float64 (faiss
+/// uses float32; the two agree to float32 rounding).
 void normalize_rows(int64_t k, int64_t d, float* centroids);
 
 /// Float64 distance used by every exact fix-up and by the reported inertia, so that all

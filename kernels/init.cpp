@@ -33,6 +33,10 @@ void init_random(int64_t n, int64_t d, int64_t k, const float* x, uint64_t seed,
                        "Init::Random draws like faiss with 32-bit indices; n = %lld exceeds "
                        "2^31-1 (use Init::KMeansPlusPlus or Init::Given)",
                        static_cast<long long>(n));
+  if (n == k) {  // faiss::Clustering copies the points in order when there are exactly k
+    std::memcpy(centroids, x, sizeof(float) * n * d);
+    return;
+  }
   // faiss::rand_perm(perm, n, seed + 1): a Fisher-Yates shuffle; faiss then takes perm[0..k).
   std::vector<int> perm(n);
   for (int64_t i = 0; i < n; ++i) perm[i] = static_cast<int>(i);
@@ -46,7 +50,7 @@ void init_random(int64_t n, int64_t d, int64_t k, const float* x, uint64_t seed,
 }
 
 int64_t handle_empty_clusters(EmptyClusterPolicy policy, int iter, int64_t n, int64_t d,
-                              int64_t k, float* centroids, std::vector<int64_t>& counts) {
+                              int64_t k, float* centroids, const std::vector<int64_t>& counts) {
   int64_t empty = 0;
   for (int64_t c = 0; c < k; ++c) empty += counts[c] == 0;
   if (empty == 0 || policy == EmptyClusterPolicy::Keep) return empty;
@@ -82,10 +86,9 @@ int64_t handle_empty_clusters(EmptyClusterPolicy policy, int iter, int64_t n, in
         centroids[cj * d + j] *= 1 + eps;
       }
     }
-    hassign[ci] = hassign[cj] / 2;
+    hassign[ci] = hassign[cj] / 2;  // faiss assumes an even split for later picks
     hassign[cj] -= hassign[ci];
   }
-  for (int64_t c = 0; c < k; ++c) counts[c] = static_cast<int64_t>(hassign[c]);
   return empty;
 }
 
@@ -103,6 +106,7 @@ void normalize_rows(int64_t k, int64_t d, float* centroids) {
 // D^2 sampling with exact float64 distances and fixed-order sums, so the chosen points do not
 // depend on threads. O(n k d): for large k prefer Init::Random or a GPU backend's override.
 void Engine::kmeanspp(uint64_t seed, float* centroids) {
+  const int threads = params_.threads > 0 ? params_.threads : omp_get_max_threads();
   std::mt19937_64 rng(seed);
   auto uniform = [&rng] { return static_cast<double>(rng() >> 11) * 0x1.0p-53; };
   const int64_t block = 1024;
@@ -113,7 +117,7 @@ void Engine::kmeanspp(uint64_t seed, float* centroids) {
     std::memcpy(centroids + c * d_, x_ + pick * d_, sizeof(float) * d_);
     if (c + 1 == k_) break;
     const float* cc = centroids + c * d_;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t b = 0; b < nblocks; ++b) {
       double s = 0;
       for (int64_t i = b * block; i < std::min(n_, (b + 1) * block); ++i) {

@@ -20,9 +20,9 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-void check_finite(int64_t count, const float* v, int64_t d, const char* what) {
+void check_finite(int64_t count, const float* v, int64_t d, const char* what, int threads) {
   int64_t bad = -1;
-#pragma omp parallel for schedule(static) reduction(max : bad)
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(max : bad)
   for (int64_t i = 0; i < count; ++i)
     if (!std::isfinite(v[i])) bad = std::max(bad, i);
   if (bad >= 0) {
@@ -64,7 +64,8 @@ KMeans::KMeans(int64_t d, KMeansParams params) : d_(d), params_(std::move(params
   FLASHKM_THROW_IF_NOT(params_.max_iter >= 0, "max_iter = %d: expected >= 0", params_.max_iter);
   FLASHKM_THROW_IF_NOT(params_.tol >= 0 && std::isfinite(params_.tol),
                        "tol = %g: expected a finite value >= 0", params_.tol);
-  FLASHKM_THROW_IF_NOT(params_.threads >= 0, "threads = %d: expected >= 0 (0 = all)",
+  FLASHKM_THROW_IF_NOT(params_.threads >= 0 && params_.threads <= 1024,
+                       "threads = %d: expected 0 (all hardware threads) to 1024",
                        params_.threads);
   FLASHKM_THROW_IF_NOT(params_.tiles.rows >= 0 && params_.tiles.centroids >= 0,
                        "tiles = {%d, %d}: expected values >= 0 (0 = automatic)",
@@ -78,16 +79,23 @@ KMeans::KMeans(int64_t d, KMeansParams params) : d_(d), params_(std::move(params
                          "%lld = %lld",
                          params_.init_centroids.size(), static_cast<long long>(k),
                          static_cast<long long>(d), static_cast<long long>(k * d));
-    check_finite(k * d, params_.init_centroids.data(), d, "init_centroids");
+    check_finite(k * d, params_.init_centroids.data(), d, "init_centroids", worker_threads());
     centroids_ = params_.init_centroids;
   }
+}
+
+int KMeans::worker_threads() const {
+  return params_.threads > 0 ? params_.threads : omp_get_max_threads();
 }
 
 void KMeans::set_centroids(const std::vector<float>& centroids) {
   FLASHKM_THROW_IF_NOT(centroids.size() > 0 && centroids.size() % d_ == 0,
                        "set_centroids: %zu floats is not a positive multiple of d = %lld",
                        centroids.size(), static_cast<long long>(d_));
-  check_finite(int64_t(centroids.size()), centroids.data(), d_, "centroids");
+  FLASHKM_THROW_IF_NOT(int64_t(centroids.size()) / d_ <= std::numeric_limits<int>::max(),
+                       "set_centroids: k = %lld centroids exceed the int32 label range",
+                       static_cast<long long>(int64_t(centroids.size()) / d_));
+  check_finite(int64_t(centroids.size()), centroids.data(), d_, "centroids", worker_threads());
   centroids_ = centroids;
 }
 
@@ -101,7 +109,7 @@ KMeansResult KMeans::fit(int64_t n, const float* x) {
                        static_cast<long long>(d));
   FLASHKM_THROW_IF_NOT(n >= k, "n = %lld points for k = %lld clusters: expected n >= k",
                        static_cast<long long>(n), static_cast<long long>(k));
-  check_finite(n * d, x, d, "input x");
+  check_finite(n * d, x, d, "input x", worker_threads());
 
   const bool cuda = use_cuda(params_.device);
   auto engine = make_engine(cuda, n, d, k, x, params_);
@@ -111,7 +119,7 @@ KMeansResult KMeans::fit(int64_t n, const float* x) {
   res.d = d;
   res.k = k;
   res.device = cuda ? Device::CUDA : Device::CPU;
-  res.threads = params_.threads > 0 ? params_.threads : omp_get_max_threads();
+  res.threads = worker_threads();
 
   std::vector<float> c(k * d);
   switch (params_.init) {
@@ -148,9 +156,12 @@ KMeansResult KMeans::fit(int64_t n, const float* x) {
     bool go_on = !params_.callback || params_.callback(st);
     // A pass that moved no point leaves every centroid where it was: a fixed point.
     if (st.changed == 0 && st.empty_clusters == 0) go_on = false;
-    if (params_.tol > 0 && std::isfinite(prev_inertia) &&
-        (prev_inertia - st.inertia) <= params_.tol * std::fabs(prev_inertia))
-      go_on = false;
+    if (params_.tol > 0 && std::isfinite(prev_inertia)) {
+      // L2 inertia falls, the IP objective (sum of inner products) grows.
+      const double gain = params_.metric == Metric::L2 ? prev_inertia - st.inertia
+                                                       : st.inertia - prev_inertia;
+      if (gain <= params_.tol * std::fabs(prev_inertia)) go_on = false;
+    }
     prev_inertia = st.inertia;
     if (!go_on) break;
   }
@@ -176,7 +187,7 @@ void KMeans::assign(int64_t n, const float* x, int32_t* labels, float* distances
   FLASHKM_THROW_IF_NOT(n <= std::numeric_limits<int64_t>::max() / d_,
                        "n * d overflows: n = %lld, d = %lld", static_cast<long long>(n),
                        static_cast<long long>(d_));
-  check_finite(n * d_, x, d_, "input x");
+  check_finite(n * d_, x, d_, "input x", worker_threads());
   const int64_t k = int64_t(centroids_.size()) / d_;
   KMeansParams p = params_;
   p.n_clusters = static_cast<int>(k);

@@ -55,7 +55,9 @@ enum class Device {
 /// Arithmetic of the assignment step.
 enum class Precision {
   Exact,  ///< certified result equal to exact arithmetic (default, see header comment)
-  Fast,   ///< GPU only: plain fp16 tensor-core distances, no fix-up (like the paper's code)
+  /// GPU only: plain fp16 tensor-core distances, no fix-up (like the paper's code). The CPU
+  /// backend always certifies (its fix-up costs about 1 %) and treats Fast as Exact.
+  Fast,
 };
 
 /// Tile shape of the fused assignment. Zero fields mean "let the selector choose"; any valid
@@ -81,16 +83,17 @@ using IterationCallback = std::function<bool(const IterationStats&)>;
 struct KMeansParams {
   int n_clusters = 0;        ///< k, required, 1 <= k <= n
   int max_iter = 25;         ///< number of Lloyd iterations (>= 0)
-  /// Stop when the relative inertia decrease (prev - cur) / prev is <= tol after an
-  /// iteration. 0 (default) runs max_iter iterations, or stops earlier only when no point
-  /// changed cluster (a fixed point: further iterations would change nothing).
+  /// Stop when the relative improvement of the objective after an iteration is <= tol:
+  /// (prev - cur) / prev for L2 inertia, (cur - prev) / prev for the IP objective (a sum of
+  /// inner products, which grows). 0 (default) runs max_iter iterations, or stops earlier only
+  /// when no point changed cluster (a fixed point: further iterations would change nothing).
   double tol = 0;
   Init init = Init::Random;  ///< default matches faiss::Clustering's sampling
   std::vector<float> init_centroids;  ///< k x d, used when init == Init::Given
   uint64_t seed = 1234;      ///< seed of init (faiss's default seed is 1234)
   Metric metric = Metric::L2;
   EmptyClusterPolicy empty_policy = EmptyClusterPolicy::Split;
-  int threads = 0;           ///< CPU worker threads; 0 = all hardware threads
+  int threads = 0;           ///< CPU worker threads, 0..1024; 0 = all hardware threads
   Device device = Device::Auto;
   Precision precision = Precision::Exact;
   TileConfig tiles;          ///< zeros: the selector picks by device and shape
@@ -107,7 +110,9 @@ struct KMeansResult {
   std::vector<int32_t> labels;   ///< n, nearest final centroid of each point
   double inertia = 0;            ///< objective of labels against the final centroids
   std::vector<IterationStats> iterations;
-  double seconds = 0;            ///< whole fit, init included
+  /// Whole fit: init, the iterations and the final assignment pass that makes labels and
+  /// inertia agree with the final centroids (iterations[i].seconds cover the iterations).
+  double seconds = 0;
   Device device = Device::CPU;   ///< backend that ran
   int threads = 0;               ///< CPU threads used
 };
@@ -137,6 +142,8 @@ class KMeans {
   const KMeansParams& params() const { return params_; }
 
  private:
+  int worker_threads() const;  ///< params().threads, or all hardware threads when 0
+
   int64_t d_;
   KMeansParams params_;
   std::vector<float> centroids_;

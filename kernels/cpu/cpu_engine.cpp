@@ -20,12 +20,13 @@ CpuTiles select_cpu_tiles(Isa isa, int64_t d, int64_t k, const TileConfig& user)
   CpuTiles t;
   const int mr = micro_rows(isa);
   // Rows per tile: 20 row panels (240 rows on AVX-512, 120 on AVX2) keep the packed tile
-  // (240 x 128 floats = 120 KB at d=128) in L2 beside a centroid block (bench_kmeans_cpu,
-  // N=1M d=128 K=1024, 2-core Zen 4).
+  // (240 x 128 floats = 120 KB at d=128) in L2 beside a centroid block. Chosen on the 2-core
+  // AVX2 EPYC VM (bench/NOTES.md, 120 rows); the AVX-512 row count follows from the same
+  // 20 panels and has not been timed on its own.
   t.rows = user.rows > 0 ? user.rows : 20 * mr;
   t.rows = std::min<int64_t>(t.rows, kAssignBlock);
-  // Centroid block: about 512 KB of packed centroids (half of Zen 4's 1 MB L2), split evenly
-  // so blocks have similar sizes.
+  // Centroid block: about 512 KB of packed centroids (half of a 1 MB L2), split evenly so
+  // blocks have similar sizes.
   const int64_t kpad = (k + kPanel - 1) / kPanel * kPanel;
   if (user.centroids > 0) {
     t.centroids = std::max<int64_t>(kPanel, (user.centroids + kPanel - 1) / kPanel * kPanel);
@@ -151,12 +152,12 @@ class CpuEngine final : public Engine {
             const RowBest& b = best[r];
             int32_t label = b.index;
             const double window = 2 * certify_bound(params_.metric, d_, norms[r], pc_.max_norm);
-            if (params_.precision == Precision::Exact &&
-                !(double(b.second) - double(b.best) > window)) {
+            if (!(double(b.second) - double(b.best) > window)) {
               // Not certified. Only centroids whose fast value lies within the window of the
               // best can be the exact argmin; when the third value is outside it, those are
               // the first two, else recompute them all. Either way the float64 argmin of the
-              // candidates equals the float64 argmin over all centroids.
+              // candidates is the float64 argmin over all centroids, up to float64 near-ties
+              // (which the contract counts as ties).
               const float* xr = x_ + (t0 + r) * d_;
               label = double(b.third) - double(b.best) > window
                           ? exact_argmin2(xr, b.index, b.index2)

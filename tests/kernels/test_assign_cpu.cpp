@@ -126,6 +126,39 @@ TEST(AssignCpu, CertificationBoundHolds) {
   }
 }
 
+TEST(AssignCpu, CertificationBoundHoldsForInnerProduct) {
+  std::mt19937_64 rng(6);
+  for (int64_t d : {1, 16, 128, 768}) {
+    SCOPED_TRACE("d=" + std::to_string(d));
+    const int64_t rows = 40, k = 64;
+    std::vector<float> x = flashkm::testing::blobs(rows, d, 4, rng(), 3.f, 50.f);
+    std::vector<float> c = flashkm::testing::blobs(k, d, 4, rng(), 3.f, -50.f);
+    PackedCentroids pc;
+    pack_centroids(c.data(), k, d, nullptr, Metric::InnerProduct, &pc);
+    std::vector<float> buf((rows + 12) * d + 16);
+    std::vector<double> norms(rows);
+    pack_rows(Isa::Scalar, x.data(), rows, d, nullptr, buf.data(), norms.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      const double e = certify_bound(Metric::InnerProduct, d, norms[r], pc.max_norm);
+      for (int64_t j = 0; j < k; ++j) {
+        float s = 0;
+        for (int64_t t = 0; t < d; ++t)
+          s = std::fma(buf[(r / 6) * 6 * d + t * 6 + r % 6],
+                       pc.panel(j / kPanel)[t * kPanel + j % kPanel], s);
+        const float v = std::fma(-1.f, s, 0.f);
+        double truth = 0;
+        for (int64_t t = 0; t < d; ++t) truth -= double(x[r * d + t]) * double(c[j * d + t]);
+        EXPECT_LE(std::fabs(double(v) - truth), e) << r << "," << j;
+      }
+    }
+  }
+}
+
+TEST(AssignCpu, NoBoundWhereFloat32CanOverflow) {
+  EXPECT_TRUE(std::isinf(certify_bound(Metric::L2, 4, 2e19, 1.0)));
+  EXPECT_TRUE(std::isfinite(certify_bound(Metric::L2, 4, 1e18, 1e18)));
+}
+
 }  // namespace
 }  // namespace cpu
 }  // namespace detail

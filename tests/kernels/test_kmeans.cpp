@@ -2,11 +2,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <tuple>
 
 #include "flashkm/kmeans.h"
+#include "kernels/cpu/assign_cpu.h"
 #include "kernels/engine.h"
 #include "kernels/reference.h"
 #include "tests/kernels/test_util.h"
@@ -54,8 +57,7 @@ void lockstep(Metric metric, int64_t n, int64_t d, int64_t k, uint64_t seed, int
 
     // Update: the oracle's labels against c, then its means (rounded once), then the same
     // empty-cluster policy and normalisation.
-    std::vector<int32_t> ref_labels;
-    std::vector<double> ref_dist, sums;
+    std::vector<double> sums;
     std::vector<int64_t> counts;
     KMeansParams p0 = given(k, c, 0, metric);
     std::vector<float> cc = c;
@@ -67,7 +69,6 @@ void lockstep(Metric metric, int64_t n, int64_t d, int64_t k, uint64_t seed, int
         for (int64_t j = 0; j < d; ++j) cc[i * d + j] = float(cc[i * d + j] * (1 / std::sqrt(s2)));
       }
     }
-    reference::assign(metric, n, d, x.data(), k, cc.data(), &ref_labels, &ref_dist);
     KMeansResult r0 = KMeans(d, p0).fit(n, x.data());
     int64_t ties = 0;
     EXPECT_EQ(label_errors(metric, n, d, x.data(), k, cc.data(), r0.labels, &ties), 0);
@@ -134,34 +135,64 @@ TEST(KMeansExact, HugeAndTinyMagnitudes) {
 }
 
 TEST(KMeansExact, DuplicateCentroidsGoToLowestIndex) {
-  const int64_t n = 500, d = 8, k = 6;
-  std::vector<float> x = blobs(n, d, 3, 10);
-  std::vector<float> c = pick_rows(x, d, 3);
-  c.insert(c.end(), c.begin(), c.end());  // centroids 3..5 duplicate 0..2
-  KMeansResult r = KMeans(d, given(k, c, 0)).fit(n, x.data());
-  for (int64_t i = 0; i < n; ++i) ASSERT_LT(r.labels[i], 3) << "point " << i;
-  EXPECT_EQ(r.iterations.size(), 0u);
+  // Pairs settle with two float64 distances, triples need the float64 pass over all k.
+  for (int copies : {2, 3}) {
+    SCOPED_TRACE(std::to_string(copies) + " copies");
+    const int64_t n = 500, d = 8, k = 3 * copies;
+    std::vector<float> x = blobs(n, d, 3, 10);
+    std::vector<float> base = pick_rows(x, d, 3), c;
+    for (int i = 0; i < copies; ++i) c.insert(c.end(), base.begin(), base.end());
+    KMeansParams p = given(k, c, 1);
+    p.empty_policy = EmptyClusterPolicy::Keep;
+    KMeansResult r1 = KMeans(d, p).fit(n, x.data());
+    EXPECT_EQ(r1.iterations[0].fixups, n);  // every row has an exact tie
+    KMeansResult r = KMeans(d, given(k, c, 0)).fit(n, x.data());
+    for (int64_t i = 0; i < n; ++i) ASSERT_LT(r.labels[i], 3) << "point " << i;
+    EXPECT_EQ(label_errors(Metric::L2, n, d, x.data(), k, c.data(), r.labels), 0);
+  }
 }
 
 TEST(KMeansExact, NearTiesAreFixedUp) {
-  // Points exactly between two centroids, and centroids closer than float32 resolution of
-  // the distance: the fast path cannot certify them, the float64 fix-up must decide.
-  const int64_t d = 4, k = 3;
-  std::vector<float> c = {0, 0, 0, 0, 2, 0, 0, 0, 1, 1e-4f, 0, 0};
+  // Points near the midpoint of two centroids that are far (1000) from the data: the gaps
+  // (<= 0.02) are far below float32 resolution of distances near 1e6, so no row can be
+  // certified and the float64 path must decide every one, like the oracle.
+  const int64_t d = 4, k = 2, n = 100;
+  std::vector<float> c = {0, 0, 0, 0, 2, 0, 0, 0};
   std::vector<float> x;
-  for (int i = 0; i < 100; ++i) {
-    float t = 1.f + (i - 50) * 1e-7f;
-    x.insert(x.end(), {t, 0, 0, 0});
-  }
-  KMeansResult r = KMeans(d, given(k, c, 0)).fit(100, x.data());
-  EXPECT_EQ(label_errors(Metric::L2, 100, d, x.data(), k, c.data(), r.labels), 0);
+  for (int i = 0; i < n; ++i) x.insert(x.end(), {1.f + (i - 50) * 1e-4f, 1000, 0, 0});
+  KMeansParams p = given(k, c, 1);
+  p.empty_policy = EmptyClusterPolicy::Keep;
+  KMeansResult r1 = KMeans(d, p).fit(n, x.data());
+  EXPECT_EQ(r1.iterations[0].fixups, n);
+  KMeansResult r = KMeans(d, given(k, c, 0)).fit(n, x.data());
   std::vector<int32_t> ref;
   std::vector<double> dist;
-  reference::assign(Metric::L2, 100, d, x.data(), k, c.data(), &ref, &dist);
+  reference::assign(Metric::L2, n, d, x.data(), k, c.data(), &ref, &dist);
   EXPECT_EQ(r.labels, ref);
+  EXPECT_EQ(std::count(ref.begin(), ref.end(), 0), 51);  // i <= 50 is at or left of 1
 }
 
-// Bit-identical output whatever the tiles, threads and SIMD level.
+TEST(KMeansExact, MixedMagnitudesThatOverflowFloat32) {
+  // 3e19^2 overflows float32 in the fast pass for one point only; that row must take the
+  // float64 path (a NaN fast value must not drop the true nearest centroid).
+  const int64_t n = 101, d = 1, k = 2;
+  std::vector<float> x(n, 0.f);
+  x[100] = 3e19f;
+  std::vector<float> c = {0.f, 3e19f};
+  KMeansResult r = KMeans(d, given(k, c, 0)).fit(n, x.data());
+  EXPECT_EQ(r.labels[100], 1);
+  EXPECT_EQ(label_errors(Metric::L2, n, d, x.data(), k, c.data(), r.labels), 0);
+}
+
+// Sets FLASHKM_ISA for one scope (the CPU backend reads it when an engine is made).
+class IsaOverride {
+ public:
+  explicit IsaOverride(const char* isa) { setenv("FLASHKM_ISA", isa, 1); }
+  ~IsaOverride() { unsetenv("FLASHKM_ISA"); }
+};
+
+// Bit-identical output whatever the tiles, threads and SIMD level (levels above what this
+// CPU has run as the best it has; the test prints which ran).
 TEST(KMeansDeterminism, TilesThreadsIsa) {
   const int64_t n = 4000, d = 37, k = 50;
   std::vector<float> x = blobs(n, d, 25, 11);
@@ -170,7 +201,9 @@ TEST(KMeansDeterminism, TilesThreadsIsa) {
   const char* isas[] = {"scalar", "avx2", "avx512"};
   const TileConfig tiles[] = {{}, {1, 32}, {13, 64}, {1024, 1024}, {5, 4096}};
   for (const char* isa : isas) {
-    setenv("FLASHKM_ISA", isa, 1);
+    IsaOverride guard(isa);
+    std::printf("FLASHKM_ISA=%s runs as %s\n", isa,
+                detail::cpu::isa_name(detail::cpu::detect_isa()));
     for (const TileConfig& t : tiles) {
       for (int threads : {1, 2, 3}) {
         SCOPED_TRACE(std::string(isa) + " tiles " + std::to_string(t.rows) + "x" +
@@ -190,7 +223,6 @@ TEST(KMeansDeterminism, TilesThreadsIsa) {
       }
     }
   }
-  unsetenv("FLASHKM_ISA");
 }
 
 TEST(KMeansInit, RandomAndPlusPlusAreDeterministicDataPoints) {
@@ -288,6 +320,9 @@ TEST(KMeansErrors, BadInputIsNamed) {
   EXPECT_NE(message([&] { KMeans(3, g); }).find("expected k x d = 4 x 3"), std::string::npos);
   EXPECT_NE(message([&] { KMeans(1LL << 40, p).fit(1LL << 40, y.data()); }).find("overflows"),
             std::string::npos);
+  KMeansParams t = p;
+  t.threads = 100000;
+  EXPECT_NE(message([&] { KMeans(3, t); }).find("threads = 100000"), std::string::npos);
   KMeansParams c = p;
   c.device = Device::CUDA;
   std::vector<float> z(10 * 3, 0.5f);
@@ -306,6 +341,15 @@ TEST(KMeansConvergence, StopsAtFixedPointAndTol) {
   p.tol = 0.5;  // stop at the first iteration that gains less than half the inertia
   KMeansResult t = KMeans(d, p).fit(n, x.data());
   EXPECT_LT(t.iterations.size(), r.iterations.size());
+  KMeansParams ip = p;  // the IP objective grows: tol must compare the gain, not the loss
+  ip.metric = Metric::InnerProduct;
+  ip.tol = 1e-12;
+  KMeansResult it = KMeans(d, ip).fit(n, x.data());
+  ip.tol = 0;
+  KMeansResult i0 = KMeans(d, ip).fit(n, x.data());
+  ASSERT_GT(i0.iterations.size(), 3u);
+  EXPECT_GT(it.iterations.size(), 2u);
+  EXPECT_LE(it.iterations.size(), i0.iterations.size());
   int calls = 0;
   p.tol = 0;
   p.callback = [&](const IterationStats&) { return ++calls < 2; };

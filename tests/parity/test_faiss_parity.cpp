@@ -134,6 +134,17 @@ TEST(FaissParity, RandomInitPicksTheSamePoints) {
   }
 }
 
+TEST(FaissParity, ExactlyKPointsAreTheCentroids) {
+  const int64_t n = 10, d = 2, k = 10;
+  std::vector<float> x = blobs(n, d, 3, 5);
+  FaissRun f = run_faiss(n, d, k, x.data(), 5, nullptr);
+  KMeansParams p;
+  p.n_clusters = k;
+  p.max_iter = 5;
+  p.device = Device::CPU;
+  EXPECT_EQ(KMeans(d, p).fit(n, x.data()).centroids, f.centroids);
+}
+
 TEST(FaissParity, LloydFromTheSameInit) {
   const int64_t n = 20000, d = 32, k = 64;
   SCOPED_TRACE(testing::shape(n, d, k, 2));
