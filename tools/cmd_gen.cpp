@@ -20,7 +20,8 @@ class GenCommand : public Command {
         ->required()
         ->check(CLI::PositiveNumber);
     app.add_option("--seed", seed_, "Seed; the same seed gives the same file on every platform")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
     app.add_option("--spread", spread_, "Standard deviation of each blob, per coordinate")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);

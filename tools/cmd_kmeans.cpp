@@ -48,7 +48,8 @@ class KMeansCommand : public Command {
         ->capture_default_str()
         ->check(init_validator());
     app.add_option("--seed", seed_, "Seed of the random / kmeans++ initialisation")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
     app.add_option("--metric", metric_, "l2 (squared Euclidean) or ip (spherical k-means)")
         ->capture_default_str()
         ->check(enum_validator(parse_metric, "l2|ip"));
@@ -117,7 +118,12 @@ class KMeansCommand : public Command {
     }
 
     KMeans km(x.d(), p);
-    KMeansResult r = km.fit(x.n(), x.data());
+    KMeansResult r;
+    try {
+      r = km.fit(x.n(), x.data());
+    } catch (const Error& e) {  // name the file: the library only knows rows and columns
+      FLASHKM_THROW("%s: %s", input_.c_str(), e.what());
+    }
 
     write_vectors(output_, r.k, r.d, r.centroids.data());
     if (!labels_.empty()) write_labels(labels_, r.n, r.labels.data());

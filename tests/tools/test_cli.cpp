@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -332,6 +334,18 @@ TEST(Cli, MalformedInputIsAnErrorNamingTheFile) {
   EXPECT_THAT(r.err, HasSubstr(dir.file("absent.npy") + ": cannot open"));
 }
 
+TEST(Cli, NonFiniteInputNamesFileRowAndColumn) {
+  TempDir dir;
+  std::vector<float> x(20 * 3, 0.5f);
+  x[7 * 3 + 2] = std::numeric_limits<float>::quiet_NaN();
+  const std::string in = dir.file("nan.fvecs");
+  write_vectors(in, 20, 3, x.data());
+  RunResult r = run_cli(dir, {"kmeans", "--input", in, "--k", "2", "--output", dir.file("c.npy")});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_THAT(r.err, HasSubstr(in + ": input x holds a non-finite value (nan) at row 7, column 2"));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("c.npy")));
+}
+
 TEST(Cli, KLargerThanNIsAClearError) {
   TempDir dir;
   const std::string x = gen(dir, "x.npy");
@@ -373,6 +387,7 @@ TEST(Cli, UsageErrorsExitWithTwo) {
       {"kmeans", "--input", x, "--k", "2", "--output", c, "--empty", "drop"},
       {"kmeans", "--input", x, "--k", "2", "--output", c, "--precision", "half"},
       {"kmeans", "--input", x, "--k", "2", "--output", c, "--init", "kmeans+"},
+      {"kmeans", "--input", x, "--k", "2", "--output", c, "--seed", "-5"},
       {"kmeans", "--input", x, "--k", "2", "--output", c, "--bogus"},
       {"gen", "--n", "10", "--d", "2", "--output", c},  // --centers missing
   };
