@@ -8,5 +8,6 @@ args=(-DCMAKE_BUILD_TYPE=Release)
 if [[ -x /usr/local/cuda/bin/nvcc ]]; then
   args+=(-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
 fi
-cmake -S . -B "$build" "${args[@]}" "$@" >/dev/null
+# Show only flashkm's own configure lines (backend, layers); the rest is noise.
+cmake -S . -B "$build" "${args[@]}" "$@" | { grep -E "^-- flashkm|CMake (Error|Warning)" || true; }
 cmake --build "$build" -j"$(nproc)"

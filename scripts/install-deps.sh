@@ -3,7 +3,7 @@
 # Run as root on a fresh machine; a no-op when everything is present.
 set -euo pipefail
 pkgs=(cmake g++ make pkg-config
-      libfaiss-dev libopenblas-dev libomp-dev
+      libfaiss-dev libopenblas-dev
       librocksdb-dev libprotobuf-dev protobuf-compiler
       libfmt-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev)
 missing=()
