@@ -52,9 +52,11 @@ void RocksDBInvertedLists::bind(const rocksdb::Snapshot* snapshot,
   FLASHKM_ASSERT(!versions || versions->size() == nlist);
   snapshot_ = snapshot;
   versions_ = std::move(versions);
+  pins_.reset(versions_ && cache_ && cache_->capacity() > 0 ? new Pin[nlist] : nullptr);
 }
 
 void RocksDBInvertedLists::unbind() {
+  pins_.reset();
   snapshot_ = nullptr;
   versions_.reset();
 }
@@ -138,6 +140,13 @@ ListPtr RocksDBInvertedLists::acquire(size_t list_no) const {
   return list;
 }
 
+const MaterializedList* RocksDBInvertedLists::pinned(size_t list_no) const {
+  check_list_no(list_no);
+  Pin& pin = pins_[list_no];
+  std::call_once(pin.once, [&] { pin.list = acquire(list_no); });
+  return pin.list.get();
+}
+
 const void* RocksDBInvertedLists::lend(ListPtr list, const void* ptr) const {
   if (ptr == nullptr) return nullptr;  // empty list: nothing to keep alive
   std::lock_guard<std::mutex> lock(loans_mu_);
@@ -155,6 +164,7 @@ void RocksDBInvertedLists::give_back(const void* ptr) const {
 }
 
 size_t RocksDBInvertedLists::list_size(size_t list_no) const {
+  if (pins_) return pinned(list_no)->ids.size();
   check_list_no(list_no);
   if (versions_ && cache_) {
     if (ListPtr hit = cache_->find(list_no, (*versions_)[list_no])) return hit->ids.size();
@@ -165,23 +175,41 @@ size_t RocksDBInvertedLists::list_size(size_t list_no) const {
 }
 
 const uint8_t* RocksDBInvertedLists::get_codes(size_t list_no) const {
+  if (pins_) {
+    const MaterializedList* l = pinned(list_no);
+    return l->codes.empty() ? nullptr : l->codes.data();
+  }
   ListPtr list = acquire(list_no);
   const uint8_t* p = list->codes.empty() ? nullptr : list->codes.data();
   return static_cast<const uint8_t*>(lend(std::move(list), p));
 }
 
 const faiss::InvertedLists::idx_t* RocksDBInvertedLists::get_ids(size_t list_no) const {
+  if (pins_) {
+    const MaterializedList* l = pinned(list_no);
+    return l->ids.empty() ? nullptr : l->ids.data();
+  }
   ListPtr list = acquire(list_no);
   const idx_t* p = list->ids.empty() ? nullptr : list->ids.data();
   return static_cast<const idx_t*>(lend(std::move(list), p));
 }
 
-void RocksDBInvertedLists::release_codes(size_t, const uint8_t* codes) const { give_back(codes); }
+void RocksDBInvertedLists::release_codes(size_t, const uint8_t* codes) const {
+  if (!pins_) give_back(codes);
+}
 
-void RocksDBInvertedLists::release_ids(size_t, const idx_t* ids) const { give_back(ids); }
+void RocksDBInvertedLists::release_ids(size_t, const idx_t* ids) const {
+  if (!pins_) give_back(ids);
+}
 
 faiss::InvertedLists::idx_t RocksDBInvertedLists::get_single_id(size_t list_no,
                                                                 size_t offset) const {
+  if (pins_) {
+    const MaterializedList* l = pinned(list_no);
+    FLASHKM_THROW_IF_NOT(offset < l->ids.size(), "offset %zu past the end of list %zu (size %zu)",
+                         offset, list_no, l->ids.size());
+    return l->ids[offset];
+  }
   ListPtr list = acquire(list_no);
   FLASHKM_THROW_IF_NOT(offset < list->ids.size(), "offset %zu past the end of list %zu (size %zu)",
                        offset, list_no, list->ids.size());
@@ -189,6 +217,12 @@ faiss::InvertedLists::idx_t RocksDBInvertedLists::get_single_id(size_t list_no,
 }
 
 const uint8_t* RocksDBInvertedLists::get_single_code(size_t list_no, size_t offset) const {
+  if (pins_) {  // the pinned list outlives every use until unbind()
+    const MaterializedList* l = pinned(list_no);
+    FLASHKM_THROW_IF_NOT(offset < l->ids.size(), "offset %zu past the end of list %zu (size %zu)",
+                         offset, list_no, l->ids.size());
+    return l->codes.data() + offset * code_size;
+  }
   ListPtr list = acquire(list_no);
   FLASHKM_THROW_IF_NOT(offset < list->ids.size(), "offset %zu past the end of list %zu (size %zu)",
                        offset, list_no, list->ids.size());
@@ -203,12 +237,10 @@ const uint8_t* RocksDBInvertedLists::get_single_code(size_t list_no, size_t offs
 }
 
 void RocksDBInvertedLists::prefetch_lists(const idx_t* list_nos, int n) const {
-  if (!versions_ || !cache_ || cache_->capacity() == 0) return;
-  std::set<idx_t> unique;
+  if (!pins_) return;
   for (int i = 0; i < n; ++i) {
-    if (list_nos[i] >= 0 && size_t(list_nos[i]) < nlist) unique.insert(list_nos[i]);
+    if (list_nos[i] >= 0 && size_t(list_nos[i]) < nlist) pinned(size_t(list_nos[i]));
   }
-  for (idx_t l : unique) acquire(size_t(l));
 }
 
 size_t RocksDBInvertedLists::add_entries(size_t list_no, size_t n_entry, const idx_t* ids,

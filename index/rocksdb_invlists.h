@@ -11,7 +11,9 @@
 //  - bound (bind()): reads go to one RocksDB snapshot and may use a shared ListCache whose
 //    entries are trusted only at the list versions given with the snapshot. IvfIndex binds one
 //    instance per in-flight search, which is what makes searches during writes consistent.
-//    prefetch_lists() then materializes the probed lists into the cache ahead of the scan.
+//    With a cache, each list is looked up once per binding and pinned until unbind(), so the
+//    per-query calls of a search take no lock; release_* are then no-ops. prefetch_lists()
+//    materializes the probed lists ahead of the scan.
 //
 // Writing functions apply each call as one WriteBatch (entries + size record). They exist for
 // stock faiss code paths (merge_from, copy); IvfIndex builds its own batches (adding vectors,
@@ -84,6 +86,7 @@ struct RocksDBInvertedLists : faiss::InvertedLists {
 
  private:
   ListPtr acquire(size_t list_no) const;
+  const MaterializedList* pinned(size_t list_no) const;
   const void* lend(ListPtr list, const void* ptr) const;
   void give_back(const void* ptr) const;
   void check_list_no(size_t list_no) const;
@@ -97,6 +100,12 @@ struct RocksDBInvertedLists : faiss::InvertedLists {
 
   const rocksdb::Snapshot* snapshot_ = nullptr;
   std::shared_ptr<const std::vector<uint64_t>> versions_;
+  // Bound with a cache: one slot per list, filled at most once per binding.
+  struct Pin {
+    std::once_flag once;
+    ListPtr list;
+  };
+  std::unique_ptr<Pin[]> pins_;
 
   // Buffers handed out by get_codes/get_ids/get_single_code, keyed by the returned pointer,
   // with how many times each is currently lent.

@@ -153,6 +153,11 @@ TEST(InvLists, SnapshotIsolatesReadersFromLaterWrites) {
   EXPECT_EQ(reader->list_size(2), before);  // snapshot
   const auto* ids = reader->get_ids(2);
   for (size_t o = 0; o < before; ++o) EXPECT_NE(ids[o], new_id);
+  EXPECT_EQ(reader->get_single_id(2, before - 1), ids[before - 1]);
+  const uint8_t* last = reader->get_single_code(2, before - 1);
+  EXPECT_EQ(0,
+            std::memcmp(last, reader->get_codes(2) + (before - 1) * il->code_size, il->code_size));
+  reader->release_codes(2, last);
   reader->release_ids(2, ids);
   reader->unbind();
   f.store->db()->ReleaseSnapshot(snap);
