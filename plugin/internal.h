@@ -38,10 +38,12 @@ void check_finite(const char* caller, int64_t n, int64_t d, const float* x);
 KMeansParams kmeans_params(int64_t k, Metric metric, const ExecOptions& exec);
 
 /// Runs flashkm k-means with nlist clusters on x (n x d), subsampled per params, and fills
-/// report (kmeans_seconds, iterations, ...). Returns the nlist x d centroids.
+/// report (kmeans_seconds, iterations, ...). Returns the nlist x d centroids. When labels is
+/// non-null and the k-means ran on all n points, *labels receives each point's nearest final
+/// centroid (KMeans::fit's last pass); otherwise it is left empty.
 std::vector<float> train_coarse(int64_t d, int64_t nlist, faiss::MetricType metric, int64_t n,
                                 const float* x, const IVFTrainParams& params,
-                                IVFTrainReport* report);
+                                IVFTrainReport* report, std::vector<int32_t>* labels = nullptr);
 
 /// Seconds on a monotonic clock, for reports.
 double now_seconds();

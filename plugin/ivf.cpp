@@ -86,7 +86,7 @@ KMeansParams kmeans_params(int64_t k, Metric metric, const ExecOptions& exec) {
 
 std::vector<float> train_coarse(int64_t d, int64_t nlist, faiss::MetricType metric, int64_t n,
                                 const float* x, const IVFTrainParams& params,
-                                IVFTrainReport* report) {
+                                IVFTrainReport* report, std::vector<int32_t>* labels) {
   FLASHKM_THROW_IF_NOT(params.niter >= 0, "niter = %d: expected >= 0", params.niter);
   FLASHKM_THROW_IF_NOT(params.max_train_points >= 0,
                        "max_train_points = %lld: expected >= 0 (0 = all points)",
@@ -130,6 +130,10 @@ std::vector<float> train_coarse(int64_t d, int64_t nlist, faiss::MetricType metr
   report->inertia = r.inertia;
   report->iterations = r.iterations;
   report->device = r.device;
+  if (labels != nullptr) {
+    labels->clear();
+    if (sample.empty()) *labels = std::move(r.labels);
+  }
   return std::move(r.centroids);
 }
 
@@ -200,17 +204,24 @@ std::unique_ptr<faiss::Index> index_factory(int d, const char* description,
   return index;
 }
 
-IVFTrainReport train_ivf(faiss::Index* index, int64_t n, const float* x,
-                         const IVFTrainParams& params) {
-  IVFParts parts = plugin::require_ivf(index, "train_ivf");
+namespace plugin {
+namespace {
+
+// train_ivf's work. When labels and xt_out are non-null, also hands back the k-means' final
+// assignment (empty if it ran on a subsample) and the pre-transformed x (null when x is used
+// as it is), for build_ivf to add without a second assignment pass.
+IVFTrainReport train_ivf_impl(faiss::Index* index, int64_t n, const float* x,
+                              const IVFTrainParams& params, std::vector<int32_t>* labels,
+                              std::unique_ptr<const float[]>* xt_out) {
+  IVFParts parts = require_ivf(index, "train_ivf");
   faiss::IndexIVF* ivf = parts.ivf;
   FLASHKM_THROW_IF_NOT(index->ntotal == 0 && ivf->ntotal == 0,
                        "train_ivf: the index already holds %lld vectors; train before adding",
                        static_cast<long long>(std::max(index->ntotal, ivf->ntotal)));
-  plugin::check_finite("train_ivf", n, index->d, x);
+  check_finite("train_ivf", n, index->d, x);
 
   IVFTrainReport report;
-  double t0 = plugin::now_seconds();
+  double t0 = now_seconds();
   std::unique_ptr<const float[]> owned;
   const float* xt = x;
   if (parts.pretransform != nullptr) {
@@ -222,20 +233,59 @@ IVFTrainReport train_ivf(faiss::Index* index, int64_t n, const float* x,
       xt = next;
     }
   }
-  report.transform_seconds = plugin::now_seconds() - t0;
+  report.transform_seconds = now_seconds() - t0;
 
   std::vector<float> centroids =
-      plugin::train_coarse(ivf->d, static_cast<int64_t>(ivf->nlist), ivf->quantizer->metric_type, n,
-                           xt, params, &report);
-  plugin::install_centroids(ivf, centroids);
+      train_coarse(ivf->d, static_cast<int64_t>(ivf->nlist), ivf->quantizer->metric_type, n, xt,
+                   params, &report, labels);
+  install_centroids(ivf, centroids);
 
-  t0 = plugin::now_seconds();
+  t0 = now_seconds();
   ivf->train(n, xt);  // quantizer full: faiss trains only the residual codebooks
-  report.residual_seconds = plugin::now_seconds() - t0;
+  report.residual_seconds = now_seconds() - t0;
   if (parts.pretransform != nullptr) parts.pretransform->is_trained = true;
   if (parts.refine != nullptr) {
     if (!parts.refine->refine_index->is_trained) parts.refine->refine_index->train(n, x);
     parts.refine->is_trained = true;
+  }
+  if (xt_out != nullptr) *xt_out = std::move(owned);
+  return report;
+}
+
+// Adds n vectors x whose IVF-space rows xt (x itself without pre-transforms) are assigned to
+// the lists in labels.
+void add_assigned(const IVFParts& parts, int64_t n, const float* x, const float* xt,
+                  const std::vector<int32_t>& labels, const faiss::Index::idx_t* ids) {
+  std::vector<faiss::Index::idx_t> list_nos(labels.begin(), labels.end());
+  parts.ivf->add_core(n, xt, ids, list_nos.data());
+  // add_core bypasses the wrappers, so their counts are ours to keep in step.
+  if (parts.pretransform != nullptr) parts.pretransform->ntotal = parts.ivf->ntotal;
+  if (parts.refine != nullptr) {
+    parts.refine->refine_index->add(n, x);
+    parts.refine->ntotal = parts.refine->refine_index->ntotal;
+  }
+}
+
+}  // namespace
+}  // namespace plugin
+
+IVFTrainReport train_ivf(faiss::Index* index, int64_t n, const float* x,
+                         const IVFTrainParams& params) {
+  return plugin::train_ivf_impl(index, n, x, params, nullptr, nullptr);
+}
+
+IVFTrainReport build_ivf(faiss::Index* index, int64_t n, const float* x,
+                         const faiss::Index::idx_t* ids, const IVFTrainParams& params) {
+  IVFParts parts = plugin::require_ivf(index, "build_ivf");
+  FLASHKM_THROW_IF_NOT(parts.refine == nullptr || ids == nullptr,
+                       "build_ivf: IndexRefine does not support explicit ids");
+  std::vector<int32_t> labels;
+  std::unique_ptr<const float[]> xt;
+  IVFTrainReport report = plugin::train_ivf_impl(index, n, x, params, &labels, &xt);
+  if (labels.empty()) {  // the k-means saw a subsample: assign everything
+    add_ivf(index, n, x, ids, params.exec);
+  } else {
+    plugin::add_assigned(parts, n, x, xt ? xt.get() : x, labels, ids);
   }
   return report;
 }
@@ -259,16 +309,7 @@ void add_ivf(faiss::Index* index, int64_t n, const float* x, const faiss::Index:
   km.set_centroids(coarse_centroids(index));
   std::vector<int32_t> labels(n);
   km.assign(n, xt, labels.data());
-  std::vector<faiss::Index::idx_t> list_nos(labels.begin(), labels.end());
-  labels = std::vector<int32_t>();
-
-  ivf->add_core(n, xt, ids, list_nos.data());
-  // add_core bypasses the wrappers, so their counts are ours to keep in step.
-  if (parts.pretransform != nullptr) parts.pretransform->ntotal = ivf->ntotal;
-  if (parts.refine != nullptr) {
-    parts.refine->refine_index->add(n, x);
-    parts.refine->ntotal = parts.refine->refine_index->ntotal;
-  }
+  plugin::add_assigned(parts, n, x, xt, labels, ids);
 }
 
 bool is_ivf(const faiss::Index* index) {

@@ -97,6 +97,13 @@ IVFTrainReport train_ivf(faiss::Index* index, int64_t n, const float* x,
 void add_ivf(faiss::Index* index, int64_t n, const float* x,
              const faiss::Index::idx_t* ids = nullptr, const ExecOptions& exec = ExecOptions());
 
+/// train_ivf then add_ivf of the same n vectors (ids as in add_ivf), with one assignment pass
+/// fewer: when the k-means ran on all points, its final assignment (each point's exactly
+/// nearest final centroid, as add_ivf would compute it) is what gets added.
+IVFTrainReport build_ivf(faiss::Index* index, int64_t n, const float* x,
+                         const faiss::Index::idx_t* ids = nullptr,
+                         const IVFTrainParams& params = IVFTrainParams());
+
 /// True when train_ivf / add_ivf accept index ([IndexRefine of] [IndexPreTransform of] an
 /// IndexIVF).
 bool is_ivf(const faiss::Index* index);

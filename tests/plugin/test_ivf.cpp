@@ -307,6 +307,40 @@ TEST(PluginIvf, AddIvfKeepsGivenIdsLikeFaiss) {
   for (idx_t l : sa.labels) EXPECT_TRUE(l >= 1000000 && (l - 1000000) % 7 == 0) << l;
 }
 
+// build_ivf reuses the k-means' final assignment; the index must be the one train_ivf +
+// add_ivf build, list for list, on all points and on a subsample alike.
+TEST(PluginIvf, BuildIvfEqualsTrainIvfThenAddIvf) {
+  const std::vector<float> x = blobs(6000, kD, 40, 15);
+  for (const char* desc : {"IVF32,Flat", "PCA16,IVF32,SQ8", "IVF32,Flat,Refine(Flat)"}) {
+    for (int64_t max_points : {int64_t(0), int64_t(2500)}) {
+      SCOPED_TRACE(std::string(desc) + " max_train_points=" + std::to_string(max_points));
+      IVFTrainParams p;
+      p.max_train_points = max_points;
+      p.exec.device = Device::CPU;
+      auto a = flashkm::index_factory(kD, desc, faiss::METRIC_L2, p);
+      auto b = flashkm::index_factory(kD, desc, faiss::METRIC_L2, p);
+      IVFTrainReport ra = build_ivf(a.get(), 6000, x.data(), nullptr, p);
+      train_ivf(b.get(), 6000, x.data(), p);
+      add_ivf(b.get(), 6000, x.data(), nullptr, p.exec);
+      EXPECT_EQ(ra.train_points, max_points ? max_points : 6000);
+      ASSERT_EQ(a->ntotal, 6000);
+      ASSERT_EQ(b->ntotal, 6000);
+      faiss::Index* ia = a.get();
+      faiss::Index* ib = b.get();
+      if (auto* r = dynamic_cast<faiss::IndexRefine*>(ia)) ia = r->base_index;
+      if (auto* r = dynamic_cast<faiss::IndexRefine*>(ib)) ib = r->base_index;
+      const faiss::InvertedLists* la = ivf_of(ia)->invlists;
+      const faiss::InvertedLists* lb = ivf_of(ib)->invlists;
+      for (int64_t l = 0; l < kNlist; ++l) {
+        ASSERT_EQ(la->list_size(l), lb->list_size(l)) << "list " << l;
+        EXPECT_EQ(0, std::memcmp(la->get_ids(l), lb->get_ids(l), la->list_size(l) * sizeof(idx_t)));
+        EXPECT_EQ(
+            0, std::memcmp(la->get_codes(l), lb->get_codes(l), la->list_size(l) * la->code_size));
+      }
+    }
+  }
+}
+
 TEST(PluginIvf, IndexFactoryInstallsTrainableQuantizersOnlyForIvf) {
   auto flat = flashkm::index_factory(kD, "Flat", faiss::METRIC_L2);
   EXPECT_EQ(typeid(*flat), typeid(faiss::IndexFlat));
