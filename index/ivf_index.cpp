@@ -639,6 +639,8 @@ struct IvfIndex::Impl {
     m.set_write_count(m.write_count() + 1);
     proto::TrainingStats* ts = m.mutable_training();
     ts->set_n_train(t.n_train);
+    ts->set_max_iter(t.max_iter);
+    ts->set_seed(t.seed);
     ts->set_iterations(t.iterations);
     ts->set_inertia(t.inertia);
     ts->set_device(t.device);
@@ -1120,6 +1122,8 @@ IvfIndexInfo IvfIndex::info() const {
   }
   i.imbalance = sum > 0 ? sum2 * double(i.list_sizes.size()) / (sum * sum) : 0;
   i.n_train = m.training().n_train();
+  i.max_iter = m.training().max_iter();
+  i.seed = m.training().seed();
   i.iterations = m.training().iterations();
   i.inertia = m.training().inertia();
   i.train_seconds = m.training().seconds();

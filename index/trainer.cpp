@@ -28,6 +28,8 @@ QuantizerTraining train_ivf(faiss::IndexIVF* ivf, int64_t n, const float* x,
 
   QuantizerTraining t;
   t.n_train = r.train_points;
+  t.max_iter = params.max_iter;
+  t.seed = params.seed;
   t.iterations = int(r.iterations.size());
   t.inertia = r.inertia;
   t.seconds = r.kmeans_seconds;

@@ -17,6 +17,8 @@ namespace index {
 
 struct QuantizerTraining {
   int64_t n_train = 0;
+  int max_iter = 0;
+  uint64_t seed = 0;
   int iterations = 0;
   double inertia = 0;
   double seconds = 0;  ///< the k-means alone

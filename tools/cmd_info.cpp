@@ -47,6 +47,8 @@ class InfoCommand : public Command {
                             {"list_sizes", i.list_sizes},
                             {"training",
                              {{"n_train", i.n_train},
+            {"max_iter", i.max_iter},
+            {"seed", i.seed},
                               {"iterations", i.iterations},
                               {"inertia", i.inertia},
                               {"seconds", i.train_seconds},

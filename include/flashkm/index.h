@@ -85,6 +85,8 @@ struct IvfIndexInfo {
   double imbalance = 0;                ///< faiss's imbalance factor of list_sizes
   // Training of the current generation.
   int64_t n_train = 0;
+  int max_iter = 0;
+  uint64_t seed = 0;
   int iterations = 0;
   double inertia = 0;
   double train_seconds = 0;

@@ -359,6 +359,8 @@ TEST(IvfIndex, ReclusterKeepsEveryVectorOnce) {
   EXPECT_EQ(info.generation, 2u);
   EXPECT_EQ(info.train_init, "given");
   EXPECT_EQ(info.n_train, n);
+  EXPECT_EQ(info.max_iter, 6);
+  EXPECT_EQ(info.seed, 1234u);
   EXPECT_EQ(ids_in_lists(*idx, tmp.sub("b.faiss")), all);
   auto ref = oracle(*idx, tmp, vectors);
   expect_same_as(*idx, *ref, xq, 10, 4);
