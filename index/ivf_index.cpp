@@ -25,6 +25,7 @@
 #include "flashkm/index.h"
 #include "index/keys.h"
 #include "index/list_cache.h"
+#include "index/pq_encoder.h"
 #include "index/rocksdb_invlists.h"
 #include "index/store.h"
 #include "index/trainer.h"
@@ -170,6 +171,7 @@ struct Generation {
   // Assigns added vectors to lists with flashkm's exact assignment (ties: lowest list), the
   // same rule the k-means that made the centroids used.
   std::unique_ptr<KMeans> assigner;
+  std::unique_ptr<index::PQEncoder> pq_encoder;  // null: faiss's encode_vectors
   std::shared_ptr<ListCache> cache;
   std::shared_ptr<const std::vector<uint64_t>> versions;  // guarded by Impl::state_mu
   std::mutex pool_mu;
@@ -254,6 +256,7 @@ struct IvfIndex::Impl {
         m.metric().c_str(), ivf->d, ivf->nlist, ivf->code_size, int(ivf->metric_type));
     FLASHKM_THROW_IF_NOT(ivf->is_trained, "%s: stored faiss parameters are untrained", dir.c_str());
     g->assigner = make_assigner(*ivf);
+    g->pq_encoder = index::PQEncoder::make(*ivf);
     g->cache = std::make_shared<ListCache>(options.list_cache_bytes);
     g->versions = std::make_shared<std::vector<uint64_t>>(ivf->nlist, 0);
     return g;
@@ -333,6 +336,10 @@ struct IvfIndex::Impl {
     std::vector<int32_t> labels(n);
     g.assigner->assign(n, x, labels.data());
     std::copy(labels.begin(), labels.end(), lists->begin());
+    if (g.pq_encoder) {
+      g.pq_encoder->encode(n, x, lists->data(), codes->data());
+      return;
+    }
     faiss_call(dir, "encode vectors", [&] {
       g.templ->encode_vectors(n, x, lists->data(), codes->data());
       return 0;
@@ -554,6 +561,7 @@ struct IvfIndex::Impl {
     Generation tmp;
     tmp.templ = std::move(templ);
     tmp.assigner = make_assigner(*tmp.templ);
+    tmp.pq_encoder = index::PQEncoder::make(*tmp.templ);
     auto flush = [&] {
       int64_t n = int64_t(ids.size());
       if (n == 0) return;
@@ -654,6 +662,7 @@ struct IvfIndex::Impl {
     g->cfs = cfs;
     g->templ = std::move(tmp.templ);
     g->assigner = std::move(tmp.assigner);
+    g->pq_encoder = std::move(tmp.pq_encoder);
     g->cache = std::make_shared<ListCache>(options.list_cache_bytes);
     g->versions = std::make_shared<std::vector<uint64_t>>(g->templ->nlist, 0);
     {
