@@ -23,9 +23,31 @@ void distances_scalar(const float* x, const float* ct, int64_t dsub, int64_t ksu
   }
 }
 
+// Four independent accumulators (32 centroids) per pass: one accumulator's chain of adds is
+// latency-bound, four keep the adder busy. Each lane still sums j in ascending order.
 __attribute__((target("avx2"))) void distances_avx2(const float* x, const float* ct, int64_t dsub,
                                                     int64_t ksub, float* dist) {
-  for (int64_t k = 0; k < ksub; k += 8) {
+  int64_t k = 0;
+  for (; k + 32 <= ksub; k += 32) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t j = 0; j < dsub; ++j) {
+      const __m256 xj = _mm256_set1_ps(x[j]);
+      const float* c = ct + j * ksub + k;
+      __m256 t0 = _mm256_sub_ps(xj, _mm256_loadu_ps(c));
+      __m256 t1 = _mm256_sub_ps(xj, _mm256_loadu_ps(c + 8));
+      __m256 t2 = _mm256_sub_ps(xj, _mm256_loadu_ps(c + 16));
+      __m256 t3 = _mm256_sub_ps(xj, _mm256_loadu_ps(c + 24));
+      a0 = _mm256_add_ps(a0, _mm256_mul_ps(t0, t0));
+      a1 = _mm256_add_ps(a1, _mm256_mul_ps(t1, t1));
+      a2 = _mm256_add_ps(a2, _mm256_mul_ps(t2, t2));
+      a3 = _mm256_add_ps(a3, _mm256_mul_ps(t3, t3));
+    }
+    _mm256_storeu_ps(dist + k, a0);
+    _mm256_storeu_ps(dist + k + 8, a1);
+    _mm256_storeu_ps(dist + k + 16, a2);
+    _mm256_storeu_ps(dist + k + 24, a3);
+  }
+  for (; k < ksub; k += 8) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t j = 0; j < dsub; ++j) {
       __m256 t = _mm256_sub_ps(_mm256_set1_ps(x[j]), _mm256_loadu_ps(ct + j * ksub + k));
