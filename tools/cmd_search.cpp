@@ -13,6 +13,7 @@
 
 #include "command.h"
 #include "flashkm/faiss.h"
+#include "flashkm/index.h"
 #include "flashkm/io.h"
 #include "options.h"
 
@@ -46,7 +47,9 @@ double recall_at_k(const IntMatrix& gt, const std::vector<idx_t>& labels, int64_
 class SearchCommand : public Command {
  public:
   void setup(CLI::App& app) override {
-    app.add_option("--index", index_, "faiss index file (written by flashkm build or faiss)")
+    app.add_option("--index", index_,
+                   "faiss index file (written by flashkm build or faiss), or a persisted index "
+                   "directory (flashkm build --index, searched read-only)")
         ->required();
     app.add_option("--queries,-q", queries_, "Query vectors: .fvecs, .bvecs, .npy (nq x d)")
         ->required();
@@ -66,33 +69,51 @@ class SearchCommand : public Command {
   int run() override {
     if (!output_.empty())
       check_output_format(output_, "--output", {FileFormat::Ivecs, FileFormat::Npy});
-    std::unique_ptr<faiss::Index> index = read_faiss_index(index_);
     Matrix q = read_matrix(queries_);
-    FLASHKM_THROW_IF_NOT(q.d() == index->d, "--queries %s has d = %lld but --index %s has d = %lld",
-                         queries_.c_str(), (long long)q.d(), index_.c_str(), (long long)index->d);
     IntMatrix gt;
     if (!gt_.empty()) {
       gt = read_int_matrix(gt_);
       FLASHKM_THROW_IF_NOT(gt.n == q.n(), "--gt %s has %lld rows but --queries %s has %lld",
                            gt_.c_str(), (long long)gt.n, queries_.c_str(), (long long)q.n());
     }
-    apply_nprobe(index.get());
-
     const int64_t nq = q.n();
     std::vector<float> distances(nq * k_);
     std::vector<idx_t> labels(nq * k_);
-    const auto t0 = std::chrono::steady_clock::now();
-    index->search(nq, q.data(), k_, distances.data(), labels.data());
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double seconds = 0;
+    int64_t ntotal = 0;
+    if (IvfIndex::exists(index_)) {
+      IvfIndexOptions o;
+      o.read_only = true;
+      std::unique_ptr<IvfIndex> idx = IvfIndex::open(index_, o);
+      const IvfIndexInfo info = idx->info();
+      check_d(q, info.d);
+      ntotal = info.ntotal;
+      // Unset nprobe: faiss's IndexIVF default, 1.
+      const auto t_search = std::chrono::steady_clock::now();
+      idx->search(nq, q.data(), k_, nprobe_ > 0 ? nprobe_ : 1, distances.data(), labels.data());
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_search).count();
+    } else {
+      std::unique_ptr<faiss::Index> index = read_faiss_index(index_);
+      check_d(q, index->d);
+      ntotal = index->ntotal;
+      apply_nprobe(index.get());
+      const auto t_search = std::chrono::steady_clock::now();
+      index->search(nq, q.data(), k_, distances.data(), labels.data());
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_search).count();
+    }
 
     if (!output_.empty()) write_results(labels, nq);
     const double recall = gt_.empty() ? -1 : recall_at_k(gt, labels, nq, k_);
-    print(nq, seconds, recall, *index);
+    print(nq, seconds, recall, ntotal);
     return 0;
   }
 
  private:
+  void check_d(const Matrix& q, int64_t d) const {
+    FLASHKM_THROW_IF_NOT(q.d() == d, "--queries %s has d = %lld but --index %s has d = %lld",
+                         queries_.c_str(), (long long)q.d(), index_.c_str(), (long long)d);
+  }
+
   void apply_nprobe(faiss::Index* index) const {
     if (nprobe_ == 0) return;
     FLASHKM_THROW_IF_NOT(is_ivf(index), "--nprobe %d: the index in %s is not an IVF index", nprobe_,
@@ -111,10 +132,10 @@ class SearchCommand : public Command {
     write_int_matrix(output_, nq, k_, ids.data());
   }
 
-  void print(int64_t nq, double seconds, double recall, const faiss::Index& index) const {
+  void print(int64_t nq, double seconds, double recall, int64_t ntotal) const {
     const double qps = seconds > 0 ? double(nq) / seconds : 0;
     if (json_) {
-      nlohmann::json out = {{"index", index_}, {"ntotal", index.ntotal}, {"nq", nq},
+      nlohmann::json out = {{"index", index_}, {"ntotal", ntotal}, {"nq", nq},
                             {"k", k_},         {"seconds", seconds},     {"qps", qps}};
       if (nprobe_ > 0) out["nprobe"] = nprobe_;
       if (recall >= 0) out["recall_at_k"] = recall;
@@ -136,7 +157,7 @@ class SearchCommand : public Command {
 };
 
 FLASHKM_REGISTER_COMMAND(SearchCommand, "search",
-                         "Search a faiss index file: queries/s, recall@k against ground truth");
+                         "Search a faiss index file or a persisted index: queries/s, recall@k");
 
 }  // namespace
 }  // namespace cli

@@ -33,10 +33,28 @@ recall=$(grep -o '"recall_at_k":[0-9.eE+-]*' <<<"$out" | cut -d: -f2)
 awk -v r="$recall" 'BEGIN { exit !(r > 0.3 && r < 0.999) }' ||
   fail "recall@10 with nprobe 1 is $recall: expected partial recall"
 
+# The same build persisted in RocksDB (--index DIR) gives the same search results as the file.
+"$flashkm" build --input "$tmp/base.fvecs" --factory IVF16,Flat --index "$tmp/ivf.db" \
+  --device cpu >/dev/null
+for nprobe in 1 4; do
+  "$flashkm" search --index "$tmp/ivf.faiss" --queries "$tmp/base.fvecs" --k 10 \
+    --nprobe $nprobe --output "$tmp/file.ivecs" >/dev/null
+  "$flashkm" search --index "$tmp/ivf.db" --queries "$tmp/base.fvecs" --k 10 \
+    --nprobe $nprobe --output "$tmp/db.ivecs" >/dev/null
+  cmp -s "$tmp/file.ivecs" "$tmp/db.ivecs" ||
+    fail "persisted index and faiss file disagree at nprobe $nprobe"
+done
+
 # Usage errors exit 2, runtime errors 1.
 set +e
 "$flashkm" build --input "$tmp/base.fvecs" --factory IVF16,Flat >/dev/null 2>&1
 [ $? -eq 2 ] || fail "build without --output should be a usage error"
+"$flashkm" build --input "$tmp/base.fvecs" --factory IVF16,Flat --output "$tmp/y.faiss" \
+  --index "$tmp/y.db" >/dev/null 2>&1
+[ $? -eq 2 ] || fail "build with both --output and --index should be a usage error"
+"$flashkm" build --input "$tmp/base.fvecs" --factory IVF16,Flat --index "$tmp/ivf.db" \
+  >/dev/null 2>&1
+[ $? -eq 1 ] || fail "building over an existing index should fail"
 "$flashkm" search --index "$tmp/flat.faiss" --queries "$tmp/base.fvecs" --nprobe 4 >/dev/null 2>&1
 [ $? -eq 1 ] || fail "--nprobe on a Flat index should fail"
 "$flashkm" build --input "$tmp/base.fvecs" --factory IVF16,Nonsense --output "$tmp/x.faiss" \
