@@ -36,7 +36,7 @@ Result run(const std::string& args) {
 TEST(IndexCli, AddRemoveReclusterInfoExportImport) {
   TempDir tmp;
   const int64_t n = 3000, d = 8;
-  std::string dir = tmp.sub("idx");
+  std::string dir = tmp.file("idx");
   std::vector<float> x = testing::skewed_blobs(n, d, 12, 5);
   {
     auto idx = IvfIndex::create(dir, d, "IVF8,Flat");
@@ -44,22 +44,22 @@ TEST(IndexCli, AddRemoveReclusterInfoExportImport) {
     p.kmeans.max_iter = 3;
     idx->train(n, x.data(), p);
   }
-  write_vectors(tmp.sub("x.fvecs"), n, d, x.data());
+  write_vectors(tmp.file("x.fvecs"), n, d, x.data());
   std::vector<int32_t> ids(n);
   for (int64_t i = 0; i < n; ++i) ids[i] = int32_t(5 * i);
-  write_int_matrix(tmp.sub("ids.ivecs"), n, 1, ids.data());
+  write_int_matrix(tmp.file("ids.ivecs"), n, 1, ids.data());
   std::vector<int32_t> rm = {0, 5, 10, 99999};
-  write_int_matrix(tmp.sub("rm.ivecs"), int64_t(rm.size()), 1, rm.data());
+  write_int_matrix(tmp.file("rm.ivecs"), int64_t(rm.size()), 1, rm.data());
 
-  Result r = run("add --index " + dir + " --input " + tmp.sub("x.fvecs") + " --ids " +
-                 tmp.sub("ids.ivecs") + " --batch 1000");
+  Result r = run("add --index " + dir + " --input " + tmp.file("x.fvecs") + " --ids " +
+                 tmp.file("ids.ivecs") + " --batch 1000");
   ASSERT_EQ(r.code, 0) << r.out;
   // The same ids again are refused as a whole (exit code 1, error names the id).
-  r = run("add --index " + dir + " --input " + tmp.sub("x.fvecs") + " --ids " +
-          tmp.sub("ids.ivecs"));
+  r = run("add --index " + dir + " --input " + tmp.file("x.fvecs") + " --ids " +
+          tmp.file("ids.ivecs"));
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("id 0 is already in the index"), std::string::npos) << r.out;
-  r = run("remove --index " + dir + " --ids " + tmp.sub("rm.ivecs"));
+  r = run("remove --index " + dir + " --ids " + tmp.file("rm.ivecs"));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("3 of 4 ids removed"), std::string::npos) << r.out;
   r = run("recluster --index " + dir + " --nlist 6 --iters 3 --device cpu");
@@ -77,13 +77,13 @@ TEST(IndexCli, AddRemoveReclusterInfoExportImport) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("IVF6,Flat"), std::string::npos) << r.out;
 
-  r = run("export --index " + dir + " --output " + tmp.sub("out.faiss"));
+  r = run("export --index " + dir + " --output " + tmp.file("out.faiss"));
   ASSERT_EQ(r.code, 0) << r.out;
-  r = run("import --input " + tmp.sub("out.faiss") + " --index " + tmp.sub("copy"));
+  r = run("import --input " + tmp.file("out.faiss") + " --index " + tmp.file("copy"));
   ASSERT_EQ(r.code, 0) << r.out;
 
   auto a = IvfIndex::open(dir);
-  auto b = IvfIndex::open(tmp.sub("copy"));
+  auto b = IvfIndex::open(tmp.file("copy"));
   EXPECT_EQ(a->ntotal(), n - 3);
   EXPECT_EQ(b->ntotal(), n - 3);
   std::vector<float> v(d);
@@ -98,7 +98,7 @@ TEST(IndexCli, AddRemoveReclusterInfoExportImport) {
   EXPECT_EQ(da, db);
 
   // Usage and caller errors.
-  EXPECT_EQ(run("add --index " + tmp.sub("none") + " --input " + tmp.sub("x.fvecs")).code, 1);
+  EXPECT_EQ(run("add --index " + tmp.file("none") + " --input " + tmp.file("x.fvecs")).code, 1);
   EXPECT_EQ(run("info").code, 2);
 }
 

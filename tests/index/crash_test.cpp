@@ -138,7 +138,7 @@ std::vector<int64_t> ids_in_lists(const IvfIndex& idx, const std::string& path) 
 
 TEST(CrashTest, KilledAddsLoseNothingAcknowledgedAndLeaveNoPartialBatch) {
   TempDir tmp;
-  std::string dir = tmp.sub("idx");
+  std::string dir = tmp.file("idx");
   {
     std::vector<float> x = testing::skewed_blobs(500, kD, 4, 1);
     auto idx = IvfIndex::create(dir, kD, "IVF8,Flat");
@@ -176,7 +176,7 @@ TEST(CrashTest, KilledAddsLoseNothingAcknowledgedAndLeaveNoPartialBatch) {
     ASSERT_EQ(idx->ntotal(), present_batches * kPer);
     std::vector<int64_t> expect(present_batches * kPer);
     std::iota(expect.begin(), expect.end(), 0);
-    ASSERT_EQ(ids_in_lists(*idx, tmp.sub("check.faiss")), expect) << "iteration " << iter;
+    ASSERT_EQ(ids_in_lists(*idx, tmp.file("check.faiss")), expect) << "iteration " << iter;
     next = present_batches;
   }
   EXPECT_GT(next, 0) << "no child ever completed a batch: the test proved nothing";
@@ -186,7 +186,7 @@ TEST(CrashTest, KilledAddsLoseNothingAcknowledgedAndLeaveNoPartialBatch) {
 
 TEST(CrashTest, KilledReclusterLeavesOldOrNewIndex) {
   TempDir tmp;
-  std::string dir = tmp.sub("idx");
+  std::string dir = tmp.file("idx");
   const int64_t n = 4000;
   std::vector<float> x = testing::skewed_blobs(n, kD, 10, 2);
   {
@@ -212,7 +212,7 @@ TEST(CrashTest, KilledReclusterLeavesOldOrNewIndex) {
     last_gen = info.generation;
     ASSERT_TRUE(info.nlist == 8 || info.nlist == 12) << info.nlist;
     ASSERT_EQ(info.ntotal, n);
-    ASSERT_EQ(ids_in_lists(*idx, tmp.sub("check.faiss")), all) << "iteration " << iter;
+    ASSERT_EQ(ids_in_lists(*idx, tmp.file("check.faiss")), all) << "iteration " << iter;
     std::vector<float> d(20);
     std::vector<int64_t> l(20);
     idx->search(20, xq.data(), 1, int(info.nlist), d.data(), l.data());

@@ -14,27 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "tests/temp_dir.h"
+
 namespace flashkm {
 namespace testing {
-
-/// A fresh directory under the system temp dir, removed on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "flashkm-index-XXXXXX").string();
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    char* p = ::mkdtemp(buf.data());
-    if (!p) std::abort();
-    path_ = p;
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-  std::string sub(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 /// Clustered data: n points around `centers` Gaussian centers; cluster sizes are skewed
 /// (center c gets weight 1 / (c + 1)) so inverted lists have very different lengths.

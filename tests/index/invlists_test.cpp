@@ -27,7 +27,7 @@ struct Fixture {
   Fixture(const char* factory, int64_t n, int d, uint64_t seed) {
     StoreOptions so;
     so.create = true;
-    rocksdb::Status s = Store::open(tmp.sub("db"), so, &store);
+    rocksdb::Status s = Store::open(tmp.file("db"), so, &store);
     EXPECT_TRUE(s.ok()) << s.ToString();
     s = store->create_generation(1, &cfs);
     EXPECT_TRUE(s.ok()) << s.ToString();

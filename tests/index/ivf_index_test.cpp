@@ -57,7 +57,7 @@ void expect_same_as(const IvfIndex& idx, const faiss::IndexIVF& ref, const std::
 // Oracle: an in-memory index with idx's trained parameters holding exactly `vectors`.
 std::unique_ptr<faiss::IndexIVF> oracle(const IvfIndex& idx, const TempDir& tmp,
                                         const std::map<int64_t, std::vector<float>>& vectors) {
-  auto params = exported(idx, tmp.sub("params.faiss"));
+  auto params = exported(idx, tmp.file("params.faiss"));
   std::vector<float> x;
   std::vector<int64_t> ids;
   for (const auto& kv : vectors) {
@@ -71,7 +71,7 @@ class IvfIndexParity : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(IvfIndexParity, SearchEqualsInMemoryBeforeAndAfterReopen) {
   TempDir tmp;
-  std::string dir = tmp.sub("idx");
+  std::string dir = tmp.file("idx");
   const int64_t n = 3000;
   std::vector<float> x = testing::skewed_blobs(n, kD, 30, 21);
   std::vector<float> xq = testing::skewed_blobs(40, kD, 30, 22);
@@ -117,7 +117,7 @@ INSTANTIATE_TEST_SUITE_P(Codes, IvfIndexParity,
 
 TEST(IvfIndex, InnerProductMetric) {
   TempDir tmp;
-  std::string dir = tmp.sub("idx");
+  std::string dir = tmp.file("idx");
   const int64_t n = 2000;
   std::vector<float> x = testing::skewed_blobs(n, kD, 20, 25);
   std::vector<float> xq = testing::skewed_blobs(30, kD, 20, 26);
@@ -138,7 +138,7 @@ TEST(IvfIndex, InnerProductMetric) {
 
 TEST(IvfIndex, AddUpsertRemove) {
   TempDir tmp;
-  std::string dir = tmp.sub("idx");
+  std::string dir = tmp.file("idx");
   std::vector<float> x = testing::skewed_blobs(2000, kD, 20, 31);
   std::vector<float> xq = testing::skewed_blobs(30, kD, 20, 32);
   auto idx = IvfIndex::create(dir, kD, "IVF16,Flat");
@@ -193,13 +193,13 @@ TEST(IvfIndex, AddUpsertRemove) {
 
 TEST(IvfIndex, CallerMistakesAreErrors) {
   TempDir tmp;
-  std::string dir = tmp.sub("idx");
+  std::string dir = tmp.file("idx");
   std::vector<float> x = testing::skewed_blobs(500, kD, 5, 41);
   EXPECT_THROW(IvfIndex::create(dir, kD, "Flat"), Error);
   EXPECT_THROW(IvfIndex::create(dir, kD, "IVF8_HNSW4,Flat"), Error);
   EXPECT_THROW(IvfIndex::create(dir, kD, "PCA8,IVF8,Flat"), Error);
   EXPECT_THROW(IvfIndex::create(dir, 0, "IVF8,Flat"), Error);
-  EXPECT_THROW(IvfIndex::open(tmp.sub("nothing-here")), Error);
+  EXPECT_THROW(IvfIndex::open(tmp.file("nothing-here")), Error);
   EXPECT_FALSE(IvfIndex::exists(dir));
   auto idx = IvfIndex::create(dir, kD, "IVF8,Flat");
   EXPECT_TRUE(IvfIndex::exists(dir));
@@ -223,7 +223,7 @@ TEST(IvfIndex, CallerMistakesAreErrors) {
 
 TEST(IvfIndex, OneWriterManyReaders) {
   TempDir tmp;
-  std::string dir = tmp.sub("idx");
+  std::string dir = tmp.file("idx");
   std::vector<float> x = testing::skewed_blobs(300, kD, 5, 51);
   auto idx = IvfIndex::create(dir, kD, "IVF8,Flat");
   idx->train(300, x.data(), quick_train());
@@ -283,7 +283,7 @@ void expect_open_error(const std::string& dir, const std::string& needle, IvfInd
 
 TEST(IvfIndex, OpenRefusesMismatchedOrCorruptManifests) {
   TempDir tmp;
-  std::string dir = tmp.sub("idx");
+  std::string dir = tmp.file("idx");
   std::vector<float> x = testing::skewed_blobs(400, kD, 5, 61);
   {
     auto idx = IvfIndex::create(dir, kD, "IVF8,PQ4x4np");
@@ -341,7 +341,7 @@ std::vector<int64_t> ids_in_lists(const IvfIndex& idx, const std::string& path) 
 
 TEST(IvfIndex, ReclusterKeepsEveryVectorOnce) {
   TempDir tmp;
-  std::string dir = tmp.sub("idx");
+  std::string dir = tmp.file("idx");
   const int64_t n = 2500;
   std::vector<float> x = testing::skewed_blobs(n, kD, 25, 71);
   std::vector<float> xq = testing::skewed_blobs(30, kD, 25, 72);
@@ -352,7 +352,7 @@ TEST(IvfIndex, ReclusterKeepsEveryVectorOnce) {
   idx->add(n, x.data());
   std::vector<int64_t> all(n);
   std::iota(all.begin(), all.end(), 0);
-  EXPECT_EQ(ids_in_lists(*idx, tmp.sub("a.faiss")), all);
+  EXPECT_EQ(ids_in_lists(*idx, tmp.file("a.faiss")), all);
 
   idx->recluster(0, quick_train());  // same nlist: warm start from the current centroids
   IvfIndexInfo info = idx->info();
@@ -361,7 +361,7 @@ TEST(IvfIndex, ReclusterKeepsEveryVectorOnce) {
   EXPECT_EQ(info.n_train, n);
   EXPECT_EQ(info.max_iter, 6);
   EXPECT_EQ(info.seed, 1234u);
-  EXPECT_EQ(ids_in_lists(*idx, tmp.sub("b.faiss")), all);
+  EXPECT_EQ(ids_in_lists(*idx, tmp.file("b.faiss")), all);
   auto ref = oracle(*idx, tmp, vectors);
   expect_same_as(*idx, *ref, xq, 10, 4);
 
@@ -371,7 +371,7 @@ TEST(IvfIndex, ReclusterKeepsEveryVectorOnce) {
   EXPECT_EQ(info.nlist, 24);
   EXPECT_EQ(info.factory, "IVF24,PQ4x4np");
   EXPECT_EQ(info.train_init, "random");
-  EXPECT_EQ(ids_in_lists(*idx, tmp.sub("c.faiss")), all);
+  EXPECT_EQ(ids_in_lists(*idx, tmp.file("c.faiss")), all);
   ref = oracle(*idx, tmp, vectors);
   for (int nprobe : {1, 24}) expect_same_as(*idx, *ref, xq, 10, nprobe);
   // Writes keep working on the new generation, and it is what a reopen finds.
@@ -395,17 +395,17 @@ TEST(IvfIndex, ExportImportRoundTrip) {
   std::vector<float> x = testing::skewed_blobs(n, kD, 10, 81);
   std::vector<float> xq = testing::skewed_blobs(25, kD, 10, 82);
   for (const char* factory : {"IVF12,Flat", "IVF12,SQ8"}) {
-    std::string dir = tmp.sub(std::string("src-") + factory);
+    std::string dir = tmp.file(std::string("src-") + factory);
     auto idx = IvfIndex::create(dir, kD, factory);
     idx->train(n, x.data(), quick_train());
     std::vector<int64_t> ids(n);
     for (int64_t i = 0; i < n; ++i) ids[i] = 7 * i + 3;
     idx->add(n, x.data(), ids.data());
-    std::string file = tmp.sub(std::string(factory) + ".faiss");
+    std::string file = tmp.file(std::string(factory) + ".faiss");
     auto f = exported(*idx, file);
     EXPECT_EQ(f->ntotal, n);
     for (int nprobe : {1, 12}) expect_same_as(*idx, *f, xq, 10, nprobe);
-    auto imp = IvfIndex::import_faiss(file, tmp.sub(std::string("dst-") + factory));
+    auto imp = IvfIndex::import_faiss(file, tmp.file(std::string("dst-") + factory));
     EXPECT_EQ(imp->ntotal(), n);
     EXPECT_EQ(imp->info().factory, factory);
     EXPECT_EQ(imp->info().vectors_reconstructed, std::string(factory) != "IVF12,Flat");
@@ -417,7 +417,7 @@ TEST(IvfIndex, ExportImportRoundTrip) {
     }
     EXPECT_EQ(imp->add(1, x.data()), 7 * (n - 1) + 3 + 1);
   }
-  EXPECT_THROW(IvfIndex::import_faiss(tmp.sub("missing.faiss"), tmp.sub("x")), Error);
+  EXPECT_THROW(IvfIndex::import_faiss(tmp.file("missing.faiss"), tmp.file("x")), Error);
 }
 
 TEST(IvfIndex, ImportOfAStockFaissIndexKeepsItsListsAndCodes) {
@@ -432,13 +432,13 @@ TEST(IvfIndex, ImportOfAStockFaissIndexKeepsItsListsAndCodes) {
   std::vector<int64_t> ids(n);
   for (int64_t i = 0; i < n; ++i) ids[i] = n - i;  // descending: lists are re-sorted by id
   f->add_with_ids(n, x.data(), ids.data());
-  std::string file = tmp.sub("stock.faiss");
+  std::string file = tmp.file("stock.faiss");
   faiss::write_index(f.get(), file.c_str());
-  auto imp = IvfIndex::import_faiss(file, tmp.sub("imported"));
+  auto imp = IvfIndex::import_faiss(file, tmp.file("imported"));
   EXPECT_TRUE(imp->info().vectors_reconstructed);
   EXPECT_EQ(imp->info().factory, "IVF10,PQ4x4");
   // Same lists and codes, in id order: compare against faiss with its lists sorted by id.
-  auto sorted = exported(*imp, tmp.sub("back.faiss"));
+  auto sorted = exported(*imp, tmp.file("back.faiss"));
   for (size_t l = 0; l < f->nlist; ++l) {
     ASSERT_EQ(sorted->invlists->list_size(l), f->invlists->list_size(l)) << "list " << l;
     std::map<int64_t, std::vector<uint8_t>> a, b;
@@ -456,15 +456,15 @@ TEST(IvfIndex, ImportOfAStockFaissIndexKeepsItsListsAndCodes) {
   std::vector<int64_t> same = {7, 7};
   f->add_with_ids(2, x.data(), same.data());
   faiss::write_index(f.get(), file.c_str());
-  EXPECT_THROW(IvfIndex::import_faiss(file, tmp.sub("dup")), Error);
-  EXPECT_FALSE(IvfIndex::exists(tmp.sub("dup")));
+  EXPECT_THROW(IvfIndex::import_faiss(file, tmp.file("dup")), Error);
+  EXPECT_FALSE(IvfIndex::exists(tmp.file("dup")));
 }
 
 // Batches commit in order; a consistent snapshot therefore finds a prefix of them. Each query
 // is one batch's marker vector (exact search: Flat, all lists probed).
 TEST(IvfIndex, SearchesDuringWritesSeeConsistentSnapshots) {
   TempDir tmp;
-  std::string dir = tmp.sub("idx");
+  std::string dir = tmp.file("idx");
   const int batches = 60, per = 50;
   std::vector<float> base = testing::skewed_blobs(batches * per, kD, 8, 91);
   auto idx = IvfIndex::create(dir, kD, "IVF8,Flat");
