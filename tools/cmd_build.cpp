@@ -92,13 +92,8 @@ class BuildCommand : public Command {
     app.add_option("--metric", metric_, "l2 (squared Euclidean) or ip (inner product)")
         ->capture_default_str()
         ->check(enum_validator(parse_metric, "l2|ip"));
-    app.add_option("--device", device_,
-                   "auto (CUDA if built with it and a GPU is visible, else CPU), cpu, or cuda")
-        ->capture_default_str()
-        ->check(enum_validator(parse_device, "auto|cpu|cuda"));
-    app.add_option("--threads", threads_, "CPU worker threads of flashkm (0: all)")
-        ->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
+    add_device_option(app, device_);
+    add_threads_option(app, threads_);
     app.add_flag("--json", json_, "Print one JSON object on stdout instead of the summary line");
     output_option_ = app.get_option("--output");
   }

@@ -46,9 +46,7 @@ class DemoCommand : public Command {
     app.add_option("--iters", iters_, "Lloyd iterations of build and recluster")
         ->capture_default_str()
         ->check(CLI::PositiveNumber);
-    app.add_option("--device", device_, "auto, cpu or cuda")
-        ->capture_default_str()
-        ->check(enum_validator(parse_device, "auto|cpu|cuda"));
+    add_device_option(app, device_);
     app.add_option("--seed", seed_, "Seed of the generated data")->capture_default_str();
   }
 

@@ -53,13 +53,8 @@ class KMeansCommand : public Command {
     app.add_option("--metric", metric_, "l2 (squared Euclidean) or ip (spherical k-means)")
         ->capture_default_str()
         ->check(enum_validator(parse_metric, "l2|ip"));
-    app.add_option("--device", device_,
-                   "auto (CUDA if built with it and a GPU is visible, else CPU), cpu, or cuda")
-        ->capture_default_str()
-        ->check(enum_validator(parse_device, "auto|cpu|cuda"));
-    app.add_option("--threads", threads_, "CPU worker threads (0: all hardware threads)")
-        ->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
+    add_device_option(app, device_);
+    add_threads_option(app, threads_);
     app.add_option("--empty", empty_,
                    "Empty clusters: split (like faiss), keep the old centroid, or error")
         ->capture_default_str()

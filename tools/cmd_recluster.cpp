@@ -22,12 +22,8 @@ class ReclusterCommand : public Command {
     app.add_option("--iters", iters_, "Lloyd iterations")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
-    app.add_option("--device", device_, "auto, cpu or cuda")
-        ->capture_default_str()
-        ->check(enum_validator(parse_device, "auto|cpu|cuda"));
-    app.add_option("--threads", threads_, "CPU worker threads (0: all hardware threads)")
-        ->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
+    add_device_option(app, device_);
+    add_threads_option(app, threads_);
     app.add_option("--seed", seed_, "Seed of the random initialisation (cold start)")
         ->capture_default_str();
     app.add_option("--max-train-points", max_train_, "Train on a sample of this size (0: all)")

@@ -47,5 +47,19 @@ void check_output_format(const std::string& path, const char* option,
                        path.c_str(), names.c_str());
 }
 
+CLI::Option* add_device_option(CLI::App& app, std::string& device) {
+  return app
+      .add_option("--device", device,
+                  "auto (CUDA if built with it and a GPU is visible, else CPU), cpu, or cuda")
+      ->capture_default_str()
+      ->check(enum_validator(parse_device, "auto|cpu|cuda"));
+}
+
+CLI::Option* add_threads_option(CLI::App& app, int& threads) {
+  return app.add_option("--threads", threads, "CPU worker threads (0: all hardware threads)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+}
+
 }  // namespace cli
 }  // namespace flashkm

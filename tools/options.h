@@ -29,6 +29,12 @@ CLI::Validator enum_validator(Enum (*parse)(const std::string&), const std::stri
       names);
 }
 
+/// --device auto|cpu|cuda, validated by flashkm::parse_device; its default is device's value.
+CLI::Option* add_device_option(CLI::App& app, std::string& device);
+
+/// --threads N >= 0 (0: all hardware threads); its default is threads's value.
+CLI::Option* add_threads_option(CLI::App& app, int& threads);
+
 /// --init: "random", "kmeans++", or a path with a vector-file extension.
 CLI::Validator init_validator();
 
