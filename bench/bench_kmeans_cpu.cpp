@@ -4,7 +4,9 @@
 // prints the side-by-side table.
 //
 //   bench_kmeans_cpu --impl flashkm|faiss|sgemm [--n 1000000] [--d 128] [--k 1024]
-//                    [--iters 5] [--threads 0] [--seed 1] [--dump DIR] [--json FILE]
+//                    [--iters 5] [--threads 0] [--seed 1] [--spread 1] [--no-bounds]
+//                    [--dump DIR] [--json FILE]
+// --no-bounds: flashkm without KMeansParams::bounds (a full pass every iteration).
 // --dump DIR writes DIR/x.npy and DIR/init.npy for the Python peers and exits.
 #include <omp.h>
 #include <sys/resource.h>
@@ -36,6 +38,8 @@ struct Args {
   int64_t n = 1000000, d = 128, k = 1024;
   int iters = 5, threads = 0;
   uint64_t seed = 1;
+  double spread = 1.0;
+  bool bounds = true;
   std::string dump, json;
 };
 
@@ -50,15 +54,28 @@ Args parse(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (f == "--impl") a.impl = next();
-    else if (f == "--n") a.n = std::stoll(next());
-    else if (f == "--d") a.d = std::stoll(next());
-    else if (f == "--k") a.k = std::stoll(next());
-    else if (f == "--iters") a.iters = std::stoi(next());
-    else if (f == "--threads") a.threads = std::stoi(next());
-    else if (f == "--seed") a.seed = std::stoull(next());
-    else if (f == "--dump") a.dump = next();
-    else if (f == "--json") a.json = next();
+    if (f == "--impl")
+      a.impl = next();
+    else if (f == "--n")
+      a.n = std::stoll(next());
+    else if (f == "--d")
+      a.d = std::stoll(next());
+    else if (f == "--k")
+      a.k = std::stoll(next());
+    else if (f == "--iters")
+      a.iters = std::stoi(next());
+    else if (f == "--threads")
+      a.threads = std::stoi(next());
+    else if (f == "--seed")
+      a.seed = std::stoull(next());
+    else if (f == "--spread")
+      a.spread = std::stod(next());
+    else if (f == "--no-bounds")
+      a.bounds = false;
+    else if (f == "--dump")
+      a.dump = next();
+    else if (f == "--json")
+      a.json = next();
     else {
       std::fprintf(stderr, "unknown flag %s (see the header of bench_kmeans_cpu.cpp)\n", f.c_str());
       std::exit(2);
@@ -89,7 +106,7 @@ int main(int argc, char** argv) {
   // Data: a Gaussian mixture with k/4 true centres; init: rows picked like faiss's random
   // init (the same rows for every implementation).
   std::vector<float> x(a.n * a.d);
-  flashkm::make_blobs(a.n, a.d, std::max<int64_t>(1, a.k / 4), a.seed, 1.0, x.data());
+  flashkm::make_blobs(a.n, a.d, std::max<int64_t>(1, a.k / 4), a.seed, a.spread, x.data());
   std::vector<float> init(a.k * a.d);
   {
     flashkm::KMeansParams p;
@@ -118,14 +135,17 @@ int main(int argc, char** argv) {
     p.init_centroids = init;
     p.threads = threads;
     p.device = flashkm::Device::CPU;
+    p.bounds = a.bounds;
     flashkm::KMeansResult r = flashkm::KMeans(a.d, p).fit(a.n, x.data());
     int64_t fix = 0;
+    note = "pruned/iter=";
     for (auto& s : r.iterations) {
       per_iter.push_back(s.seconds);
       fix += s.fixups;
+      note += std::to_string(s.pruned) + (&s == &r.iterations.back() ? "" : ",");
     }
     final_centroids = r.centroids;
-    note = "fixups/iter=" + std::to_string(fix / std::max<size_t>(1, r.iterations.size()));
+    note += " fixups/iter=" + std::to_string(fix / std::max<size_t>(1, r.iterations.size()));
 #ifdef FLASHKM_BENCH_FAISS
   } else if (a.impl == "faiss") {
     faiss::ClusteringParameters cp;
@@ -151,8 +171,8 @@ int main(int argc, char** argv) {
       auto t0 = std::chrono::steady_clock::now();
       for (int64_t i0 = 0; i0 < a.n; i0 += bn) {
         int m = static_cast<int>(std::min<int64_t>(bn, a.n - i0));
-        sgemm_("T", "N", &K, &m, &D, &one, init.data(), &D, x.data() + i0 * D, &D, &zero,
-               c.data(), &K);
+        sgemm_("T", "N", &K, &m, &D, &one, init.data(), &D, x.data() + i0 * D, &D, &zero, c.data(),
+               &K);
       }
       per_iter.push_back(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -183,10 +203,11 @@ int main(int argc, char** argv) {
   const double gflops = 2.0 * a.n * a.k * a.d / t / 1e9;
   // Peak over the process's start, less the data (the init pass above is included).
   const double extra_mb = rss_before_score - start_rss - data_mb;
-  std::printf("%-8s n=%lld d=%lld k=%lld threads=%d  %.3f s/iter  %.1f GFLOP/s  inertia %.6g  "
-              "peak RSS %.0f MB (data %.0f MB, extra over data %.0f MB) %s\n",
-              a.impl.c_str(), (long long)a.n, (long long)a.d, (long long)a.k, threads, t, gflops,
-              inertia, rss_before_score, data_mb, extra_mb, note.c_str());
+  std::printf(
+      "%-8s n=%lld d=%lld k=%lld threads=%d  %.3f s/iter  %.1f GFLOP/s  inertia %.6g  "
+      "peak RSS %.0f MB (data %.0f MB, extra over data %.0f MB) %s\n",
+      a.impl.c_str(), (long long)a.n, (long long)a.d, (long long)a.k, threads, t, gflops, inertia,
+      rss_before_score, data_mb, extra_mb, note.c_str());
   if (!a.json.empty()) {
     FILE* f = std::fopen(a.json.c_str(), "w");
     if (!f) return 1;
@@ -194,8 +215,8 @@ int main(int argc, char** argv) {
                  "{\"impl\":\"%s\",\"n\":%lld,\"d\":%lld,\"k\":%lld,\"threads\":%d,"
                  "\"seconds_per_iter\":%.6f,\"gflops\":%.2f,\"inertia\":%.9g,"
                  "\"peak_rss_mb\":%.1f,\"data_mb\":%.1f,\"extra_mb\":%.1f}\n",
-                 a.impl.c_str(), (long long)a.n, (long long)a.d, (long long)a.k, threads, t,
-                 gflops, inertia, rss_before_score, data_mb, extra_mb);
+                 a.impl.c_str(), (long long)a.n, (long long)a.d, (long long)a.k, threads, t, gflops,
+                 inertia, rss_before_score, data_mb, extra_mb);
     std::fclose(f);
   }
   return 0;

@@ -21,6 +21,7 @@ struct AssignOutcome {
   double inertia = 0;   ///< sum over points of the exact (float64) distance to its centroid
   int64_t changed = 0;  ///< labels that differ from the previous pass (n on the first pass)
   int64_t fixups = 0;   ///< rows recomputed in float64 because the fast bound did not certify
+  int64_t pruned = 0;   ///< rows settled from bounds kept since the previous pass (no full pass)
 };
 
 class Engine {

@@ -65,11 +65,10 @@ KMeans::KMeans(int64_t d, KMeansParams params) : d_(d), params_(std::move(params
   FLASHKM_THROW_IF_NOT(params_.tol >= 0 && std::isfinite(params_.tol),
                        "tol = %g: expected a finite value >= 0", params_.tol);
   FLASHKM_THROW_IF_NOT(params_.threads >= 0 && params_.threads <= 1024,
-                       "threads = %d: expected 0 (all hardware threads) to 1024",
-                       params_.threads);
+                       "threads = %d: expected 0 (all hardware threads) to 1024", params_.threads);
   FLASHKM_THROW_IF_NOT(params_.tiles.rows >= 0 && params_.tiles.centroids >= 0,
-                       "tiles = {%d, %d}: expected values >= 0 (0 = automatic)",
-                       params_.tiles.rows, params_.tiles.centroids);
+                       "tiles = {%d, %d}: expected values >= 0 (0 = automatic)", params_.tiles.rows,
+                       params_.tiles.centroids);
   FLASHKM_THROW_IF_NOT(k <= std::numeric_limits<int64_t>::max() / d,
                        "k * d overflows: k = %lld, d = %lld", static_cast<long long>(k),
                        static_cast<long long>(d));
@@ -102,8 +101,10 @@ void KMeans::set_centroids(const std::vector<float>& centroids) {
 KMeansResult KMeans::fit(int64_t n, const float* x) {
   const auto t_start = Clock::now();
   const int64_t d = d_, k = params_.n_clusters;
-  FLASHKM_THROW_IF_NOT(n >= 1 && x != nullptr, "fit: n = %lld rows at %p: expected n >= 1 and "
-                       "non-null data", static_cast<long long>(n), static_cast<const void*>(x));
+  FLASHKM_THROW_IF_NOT(n >= 1 && x != nullptr,
+                       "fit: n = %lld rows at %p: expected n >= 1 and "
+                       "non-null data",
+                       static_cast<long long>(n), static_cast<const void*>(x));
   FLASHKM_THROW_IF_NOT(n <= std::numeric_limits<int64_t>::max() / d,
                        "n * d overflows: n = %lld, d = %lld", static_cast<long long>(n),
                        static_cast<long long>(d));
@@ -123,9 +124,15 @@ KMeansResult KMeans::fit(int64_t n, const float* x) {
 
   std::vector<float> c(k * d);
   switch (params_.init) {
-    case Init::Given: c = params_.init_centroids; break;
-    case Init::Random: detail::init_random(n, d, k, x, params_.seed, c.data()); break;
-    case Init::KMeansPlusPlus: engine->kmeanspp(params_.seed, c.data()); break;
+    case Init::Given:
+      c = params_.init_centroids;
+      break;
+    case Init::Random:
+      detail::init_random(n, d, k, x, params_.seed, c.data());
+      break;
+    case Init::KMeansPlusPlus:
+      engine->kmeanspp(params_.seed, c.data());
+      break;
   }
   if (params_.metric == Metric::InnerProduct) detail::normalize_rows(k, d, c.data());
 
@@ -142,6 +149,7 @@ KMeansResult KMeans::fit(int64_t n, const float* x) {
     st.inertia = a.inertia;
     st.changed = a.changed;
     st.fixups = a.fixups;
+    st.pruned = a.pruned;
     st.empty_clusters =
         detail::handle_empty_clusters(params_.empty_policy, it, n, d, k, c.data(), counts);
     if (params_.metric == Metric::InnerProduct) detail::normalize_rows(k, d, c.data());
@@ -158,8 +166,8 @@ KMeansResult KMeans::fit(int64_t n, const float* x) {
     if (st.changed == 0 && st.empty_clusters == 0) go_on = false;
     if (params_.tol > 0 && std::isfinite(prev_inertia)) {
       // L2 inertia falls, the IP objective (sum of inner products) grows.
-      const double gain = params_.metric == Metric::L2 ? prev_inertia - st.inertia
-                                                       : st.inertia - prev_inertia;
+      const double gain =
+          params_.metric == Metric::L2 ? prev_inertia - st.inertia : st.inertia - prev_inertia;
       if (gain <= params_.tol * std::fabs(prev_inertia)) go_on = false;
     }
     prev_inertia = st.inertia;
@@ -191,6 +199,7 @@ void KMeans::assign(int64_t n, const float* x, int32_t* labels, float* distances
   const int64_t k = int64_t(centroids_.size()) / d_;
   KMeansParams p = params_;
   p.n_clusters = static_cast<int>(k);
+  p.bounds = false;  // one pass: nothing to carry to a next one
   auto engine = make_engine(use_cuda(p.device), n, d_, k, x, p);
   engine->set_centroids(centroids_.data());
   engine->assign(distances);
@@ -202,23 +211,32 @@ bool cuda_available() { return detail::cuda_device_count() > 0; }
 const char* to_string(Metric m) { return m == Metric::L2 ? "l2" : "ip"; }
 const char* to_string(Init i) {
   switch (i) {
-    case Init::Random: return "random";
-    case Init::KMeansPlusPlus: return "kmeans++";
-    default: return "given";
+    case Init::Random:
+      return "random";
+    case Init::KMeansPlusPlus:
+      return "kmeans++";
+    default:
+      return "given";
   }
 }
 const char* to_string(Device d) {
   switch (d) {
-    case Device::CPU: return "cpu";
-    case Device::CUDA: return "cuda";
-    default: return "auto";
+    case Device::CPU:
+      return "cpu";
+    case Device::CUDA:
+      return "cuda";
+    default:
+      return "auto";
   }
 }
 const char* to_string(EmptyClusterPolicy p) {
   switch (p) {
-    case EmptyClusterPolicy::Split: return "split";
-    case EmptyClusterPolicy::Keep: return "keep";
-    default: return "error";
+    case EmptyClusterPolicy::Split:
+      return "split";
+    case EmptyClusterPolicy::Keep:
+      return "keep";
+    default:
+      return "error";
   }
 }
 const char* to_string(Precision p) { return p == Precision::Exact ? "exact" : "fast"; }

@@ -64,6 +64,10 @@ class KMeansCommand : public Command {
                    "no fix-up)")
         ->capture_default_str()
         ->check(enum_validator(parse_precision, "exact|fast"));
+    app.add_flag("--no-bounds", no_bounds_,
+                 "CPU: a full distance pass for every point in every iteration, instead of "
+                 "settling points whose nearest centroid is proven by the last pass's bounds "
+                 "(same results, slower; for comparisons)");
     app.add_option("--output,-o", output_, "Centroids to write (k x d): .fvecs or .npy")
         ->required();
     app.add_option("--labels", labels_,
@@ -94,6 +98,7 @@ class KMeansCommand : public Command {
     p.device = parse_device(device_);
     p.empty_policy = parse_empty_policy(empty_);
     p.precision = parse_precision(precision_);
+    p.bounds = !no_bounds_;
     p.init = init_from_string(init_);
     if (p.init == Init::Given) {
       Matrix c = read_matrix(init_);
@@ -106,8 +111,10 @@ class KMeansCommand : public Command {
     }
     if (!json_ && ::isatty(STDERR_FILENO)) {
       p.callback = [](const IterationStats& s) {
-        std::fprintf(stderr, "iter %3d  inertia %.9g  changed %lld  fixups %lld  %.3f s\n", s.iter,
-                     s.inertia, (long long)s.changed, (long long)s.fixups, s.seconds);
+        std::fprintf(stderr,
+                     "iter %3d  inertia %.9g  changed %lld  fixups %lld  pruned %lld  %.3f s\n",
+                     s.iter, s.inertia, (long long)s.changed, (long long)s.fixups,
+                     (long long)s.pruned, s.seconds);
         return true;
       };
     }
@@ -131,6 +138,7 @@ class KMeansCommand : public Command {
                               {"seconds", s.seconds},
                               {"changed", s.changed},
                               {"fixups", s.fixups},
+                              {"pruned", s.pruned},
                               {"empty_clusters", s.empty_clusters}});
       }
       nlohmann::ordered_json out = {{"n", r.n},
@@ -166,6 +174,7 @@ class KMeansCommand : public Command {
   int threads_ = 0;
   std::string init_, metric_, device_, empty_, precision_;
   bool json_ = false;
+  bool no_bounds_ = false;
 };
 
 FLASHKM_REGISTER_COMMAND(KMeansCommand, "kmeans",

@@ -19,10 +19,14 @@ Isa detect_isa() {
   if (__builtin_cpu_supports("avx512f")) best = Isa::Avx512;
   if (const char* env = std::getenv("FLASHKM_ISA")) {
     Isa want = best;
-    if (!std::strcmp(env, "scalar")) want = Isa::Scalar;
-    else if (!std::strcmp(env, "avx2")) want = Isa::Avx2;
-    else if (!std::strcmp(env, "avx512")) want = Isa::Avx512;
-    else FLASHKM_THROW("FLASHKM_ISA=%s: expected scalar, avx2 or avx512", env);
+    if (!std::strcmp(env, "scalar"))
+      want = Isa::Scalar;
+    else if (!std::strcmp(env, "avx2"))
+      want = Isa::Avx2;
+    else if (!std::strcmp(env, "avx512"))
+      want = Isa::Avx512;
+    else
+      FLASHKM_THROW("FLASHKM_ISA=%s: expected scalar, avx2 or avx512", env);
     // Never raise above what the CPU has.
     if (static_cast<int>(want) < static_cast<int>(best)) best = want;
   }
@@ -31,9 +35,12 @@ Isa detect_isa() {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::Avx512: return "avx512";
-    case Isa::Avx2: return "avx2";
-    default: return "scalar";
+    case Isa::Avx512:
+      return "avx512";
+    case Isa::Avx2:
+      return "avx2";
+    default:
+      return "scalar";
   }
 }
 
@@ -75,8 +82,11 @@ void pack_centroids(const float* c, int64_t k, int64_t d, const double* shift, M
   pc.max_norm = std::sqrt(max_sq);
 }
 
-void pack_rows(Isa isa, const float* x, int64_t rows, int64_t d, const double* shift,
-               float* buf, double* norms) {
+namespace {
+
+template <class RowPtr>
+void pack_rows_impl(Isa isa, RowPtr row_ptr, int64_t rows, int64_t d, const double* shift,
+                    float* buf, double* norms) {
   const int mr = micro_rows(isa);
   for (int64_t r = 0; r < rows; ++r) norms[r] = 0;
   for (int64_t p = 0; p * mr < rows; ++p) {
@@ -87,7 +97,7 @@ void pack_rows(Isa isa, const float* x, int64_t rows, int64_t d, const double* s
         for (int64_t t = 0; t < d; ++t) panel[t * mr + r] = 0.f;
         continue;
       }
-      const float* xr = x + row * d;
+      const float* xr = row_ptr(row);
       double sq = 0;
       for (int64_t t = 0; t < d; ++t) {
         float f = shift ? float(double(xr[t]) - shift[t]) : xr[t];
@@ -97,6 +107,20 @@ void pack_rows(Isa isa, const float* x, int64_t rows, int64_t d, const double* s
       norms[row] = std::sqrt(sq);
     }
   }
+}
+
+}  // namespace
+
+void pack_rows(Isa isa, const float* x, int64_t rows, int64_t d, const double* shift, float* buf,
+               double* norms) {
+  pack_rows_impl(
+      isa, [=](int64_t r) { return x + r * d; }, rows, d, shift, buf, norms);
+}
+
+void pack_rows(Isa isa, const float* x, const int64_t* idx, int64_t rows, int64_t d,
+               const double* shift, float* buf, double* norms) {
+  pack_rows_impl(
+      isa, [=](int64_t r) { return x + idx[r] * d; }, rows, d, shift, buf, norms);
 }
 
 namespace {
@@ -123,9 +147,10 @@ inline void fold_slow(const float* v, int64_t base, RowBest& b) {
 }
 
 template <int MR>
-__attribute__((target("avx512f,avx512dq,fma"))) void top2_avx512(
-    const float* buf, int64_t rows, const PackedCentroids& pc, int64_t c0, int64_t c1,
-    RowBest* best) {
+__attribute__((target("avx512f,avx512dq,fma"))) void top2_avx512(const float* buf, int64_t rows,
+                                                                 const PackedCentroids& pc,
+                                                                 int64_t c0, int64_t c1,
+                                                                 RowBest* best) {
   const int64_t d = pc.d;
   const __m512 alpha = _mm512_set1_ps(pc.alpha);
   alignas(64) float spill[kPanel];
@@ -218,8 +243,8 @@ __attribute__((target("avx2,fma"))) void top2_avx2(const float* buf, int64_t row
 }
 
 // Portable path with the AVX2 packing; each value is the same fmaf chain as the SIMD paths.
-void top2_scalar(const float* buf, int64_t rows, const PackedCentroids& pc, int64_t c0,
-                 int64_t c1, RowBest* best) {
+void top2_scalar(const float* buf, int64_t rows, const PackedCentroids& pc, int64_t c0, int64_t c1,
+                 RowBest* best) {
   constexpr int MR = 6;
   const int64_t d = pc.d;
   float acc[MR][kPanel];
@@ -248,9 +273,15 @@ void fast_top2(Isa isa, const float* buf, int64_t rows, const PackedCentroids& p
                int64_t c1, RowBest* best) {
   FLASHKM_ASSERT(c0 % kPanel == 0 && c1 % kPanel == 0 && c0 < c1 && c1 <= pc.kpad);
   switch (isa) {
-    case Isa::Avx512: top2_avx512<12>(buf, rows, pc, c0, c1, best); break;
-    case Isa::Avx2: top2_avx2<6>(buf, rows, pc, c0, c1, best); break;
-    default: top2_scalar(buf, rows, pc, c0, c1, best); break;
+    case Isa::Avx512:
+      top2_avx512<12>(buf, rows, pc, c0, c1, best);
+      break;
+    case Isa::Avx2:
+      top2_avx2<6>(buf, rows, pc, c0, c1, best);
+      break;
+    default:
+      top2_scalar(buf, rows, pc, c0, c1, best);
+      break;
   }
 }
 

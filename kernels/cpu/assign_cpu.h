@@ -39,10 +39,10 @@ constexpr int kPanel = 32;
 struct PackedCentroids {
   int64_t k = 0, d = 0, kpad = 0;
   float alpha = -2.f;
-  std::vector<float> panels;   ///< (kpad / kPanel) * d * kPanel, 64-byte aligned start
-  std::vector<float> beta;     ///< kpad
-  double max_norm = 0;         ///< max_j |c_j - s| (for the certification bound)
-  size_t offset = 0;           ///< floats to skip in panels for 64-byte alignment
+  std::vector<float> panels;  ///< (kpad / kPanel) * d * kPanel, 64-byte aligned start
+  std::vector<float> beta;    ///< kpad
+  double max_norm = 0;        ///< max_j |c_j - s| (for the certification bound)
+  size_t offset = 0;          ///< floats to skip in panels for 64-byte alignment
   const float* panel(int64_t p) const { return panels.data() + offset + p * d * kPanel; }
 };
 
@@ -63,8 +63,12 @@ constexpr RowBest kEmptyRow = {__builtin_inff(), __builtin_inff(), __builtin_inf
 /// Packs rows [0, rows) of x (row stride d) minus shift (nullable) into buf as row panels of
 /// micro_rows(isa) rows, [d][mr] each, zero-padding the last panel; returns |x_i - s| for
 /// each row in norms (float64 of the packed float32 values).
-void pack_rows(Isa isa, const float* x, int64_t rows, int64_t d, const double* shift,
-               float* buf, double* norms);
+void pack_rows(Isa isa, const float* x, int64_t rows, int64_t d, const double* shift, float* buf,
+               double* norms);
+
+/// The same for scattered rows: row r of the tile is x[idx[r] * d ...].
+void pack_rows(Isa isa, const float* x, const int64_t* idx, int64_t rows, int64_t d,
+               const double* shift, float* buf, double* norms);
 
 /// Updates best[0, rows) with centroids [c0, c1) (c0, c1 multiples of kPanel, c0 < c1 <=
 /// kpad), visiting panels in ascending order. buf comes from pack_rows.

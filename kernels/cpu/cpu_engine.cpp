@@ -1,5 +1,7 @@
 // The CPU backend: fused assignment with certification and float64 fix-up, and the
 // sort-inverse centroid update. See kernels/engine.h for the contract.
+#include "kernels/cpu/cpu_engine.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -7,9 +9,8 @@
 #include <limits>
 #include <vector>
 
-#include "kernels/cpu/assign_cpu.h"
 #include "kernels/bounds.h"
-#include "kernels/cpu/cpu_engine.h"
+#include "kernels/cpu/assign_cpu.h"
 #include "kernels/engine.h"
 
 namespace flashkm {
@@ -50,10 +51,9 @@ namespace {
 // wherever it runs, so the hardware instruction (when the CPU has it) and libm's software
 // fma give the same bits; the FMA build only avoids a library call per coordinate.
 template <int W>
-inline __attribute__((always_inline)) void exact_batch_body(Metric metric,
-                                                           const float* const* xs,
-                                                           const float* const* cs, int64_t d,
-                                                           double* out) {
+inline __attribute__((always_inline)) void exact_batch_body(Metric metric, const float* const* xs,
+                                                            const float* const* cs, int64_t d,
+                                                            double* out) {
   double acc[W] = {};
   if (metric == Metric::L2) {
     for (int64_t j = 0; j < d; ++j)
@@ -76,8 +76,8 @@ __attribute__((target("fma"))) void exact_batch_fma(Metric metric, const float* 
 }
 
 template <int W>
-void exact_batch_generic(Metric metric, const float* const* xs, const float* const* cs,
-                         int64_t d, double* out) {
+void exact_batch_generic(Metric metric, const float* const* xs, const float* const* cs, int64_t d,
+                         double* out) {
   exact_batch_body<W>(metric, xs, cs, d, out);
 }
 
@@ -110,6 +110,10 @@ class CpuEngine final : public Engine {
     tiles_ = select_cpu_tiles(isa_, d, k, p.tiles);
     labels_.assign(n, -1);
     if (p.metric == Metric::L2) shift_ = column_mean(n, d, x, threads_);
+    if (p.bounds && k >= 3) {
+      cand_.resize(2 * n);
+      lower_.resize(n);
+    }
   }
 
   void set_centroids(const float* c) override {
@@ -120,11 +124,14 @@ class CpuEngine final : public Engine {
   AssignOutcome assign(float* distances) override {
     const int64_t nblocks = (n_ + kAssignBlock - 1) / kAssignBlock;
     std::vector<double> block_inertia(nblocks, 0);
-    std::vector<int64_t> block_changed(nblocks, 0), block_fixups(nblocks, 0);
+    std::vector<int64_t> block_changed(nblocks, 0), block_fixups(nblocks, 0),
+        block_pruned(nblocks, 0);
     const Isa isa = isa_;
     const int mr = micro_rows(isa);
     const int64_t tile_rows = tiles_.rows;
     const int64_t tile_alloc = (tile_rows + mr - 1) / mr * mr;
+    const bool use_bounds = bounds_valid_;
+    if (use_bounds) measure_drift();
 
 #pragma omp parallel num_threads(threads_)
     {
@@ -135,15 +142,27 @@ class CpuEngine final : public Engine {
       std::vector<double> dist(kAssignBlock);
       std::vector<const float*> xs(std::max<int64_t>(kAssignBlock, k_)), cs(xs.size());
       std::vector<double> fix(k_);
+      std::vector<int64_t> full(kAssignBlock);
 
 #pragma omp for schedule(dynamic, 1)
       for (int64_t blk = 0; blk < nblocks; ++blk) {
         const int64_t b0 = blk * kAssignBlock, b1 = std::min(n_, b0 + kAssignBlock);
-        int64_t fixups = 0, changed = 0;
-        for (int64_t t0 = b0; t0 < b1; t0 += tile_rows) {
-          const int64_t rows = std::min(tile_rows, b1 - t0);
-          pack_rows(isa, x_ + t0 * d_, rows, d_, shift_.empty() ? nullptr : shift_.data(),
-                    bufp, norms.data());
+        int64_t fixups = 0, changed = 0, pruned = 0, nfull = 0;
+        for (int64_t i = b0; i < b1; ++i) {
+          int32_t label;
+          if (use_bounds && settle_from_bounds(i, &label)) {
+            ++pruned;
+            changed += labels_[i] != label;
+            labels_[i] = label;
+          } else {
+            full[nfull++] = i;
+          }
+        }
+        for (int64_t t0 = 0; t0 < nfull; t0 += tile_rows) {
+          const int64_t rows = std::min(tile_rows, nfull - t0);
+          const int64_t* idx = full.data() + t0;
+          pack_rows(isa, x_, idx, rows, d_, shift_.empty() ? nullptr : shift_.data(), bufp,
+                    norms.data());
           std::fill(best.begin(), best.begin() + rows, kEmptyRow);
           for (int64_t c0 = 0; c0 < pc_.kpad; c0 += tiles_.centroids)
             fast_top2(isa, bufp, rows, pc_, c0, std::min(pc_.kpad, c0 + tiles_.centroids),
@@ -151,20 +170,21 @@ class CpuEngine final : public Engine {
           for (int64_t r = 0; r < rows; ++r) {
             const RowBest& b = best[r];
             int32_t label = b.index;
-            const double window = 2 * certify_bound(params_.metric, d_, norms[r], pc_.max_norm);
-            if (!(double(b.second) - double(b.best) > window)) {
+            const double window = certify_bound(params_.metric, d_, norms[r], pc_.max_norm);
+            if (!(double(b.second) - double(b.best) > 2 * window)) {
               // Not certified. Only centroids whose fast value lies within the window of the
               // best can be the exact argmin; when the third value is outside it, those are
               // the first two, else recompute them all. Either way the float64 argmin of the
               // candidates is the float64 argmin over all centroids, up to float64 near-ties
               // (which the contract counts as ties).
-              const float* xr = x_ + (t0 + r) * d_;
-              label = double(b.third) - double(b.best) > window
+              const float* xr = x_ + idx[r] * d_;
+              label = double(b.third) - double(b.best) > 2 * window
                           ? exact_argmin2(xr, b.index, b.index2)
                           : exact_argmin(xr, xs.data(), cs.data(), fix.data());
               ++fixups;
             }
-            int32_t& old = labels_[t0 + r];
+            if (!cand_.empty()) keep_bounds(idx[r], b, norms[r], window);
+            int32_t& old = labels_[idx[r]];
             changed += old != label;
             old = label;
           }
@@ -185,6 +205,7 @@ class CpuEngine final : public Engine {
         block_inertia[blk] = sum;
         block_changed[blk] = changed;
         block_fixups[blk] = fixups;
+        block_pruned[blk] = pruned;
       }
     }
     AssignOutcome out;
@@ -192,6 +213,11 @@ class CpuEngine final : public Engine {
       out.inertia += block_inertia[b];
       out.changed += block_changed[b];
       out.fixups += block_fixups[b];
+      out.pruned += block_pruned[b];
+    }
+    if (!cand_.empty()) {
+      bounds_valid_ = true;
+      bound_centroids_ = centroids_;
     }
     return out;
   }
@@ -256,6 +282,105 @@ class CpuEngine final : public Engine {
     return std::min(a, b);
   }
 
+  // Bounds kept per row between passes (KMeansParams::bounds). After a full pass, every
+  // centroid other than the row's two best (cand_) is at "score" >= lower_[i], where the score
+  // is the distance |x - c| for L2 and -x.c for IP. When the centroids then move by drift_j,
+  // a score moves by at most drift_j (L2, triangle inequality) or |x| drift_j (IP,
+  // Cauchy-Schwarz), so lower_[i] - w * max_{j not in cand} drift_j still bounds the others;
+  // if one of the two candidates' exact float64 score is below that, it is the argmin, and
+  // the two float64 values decide it exactly as the fix-up would. Every bound is rounded
+  // towards safety (relative margins far above float64 rounding, far below real gaps).
+  static constexpr double kMargin = 1e-9;
+
+  void keep_bounds(int64_t i, const RowBest& b, double x_norm, double window) {
+    cand_[2 * i] = b.index;
+    cand_[2 * i + 1] = b.index2;
+    double lo = -std::numeric_limits<double>::infinity();
+    if (std::isfinite(window) && b.index2 >= 0) {
+      // Fast values v_j are within window of (L2) |x - c_j|^2 - |x'|^2 or (IP) -x.c_j, and
+      // every centroid outside cand has v_j >= third.
+      if (params_.metric == Metric::L2) {
+        const double sq = double(b.third) + x_norm * x_norm - window;
+        lo = sq > 0 ? std::sqrt(sq) * (1 - kMargin) : 0;
+      } else {
+        lo = double(b.third) - window;
+        lo -= kMargin * (std::fabs(lo) + x_norm * pc_.max_norm);
+      }
+    }
+    lower_[i] = round_down(lo);
+  }
+
+  static float round_down(double v) {
+    float f = float(v);
+    return double(f) > v ? std::nextafter(f, -std::numeric_limits<float>::infinity()) : f;
+  }
+
+  // drift_j = |c_j - c_j(at the last pass)|, rounded up, and the three largest with indices,
+  // so that max_{j not in cand} drift_j is one lookup per row.
+  void measure_drift() {
+    top_drift_.assign(3, {0.0, -1});
+    for (int64_t j = 0; j < k_; ++j) {
+      const float* c = centroids_.data() + j * d_;
+      const float* o = bound_centroids_.data() + j * d_;
+      double sq = 0;
+      for (int64_t t = 0; t < d_; ++t) {
+        const double v = double(c[t]) - double(o[t]);
+        sq = std::fma(v, v, sq);
+      }
+      const std::pair<double, int32_t> dj{std::sqrt(sq) * (1 + kMargin), int32_t(j)};
+      for (int s = 0; s < 3; ++s) {
+        if (dj.first > top_drift_[s].first) {
+          top_drift_.insert(top_drift_.begin() + s, dj);
+          top_drift_.pop_back();
+          break;
+        }
+      }
+    }
+  }
+
+  // Settles row i from its bounds when they prove one of its two candidates nearest; updates
+  // the bound for the next pass. False: the row needs a full pass.
+  bool settle_from_bounds(int64_t i, int32_t* label) {
+    const int32_t a = cand_[2 * i], b = cand_[2 * i + 1];
+    double drift = 0;
+    for (const auto& t : top_drift_) {
+      if (t.second != a && t.second != b) {
+        drift = t.first;
+        break;
+      }
+    }
+    const float* xr = x_ + i * d_;
+    const bool l2 = params_.metric == Metric::L2;
+    double w = 1;
+    if (!l2) {
+      double sq = 0;
+      for (int64_t t = 0; t < d_; ++t) sq = std::fma(double(xr[t]), double(xr[t]), sq);
+      w = std::sqrt(sq) * (1 + kMargin);
+    }
+    double lo = double(lower_[i]) - w * drift;
+    lo -= kMargin * std::fabs(lo);
+    if (!(l2 ? lo > 0 : lo > -std::numeric_limits<double>::infinity())) return false;
+    const float* xs[2] = {xr, xr};
+    const float* cs[2] = {centroids_.data() + int64_t(a) * d_, centroids_.data() + int64_t(b) * d_};
+    double v[2];
+    exact_batch<2>(params_.metric, xs, cs, d_, v);
+    int32_t arg;
+    double best;
+    if (l2) {
+      arg = v[0] < v[1] || (v[0] == v[1] && a < b) ? a : b;
+      best = std::min(v[0], v[1]);
+      // float64 rounding of the squared distance is below d * 2^-53 relative.
+      if (!(best * (1 + kMargin) < lo * lo)) return false;
+    } else {
+      arg = v[0] > v[1] || (v[0] == v[1] && a < b) ? a : b;
+      best = -std::max(v[0], v[1]);
+      if (!(best + kMargin * w * pc_.max_norm < lo)) return false;
+    }
+    *label = arg;
+    lower_[i] = round_down(lo);
+    return true;
+  }
+
   static std::vector<double> column_mean(int64_t n, int64_t d, const float* x, int threads) {
     const int64_t nblocks = (n + kAssignBlock - 1) / kAssignBlock;
     std::vector<double> part(nblocks * d, 0.0);
@@ -280,6 +405,11 @@ class CpuEngine final : public Engine {
   std::vector<float> centroids_;
   std::vector<double> shift_;
   PackedCentroids pc_;
+  bool bounds_valid_ = false;
+  std::vector<float> bound_centroids_;  // the centroids the bounds refer to
+  std::vector<int32_t> cand_;           // n x 2: the two best centroids of the last full pass
+  std::vector<float> lower_;            // n: lower bound on the other centroids' scores
+  std::vector<std::pair<double, int32_t>> top_drift_;
 };
 
 }  // namespace

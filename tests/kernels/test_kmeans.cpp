@@ -1,11 +1,12 @@
 // flashkm::KMeans on the CPU against the float64 reference Lloyd (kernels/reference.h).
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <random>
 #include <tuple>
 
 #include "flashkm/kmeans.h"
@@ -101,11 +102,11 @@ void lockstep(Metric metric, int64_t n, int64_t d, int64_t k, uint64_t seed, int
 
 TEST(KMeansOracle, GaussianMixture) { lockstep(Metric::L2, 3000, 24, 40, 1, 4); }
 TEST(KMeansOracle, OddShapes) {
-  lockstep(Metric::L2, 1001, 1, 7, 2, 3);      // d = 1
-  lockstep(Metric::L2, 777, 33, 33, 3, 3);     // k = panel + 1
-  lockstep(Metric::L2, 500, 129, 65, 4, 2);    // d and k past a power of two
-  lockstep(Metric::L2, 300, 5, 1, 5, 2);       // k = 1
-  lockstep(Metric::L2, 64, 3, 64, 6, 2);       // n == k
+  lockstep(Metric::L2, 1001, 1, 7, 2, 3);    // d = 1
+  lockstep(Metric::L2, 777, 33, 33, 3, 3);   // k = panel + 1
+  lockstep(Metric::L2, 500, 129, 65, 4, 2);  // d and k past a power of two
+  lockstep(Metric::L2, 300, 5, 1, 5, 2);     // k = 1
+  lockstep(Metric::L2, 64, 3, 64, 6, 2);     // n == k
 }
 TEST(KMeansOracle, TinyTiles) { lockstep(Metric::L2, 999, 17, 70, 7, 3, TileConfig{1, 32}); }
 TEST(KMeansOracle, InnerProduct) { lockstep(Metric::InnerProduct, 2000, 32, 30, 8, 3); }
@@ -182,6 +183,79 @@ TEST(KMeansExact, MixedMagnitudesThatOverflowFloat32) {
   KMeansResult r = KMeans(d, given(k, c, 0)).fit(n, x.data());
   EXPECT_EQ(r.labels[100], 1);
   EXPECT_EQ(label_errors(Metric::L2, n, d, x.data(), k, c.data(), r.labels), 0);
+}
+
+// KMeansParams::bounds settles rows from the previous pass's bounds; results must be exactly
+// those of full passes (every label, tie decision, centroid and statistic but the counters).
+void expect_bounds_change_nothing(const std::vector<float>& x, int64_t d, KMeansParams p,
+                                  bool expect_pruning) {
+  const int64_t n = int64_t(x.size()) / d;
+  p.device = Device::CPU;
+  p.bounds = false;
+  const KMeansResult full = KMeans(d, p).fit(n, x.data());
+  p.bounds = true;
+  const KMeansResult fast = KMeans(d, p).fit(n, x.data());
+  ASSERT_EQ(fast.iterations.size(), full.iterations.size());
+  int64_t pruned = 0;
+  for (size_t i = 0; i < full.iterations.size(); ++i) {
+    SCOPED_TRACE("iteration " + std::to_string(i));
+    EXPECT_EQ(fast.iterations[i].inertia, full.iterations[i].inertia);
+    EXPECT_EQ(fast.iterations[i].changed, full.iterations[i].changed);
+    EXPECT_EQ(fast.iterations[i].empty_clusters, full.iterations[i].empty_clusters);
+    EXPECT_EQ(full.iterations[i].pruned, 0);
+    pruned += fast.iterations[i].pruned;
+  }
+  EXPECT_EQ(fast.iterations[0].pruned, 0);  // nothing to go on before the first pass
+  EXPECT_EQ(fast.labels, full.labels);
+  EXPECT_EQ(fast.centroids, full.centroids);
+  EXPECT_EQ(fast.inertia, full.inertia);
+  if (expect_pruning) EXPECT_GT(pruned, 0);
+  EXPECT_EQ(
+      label_errors(p.metric, n, d, x.data(), p.n_clusters, fast.centroids.data(), fast.labels), 0);
+}
+
+TEST(KMeansBounds, SameResultsAsFullPasses) {
+  struct Case {
+    int64_t n, d, k, centers;
+    Metric metric;
+  };
+  for (const Case& c :
+       {Case{6000, 24, 40, 20, Metric::L2}, Case{3000, 1, 9, 5, Metric::L2},
+        Case{2000, 70, 33, 40, Metric::L2}, Case{4000, 32, 30, 15, Metric::InnerProduct},
+        Case{500, 5, 3, 3, Metric::L2}}) {
+    SCOPED_TRACE(shape(c.n, c.d, c.k, 0) + (c.metric == Metric::L2 ? " l2" : " ip"));
+    std::vector<float> x = blobs(c.n, c.d, c.centers, 21);
+    if (c.metric == Metric::InnerProduct) {
+      for (int64_t i = 0; i < c.n; ++i) {
+        double s = 0;
+        for (int64_t j = 0; j < c.d; ++j) s += double(x[i * c.d + j]) * x[i * c.d + j];
+        for (int64_t j = 0; j < c.d; ++j) x[i * c.d + j] = float(x[i * c.d + j] / std::sqrt(s));
+      }
+    }
+    KMeansParams p = given(c.k, pick_rows(x, c.d, c.k), 12, c.metric);
+    p.threads = 2;
+    expect_bounds_change_nothing(x, c.d, p, true);
+  }
+}
+
+TEST(KMeansBounds, TiesJumpsAndEmptyClusters) {
+  // Integer points on a small grid (many exact ties in float64, which must still go to the
+  // lowest index), and initial centroids stacked on a few points, so clusters go empty and
+  // split: split centroids jump far, which the bounds must notice.
+  const int64_t n = 3000, d = 6, k = 24;
+  std::mt19937_64 rng(5);
+  std::vector<float> x(n * d);
+  for (float& v : x) v = float(rng() % 3);
+  std::vector<float> c;
+  for (int64_t i = 0; i < k; ++i)
+    c.insert(c.end(), x.begin() + (i % 4) * d, x.begin() + (i % 4 + 1) * d);
+  KMeansParams p = given(k, c, 10);
+  expect_bounds_change_nothing(x, d, p, false);
+  p.empty_policy = EmptyClusterPolicy::Keep;
+  expect_bounds_change_nothing(x, d, p, false);
+  // Far, well-separated blobs: rows settle from bounds in the very next pass.
+  std::vector<float> y = blobs(n, d, 8, 3, 100.f);
+  expect_bounds_change_nothing(y, d, given(8, pick_rows(y, d, 8), 6), true);
 }
 
 // Sets FLASHKM_ISA for one scope (the CPU backend reads it when an engine is made).
@@ -312,8 +386,7 @@ TEST(KMeansErrors, BadInputIsNamed) {
   EXPECT_NE(message([&] { KMeans(3, p).fit(10, y.data()); }).find("row 7, column 2"),
             std::string::npos);
   y[7 * 3 + 2] = std::numeric_limits<float>::infinity();
-  EXPECT_NE(message([&] { KMeans(3, p).fit(10, y.data()); }).find("non-finite"),
-            std::string::npos);
+  EXPECT_NE(message([&] { KMeans(3, p).fit(10, y.data()); }).find("non-finite"), std::string::npos);
   KMeansParams g = p;
   g.init = Init::Given;
   g.init_centroids.assign(5, 0.f);
