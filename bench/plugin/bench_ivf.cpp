@@ -4,7 +4,13 @@
 // Reports train / add seconds and recall@10 at several nprobe against exact ground truth, as a
 // table on stdout and as JSON (--json FILE). Usage:
 //   bench_ivf [--n 1000000] [--d 128] [--nq 1000] [--centers 2000] [--spread 6]
-//             [--factories "IVF1024,Flat;IVF1024,PQ16np"] [--niter 10] [--json bench_ivf.json]
+//             [--factories "IVF1024,Flat;IVF1024,PQ16np"] [--niter 10] [--seeds 1]
+//             [--device cpu|cuda|auto] [--json bench_ivf.json]
+// --seeds S trains each index S times (k-means seeds 1234, 1235, ...; the same seeds for both
+// trainers): different seeds reach different local optima, so one seed's recall difference
+// can be luck. Besides recall, each row reports what explains it: the k-means objective on all
+// n points (mean squared distance to the list centroid), faiss's list imbalance factor, and
+// the vectors scanned per query at nprobe 8.
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexPreTransform.h>
@@ -16,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -36,7 +43,8 @@ double since(Clock::time_point t0) {
 struct Args {
   int64_t n = 1000000, d = 128, nq = 1000, centers = 2000;
   double spread = 6;
-  int niter = 10;
+  int niter = 10, seeds = 1;
+  flashkm::Device device = flashkm::Device::CPU;
   std::string factories = "IVF1024,Flat;IVF1024,PQ16np";
   std::string json = "bench_ivf.json";
 };
@@ -57,6 +65,10 @@ Args parse(int argc, char** argv) {
       a.spread = std::atof(v.c_str());
     else if (k == "--niter")
       a.niter = std::atoi(v.c_str());
+    else if (k == "--seeds")
+      a.seeds = std::stoi(v);
+    else if (k == "--device")
+      a.device = flashkm::parse_device(v);
     else if (k == "--factories")
       a.factories = v;
     else if (k == "--json")
@@ -96,13 +108,36 @@ double recall_at_10(const std::vector<idx_t>& gt, const std::vector<idx_t>& res,
 
 struct Result {
   std::string factory, trainer;
+  uint64_t seed = 0;
   int64_t train_points = 0;
+  double mse = 0, imbalance = 0, scanned8 = 0;
   double coarse_seconds = 0, rest_seconds = 0, add_seconds = 0;
   std::vector<std::pair<int, double>> recall;  // (nprobe, recall@10)
   double train_seconds() const { return coarse_seconds + rest_seconds; }
 };
 
 const int kNprobes[] = {1, 8, 32};
+
+// Quality of the lists themselves: mean squared distance of the n base vectors to their list's
+// centroid (from the quantizer's own exact search), faiss's imbalance factor, and how many
+// vectors a query scans at nprobe 8 (more scanned = higher recall at equal nprobe).
+void measure_lists(faiss::Index* index, const std::vector<float>& x, int64_t n,
+                   const std::vector<float>& q, int64_t nq, Result* r) {
+  faiss::IndexIVF* ivf = ivf_of(index);
+  std::vector<float> dis(n);
+  std::vector<idx_t> lab(n);
+  ivf->quantizer->search(n, x.data(), 1, dis.data(), lab.data());
+  double sum = 0;
+  for (float v : dis) sum += v;
+  r->mse = sum / double(n);
+  r->imbalance = ivf->invlists->imbalance_factor();
+  std::vector<float> qd(nq * 8);
+  std::vector<idx_t> ql(nq * 8);
+  ivf->quantizer->search(nq, q.data(), 8, qd.data(), ql.data());
+  double scanned = 0;
+  for (idx_t l : ql) scanned += double(ivf->invlists->list_size(l));
+  r->scanned8 = scanned / double(nq);
+}
 
 void measure_recall(faiss::Index* index, const std::vector<float>& q, int64_t nq,
                     const std::vector<idx_t>& gt, Result* r) {
@@ -115,14 +150,17 @@ void measure_recall(faiss::Index* index, const std::vector<float>& q, int64_t nq
   }
 }
 
-Result run_flashkm(const std::string& factory, const Args& a, const std::vector<float>& x,
-                   const std::vector<float>& q, const std::vector<idx_t>& gt) {
+Result run_flashkm(const std::string& factory, const Args& a, uint64_t seed,
+                   const std::vector<float>& x, const std::vector<float>& q,
+                   const std::vector<idx_t>& gt) {
   Result r;
   r.factory = factory;
   r.trainer = "flashkm (all points)";
+  r.seed = seed;
   flashkm::IVFTrainParams p;
   p.niter = a.niter;
-  p.exec.device = flashkm::Device::CPU;
+  p.seed = seed;
+  p.exec.device = a.device;
   auto index = flashkm::index_factory(int(a.d), factory.c_str(), faiss::METRIC_L2, p);
   // build_ivf = train_ivf + add_ivf, adding with the k-means' final assignment.
   auto t0 = Clock::now();
@@ -132,18 +170,23 @@ Result run_flashkm(const std::string& factory, const Args& a, const std::vector<
   r.coarse_seconds = rep.kmeans_seconds;
   r.rest_seconds = rep.transform_seconds + rep.residual_seconds;
   r.add_seconds = total - r.coarse_seconds - r.rest_seconds;
+  if (rep.device == flashkm::Device::CUDA) r.trainer = "flashkm cuda (all points)";
   measure_recall(index.get(), q, a.nq, gt, &r);
+  measure_lists(index.get(), x, a.n, q, a.nq, &r);
   return r;
 }
 
-Result run_faiss(const std::string& factory, const Args& a, const std::vector<float>& x,
-                 const std::vector<float>& q, const std::vector<idx_t>& gt) {
+Result run_faiss(const std::string& factory, const Args& a, uint64_t seed,
+                 const std::vector<float>& x, const std::vector<float>& q,
+                 const std::vector<idx_t>& gt) {
   Result r;
   r.factory = factory;
   r.trainer = "faiss (default subsample)";
+  r.seed = seed;
   std::unique_ptr<faiss::Index> index(faiss::index_factory(int(a.d), factory.c_str()));
   faiss::IndexIVF* ivf = ivf_of(index.get());
   ivf->cp.niter = a.niter;
+  ivf->cp.seed = int(seed);
   FLASHKM_ASSERT(dynamic_cast<faiss::IndexPreTransform*>(index.get()) == nullptr);
   // IndexIVF::train in two timed halves: the coarse k-means, then the residual codebooks.
   auto t0 = Clock::now();
@@ -158,6 +201,7 @@ Result run_faiss(const std::string& factory, const Args& a, const std::vector<fl
   index->add(a.n, x.data());
   r.add_seconds = since(t0);
   measure_recall(index.get(), q, a.nq, gt, &r);
+  measure_lists(index.get(), x, a.n, q, a.nq, &r);
   return r;
 }
 
@@ -186,20 +230,50 @@ int main(int argc, char** argv) {
 
   std::vector<Result> results;
   for (const std::string& f : split(a.factories, ';')) {
-    results.push_back(run_flashkm(f, a, x, q, gt));
-    results.push_back(run_faiss(f, a, x, q, gt));
+    for (int s = 0; s < a.seeds; ++s) {
+      results.push_back(run_flashkm(f, a, 1234 + s, x, q, gt));
+      results.push_back(run_faiss(f, a, 1234 + s, x, q, gt));
+    }
   }
 
   std::printf(
-      "\n| index | trainer | k-means points | coarse k-means s | rest of train s | add s "
-      "| train+add s | R@10 nprobe=1 | nprobe=8 | nprobe=32 |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+      "\n| index | trainer | seed | k-means points | coarse k-means s | rest of train s | add s "
+      "| train+add s | R@10 nprobe=1 | nprobe=8 | nprobe=32 | MSE to list centroid "
+      "| imbalance | scanned/query at nprobe 8 |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Result& r : results) {
-    std::printf("| %s | %s | %lld | %.1f | %.1f | %.1f | %.1f |", r.factory.c_str(),
-                r.trainer.c_str(), (long long)r.train_points, r.coarse_seconds, r.rest_seconds,
-                r.add_seconds, r.train_seconds() + r.add_seconds);
+    std::printf("| %s | %s | %llu | %lld | %.1f | %.1f | %.1f | %.1f |", r.factory.c_str(),
+                r.trainer.c_str(), (unsigned long long)r.seed, (long long)r.train_points,
+                r.coarse_seconds, r.rest_seconds, r.add_seconds, r.train_seconds() + r.add_seconds);
     for (const auto& [nprobe, rec] : r.recall) std::printf(" %.4f |", rec);
-    std::printf("\n");
+    std::printf(" %.3f | %.3f | %.0f |\n", r.mse, r.imbalance, r.scanned8);
+  }
+  if (a.seeds > 1) {
+    // Means over seeds, per factory and trainer.
+    std::printf("\n| index | trainer | seeds | mean train+add s |");
+    for (int nprobe : kNprobes) std::printf(" mean R@10 nprobe=%d |", nprobe);
+    std::printf(" mean MSE |\n|---|---|---|---|---|---|---|---|\n");
+    for (size_t i = 0; i < results.size(); ++i) {
+      bool first = true;
+      for (size_t j = 0; j < i; ++j)
+        first &=
+            !(results[j].factory == results[i].factory && results[j].trainer == results[i].trainer);
+      if (!first) continue;
+      double t = 0, mse = 0;
+      std::vector<double> rec(std::size(kNprobes), 0.0);
+      int cnt = 0;
+      for (const Result& r : results) {
+        if (r.factory != results[i].factory || r.trainer != results[i].trainer) continue;
+        ++cnt;
+        t += r.train_seconds() + r.add_seconds;
+        mse += r.mse;
+        for (size_t p = 0; p < rec.size(); ++p) rec[p] += r.recall[p].second;
+      }
+      std::printf("| %s | %s | %d | %.1f |", results[i].factory.c_str(), results[i].trainer.c_str(),
+                  cnt, t / cnt);
+      for (double v : rec) std::printf(" %.4f |", v / cnt);
+      std::printf(" %.3f |\n", mse / cnt);
+    }
   }
 
   std::ofstream js(a.json);
@@ -209,9 +283,10 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
     js << (i ? "," : "") << "{\"factory\":\"" << r.factory << "\",\"trainer\":\"" << r.trainer
-       << "\",\"kmeans_points\":" << r.train_points << ",\"coarse_seconds\":" << r.coarse_seconds
-       << ",\"rest_seconds\":" << r.rest_seconds << ",\"add_seconds\":" << r.add_seconds
-       << ",\"recall_at_10\":{";
+       << "\",\"seed\":" << r.seed << ",\"mse\":" << r.mse << ",\"imbalance\":" << r.imbalance
+       << ",\"scanned_per_query_nprobe8\":" << r.scanned8 << ",\"kmeans_points\":" << r.train_points
+       << ",\"coarse_seconds\":" << r.coarse_seconds << ",\"rest_seconds\":" << r.rest_seconds
+       << ",\"add_seconds\":" << r.add_seconds << ",\"recall_at_10\":{";
     for (size_t j = 0; j < r.recall.size(); ++j)
       js << (j ? "," : "") << "\"" << r.recall[j].first << "\":" << r.recall[j].second;
     js << "}}";
