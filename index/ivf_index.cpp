@@ -23,13 +23,14 @@
 #include <unordered_set>
 
 #include "flashkm/index.h"
+#include "index/add_profile.h"
 #include "index/keys.h"
 #include "index/list_cache.h"
-#include "index/pq_encoder.h"
 #include "index/rocksdb_invlists.h"
 #include "index/store.h"
 #include "index/trainer.h"
 #include "manifest.pb.h"
+#include "plugin/pq_encoder.h"
 
 namespace flashkm {
 
@@ -171,7 +172,7 @@ struct Generation {
   // Assigns added vectors to lists with flashkm's exact assignment (ties: lowest list), the
   // same rule the k-means that made the centroids used.
   std::unique_ptr<KMeans> assigner;
-  std::unique_ptr<index::PQEncoder> pq_encoder;  // null: faiss's encode_vectors
+  std::unique_ptr<plugin::PQEncoder> pq_encoder;  // null: faiss's encode_vectors
   std::shared_ptr<ListCache> cache;
   std::shared_ptr<const std::vector<uint64_t>> versions;  // guarded by Impl::state_mu
   std::mutex pool_mu;
@@ -256,7 +257,7 @@ struct IvfIndex::Impl {
         m.metric().c_str(), ivf->d, ivf->nlist, ivf->code_size, int(ivf->metric_type));
     FLASHKM_THROW_IF_NOT(ivf->is_trained, "%s: stored faiss parameters are untrained", dir.c_str());
     g->assigner = make_assigner(*ivf);
-    g->pq_encoder = index::PQEncoder::make(*ivf);
+    g->pq_encoder = plugin::PQEncoder::make(*ivf);
     g->cache = std::make_shared<ListCache>(options.list_cache_bytes);
     g->versions = std::make_shared<std::vector<uint64_t>>(ivf->nlist, 0);
     return g;
@@ -330,20 +331,25 @@ struct IvfIndex::Impl {
 
   // Assigns and encodes n vectors with the generation's template (writer only).
   void encode(const Generation& g, int64_t n, const float* x,
-              std::vector<faiss::Index::idx_t>* lists, std::vector<uint8_t>* codes) const {
+              std::vector<faiss::Index::idx_t>* lists, std::vector<uint8_t>* codes,
+              index::AddProfile* prof = nullptr) const {
+    auto t0 = Clock::now();
     lists->resize(n);
     codes->resize(size_t(n) * g.templ->code_size);
     std::vector<int32_t> labels(n);
     g.assigner->assign(n, x, labels.data());
     std::copy(labels.begin(), labels.end(), lists->begin());
+    if (prof) prof->assign_s += seconds_since(t0);
+    t0 = Clock::now();
     if (g.pq_encoder) {
       g.pq_encoder->encode(n, x, lists->data(), codes->data());
-      return;
+    } else {
+      faiss_call(dir, "encode vectors", [&] {
+        g.templ->encode_vectors(n, x, lists->data(), codes->data());
+        return 0;
+      });
     }
-    faiss_call(dir, "encode vectors", [&] {
-      g.templ->encode_vectors(n, x, lists->data(), codes->data());
-      return 0;
-    });
+    if (prof) prof->encode_s += seconds_since(t0);
   }
 
   // Looks up the current list of each id (-1 when absent), as of the latest state.
@@ -385,6 +391,8 @@ struct IvfIndex::Impl {
   // add (replace = false) and upsert (replace = true).
   int64_t write_vectors(int64_t n, const float* x, const int64_t* ids_in, bool replace) {
     const char* what = replace ? "upsert" : "add";
+    auto t_call = Clock::now();
+    index::AddProfile prof;
     require_writable(what);
     std::lock_guard<std::mutex> wlock(write_mu);
     FLASHKM_THROW_IF_NOT(gen != nullptr, "%s: %s before train(): the index is not trained",
@@ -416,7 +424,8 @@ struct IvfIndex::Impl {
     }
     std::vector<faiss::Index::idx_t> lists;
     std::vector<uint8_t> codes;
-    encode(g, n, x, &lists, &codes);
+    encode(g, n, x, &lists, &codes, &prof);
+    auto t_build = Clock::now();
 
     const size_t cs = g.templ->code_size;
     // Each column family's puts go in key order: RocksDB inserts a batch into its memtables in
@@ -475,7 +484,14 @@ struct IvfIndex::Impl {
     m.set_next_id(std::max(m.next_id(), max_id + 1));
     m.set_write_count(m.write_count() + 1);
     put_manifest(&batch, m);
+    prof.build_s = seconds_since(t_build);
+    auto t_write = Clock::now();
     commit(&batch, m, std::move(new_sizes), touched);
+    prof.write_s = seconds_since(t_write);
+    prof.calls = 1;
+    prof.vectors = n;
+    prof.total_s = seconds_since(t_call);
+    index::record_add(prof);
     return n ? ids[0] : m.next_id();
   }
 
@@ -561,7 +577,7 @@ struct IvfIndex::Impl {
     Generation tmp;
     tmp.templ = std::move(templ);
     tmp.assigner = make_assigner(*tmp.templ);
-    tmp.pq_encoder = index::PQEncoder::make(*tmp.templ);
+    tmp.pq_encoder = plugin::PQEncoder::make(*tmp.templ);
     auto flush = [&] {
       int64_t n = int64_t(ids.size());
       if (n == 0) return;

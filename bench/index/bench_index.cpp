@@ -27,6 +27,7 @@
 
 #include "flashkm/index.h"
 #include "flashkm/io.h"
+#include "index/add_profile.h"
 
 namespace {
 
@@ -41,6 +42,10 @@ struct Args {
   // Hamming filtering (unused by these searches) and costs minutes on a small machine.
   std::vector<std::string> codes = {"Flat", "PQ16np"};
   int iters = 10;
+  int64_t batch = 100000;    // vectors per add() call (one atomic WriteBatch each)
+  int64_t train_points = 0;  // 0: train on all n points
+  bool search = true;
+  std::string trained_cache;  // reuse trained, empty indexes kept here (<cache>-<codes>)
   std::string dir = "/tmp/flashkm-bench-index";
   std::string json = "bench_index.json";
 };
@@ -57,6 +62,14 @@ Args parse(int argc, char** argv) {
       a.nq = std::atoll(v.c_str());
     else if (k == "--nlist")
       a.nlist = std::atoll(v.c_str());
+    else if (k == "--batch")
+      a.batch = std::atoll(v.c_str());
+    else if (k == "--train-points")
+      a.train_points = std::atoll(v.c_str());
+    else if (k == "--search")
+      a.search = std::atoi(v.c_str()) != 0;
+    else if (k == "--trained-cache")
+      a.trained_cache = v;
     else if (k == "--iters")
       a.iters = std::atoi(v.c_str());
     else if (k == "--dir")
@@ -107,7 +120,7 @@ int main(int argc, char** argv) {
   std::vector<float> gt_d(a.nq * k);
   std::vector<int64_t> gt(a.nq * k);
   faiss::float_maxheap_array_t heaps = {size_t(a.nq), size_t(k), gt.data(), gt_d.data()};
-  faiss::knn_L2sqr(xq, xb, size_t(a.d), size_t(a.nq), size_t(a.n), &heaps);
+  if (a.search) faiss::knn_L2sqr(xq, xb, size_t(a.d), size_t(a.nq), size_t(a.n), &heaps);
   std::printf("ground truth: %.1f s\n", since(t));
 
   std::vector<Row> rows;
@@ -120,29 +133,47 @@ int main(int argc, char** argv) {
     std::filesystem::remove_all(dir);
     flashkm::IvfTrainParams tp;
     tp.kmeans.max_iter = a.iters;
+    tp.max_train_points = a.train_points;
 
     t = Clock::now();
-    auto idx = flashkm::IvfIndex::create(dir, a.d, factory);
-    idx->train(a.n, xb, tp);
+    std::unique_ptr<flashkm::IvfIndex> idx;
+    std::string cached = a.trained_cache.empty() ? "" : a.trained_cache + "-" + a.codes[ci];
+    if (!cached.empty() && std::filesystem::exists(cached)) {
+      std::filesystem::copy(cached, dir, std::filesystem::copy_options::recursive);
+      idx = flashkm::IvfIndex::open(dir);
+      std::printf("\n%s: trained index copied from %s\n", factory.c_str(), cached.c_str());
+    } else {
+      idx = flashkm::IvfIndex::create(dir, a.d, factory);
+      idx->train(a.n, xb, tp);
+      if (!cached.empty()) {
+        idx.reset();
+        std::filesystem::copy(dir, cached, std::filesystem::copy_options::recursive);
+        idx = flashkm::IvfIndex::open(dir);
+      }
+    }
     double train_s = since(t);
     flashkm::IvfIndexInfo info = idx->info();
 
-    const int64_t batch = 100000;
+    flashkm::index::reset_add_profile();
     t = Clock::now();
-    for (int64_t b = 0; b < a.n; b += batch) idx->add(std::min(batch, a.n - b), xb + b * a.d);
+    for (int64_t b = 0; b < a.n; b += a.batch) {
+      idx->add(std::min(a.batch, a.n - b), xb + b * a.d);
+    }
     double add_s = since(t);
+    flashkm::index::AddProfile ap = flashkm::index::add_profile();
 
     // The in-memory twin: same quantizer, codes and id-ordered lists, via a stock faiss file.
+    // Skipped with --search 0 (add throughput only).
     std::string file = dir + ".faiss";
-    t = Clock::now();
-    idx->export_faiss(file);
-    double export_s = since(t);
-    std::unique_ptr<faiss::IndexIVF> mem(
-        dynamic_cast<faiss::IndexIVF*>(faiss::read_index(file.c_str())));
-    std::filesystem::remove(file);
-    // In-memory add throughput for reference: faiss's own add into an emptied copy.
-    double mem_add_s = 0;
-    {
+    double export_s = 0, mem_add_s = 0;
+    std::unique_ptr<faiss::IndexIVF> mem;
+    if (a.search) {
+      t = Clock::now();
+      idx->export_faiss(file);
+      export_s = since(t);
+      mem.reset(dynamic_cast<faiss::IndexIVF*>(faiss::read_index(file.c_str())));
+      std::filesystem::remove(file);
+      // In-memory add throughput for reference: faiss's own add into an emptied copy.
       std::unique_ptr<faiss::IndexIVF> twin(
           dynamic_cast<faiss::IndexIVF*>(faiss::clone_index(mem.get())));
       twin->reset();
@@ -155,13 +186,29 @@ int main(int argc, char** argv) {
         "\n%s: train %.1f s (%d iterations, k-means %.1f s), add %.1f s (%.0f vectors/s "
         "to RocksDB; in-memory faiss add %.0f vectors/s), export %.1f s\n",
         factory.c_str(), train_s, info.iterations, info.train_seconds, add_s, double(a.n) / add_s,
-        double(a.n) / mem_add_s, export_s);
-    json += std::string(ci ? "," : "") + "{\"factory\":\"" + factory +
-            "\",\"train_s\":" + std::to_string(train_s) + ",\"add_s\":" + std::to_string(add_s) +
-            ",\"add_per_s\":" + std::to_string(double(a.n) / add_s) +
-            ",\"memory_add_per_s\":" + std::to_string(double(a.n) / mem_add_s) + ",\"search\":[";
+        mem_add_s > 0 ? double(a.n) / mem_add_s : 0.0, export_s);
+    // Stages of IvfIndex::add, per call of a.batch vectors (index/add_profile.h). encode is
+    // the time the caller waits for codes; build is the batch serialisation left over after
+    // what overlaps the encoding; write is DB::Write (log + memtables).
+    const double per = ap.calls ? 1.0 / double(ap.calls) : 0;
+    std::printf(
+        "  add stages, mean per call of %lld vectors: assign %.3f s, encode %.3f s, build %.3f "
+        "s, write %.3f s, other %.3f s, total %.3f s\n",
+        (long long)a.batch, ap.assign_s * per, ap.encode_s * per, ap.build_s * per,
+        ap.write_s * per, (ap.total_s - ap.assign_s - ap.encode_s - ap.build_s - ap.write_s) * per,
+        ap.total_s * per);
+    json +=
+        std::string(ci ? "," : "") + "{\"factory\":\"" + factory +
+        "\",\"train_s\":" + std::to_string(train_s) + ",\"add_s\":" + std::to_string(add_s) +
+        ",\"add_per_s\":" + std::to_string(double(a.n) / add_s) +
+        ",\"memory_add_per_s\":" + std::to_string(mem_add_s > 0 ? double(a.n) / mem_add_s : 0.0) +
+        ",\"add_batch\":" + std::to_string(a.batch) +
+        ",\"add_stage_s\":{\"assign\":" + std::to_string(ap.assign_s) +
+        ",\"encode\":" + std::to_string(ap.encode_s) + ",\"build\":" + std::to_string(ap.build_s) +
+        ",\"write\":" + std::to_string(ap.write_s) + ",\"total\":" + std::to_string(ap.total_s) +
+        "},\"search\":[";
     bool first = true;
-    for (int nprobe : {8, 32}) {
+    for (int nprobe : a.search ? std::vector<int>{8, 32} : std::vector<int>{}) {
       for (int which = 0; which < 2; ++which) {
         std::vector<float> dist(a.nq * k);
         std::vector<int64_t> labels(a.nq * k);
