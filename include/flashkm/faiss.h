@@ -54,6 +54,12 @@ struct IVFTrainParams {
   Init init = Init::Random;           ///< Random draws the points faiss::Clustering would draw
   std::vector<float> init_centroids;  ///< nlist x d_ivf, required when init == Init::Given
   uint64_t seed = 1234;               ///< faiss's default ClusteringParameters::seed
+  /// IndexIVFPQ: faiss trains the PQ codebooks with its own k-means loop (on its subsample of
+  /// residuals, ProductQuantizer::cp), and by default each of its assignment steps is
+  /// flashkm's exact one (ProductQuantizer::assign_index = a FlashAssignIndex, for the
+  /// duration of train only). false: faiss's assignment (float32 BLAS, with its near-tie
+  /// errors; slower for the short sub-vectors of PQ).
+  bool flash_codebooks = true;
   ExecOptions exec;
 };
 
