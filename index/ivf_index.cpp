@@ -45,6 +45,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// An add's WriteBatch buffer is kept for the next add up to this size (about 400k vectors of
+// 128 floats); larger ones are freed after their commit.
+constexpr size_t kKeepBatchBytes = size_t(256) << 20;
+
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
@@ -172,6 +176,7 @@ struct Generation {
   // Assigns added vectors to lists with flashkm's exact assignment (ties: lowest list), the
   // same rule the k-means that made the centroids used.
   std::unique_ptr<KMeans> assigner;
+  mutable std::mutex assign_mu;  // KMeans is not safe for concurrent calls; adds may overlap
   std::unique_ptr<plugin::PQEncoder> pq_encoder;  // null: faiss's encode_vectors
   std::shared_ptr<ListCache> cache;
   std::shared_ptr<const std::vector<uint64_t>> versions;  // guarded by Impl::state_mu
@@ -199,7 +204,10 @@ struct IvfIndex::Impl {
   std::unique_ptr<Store> store;
   Metric metric = Metric::L2;
 
-  std::mutex write_mu;                 // one writer at a time
+  std::mutex write_mu;  // one writer at a time
+  // The batch of add/upsert, guarded by write_mu. Reused so that its buffer (tens of MB per
+  // 100k vectors) is not faulted in afresh on every call; see kKeepBatchBytes.
+  rocksdb::WriteBatch add_batch;
   mutable std::shared_mutex state_mu;  // exclusive around commits; shared to take a view
   proto::Manifest manifest;            // guarded by state_mu
   std::shared_ptr<Generation> gen;     // guarded by state_mu; null while untrained
@@ -337,7 +345,10 @@ struct IvfIndex::Impl {
     lists->resize(n);
     codes->resize(size_t(n) * g.templ->code_size);
     std::vector<int32_t> labels(n);
-    g.assigner->assign(n, x, labels.data());
+    {
+      std::lock_guard<std::mutex> lock(g.assign_mu);
+      g.assigner->assign(n, x, labels.data());
+    }
     std::copy(labels.begin(), labels.end(), lists->begin());
     if (prof) prof->assign_s += seconds_since(t0);
     t0 = Clock::now();
@@ -388,25 +399,45 @@ struct IvfIndex::Impl {
     }
   }
 
+  // The generation writes go to (null while untrained).
+  std::shared_ptr<Generation> current_generation() const {
+    std::shared_lock<std::shared_mutex> lock(state_mu);
+    return gen;
+  }
+
   // add (replace = false) and upsert (replace = true).
+  //
+  // Assignment and codes depend only on the generation, so they are computed before taking
+  // the writer lock: when several threads add, one call encodes while another commits (the
+  // commit, a single-threaded DB::Write, would otherwise leave the other cores idle). Each call
+  // still returns only once its own batch is durable. A re-clustering that lands in between
+  // is noticed under the lock and the vectors are encoded again for the new generation.
   int64_t write_vectors(int64_t n, const float* x, const int64_t* ids_in, bool replace) {
     const char* what = replace ? "upsert" : "add";
     auto t_call = Clock::now();
     index::AddProfile prof;
     require_writable(what);
-    std::lock_guard<std::mutex> wlock(write_mu);
-    FLASHKM_THROW_IF_NOT(gen != nullptr, "%s: %s before train(): the index is not trained",
+    std::shared_ptr<Generation> encoded_for = current_generation();
+    FLASHKM_THROW_IF_NOT(encoded_for != nullptr, "%s: %s before train(): the index is not trained",
                          dir.c_str(), what);
-    const int64_t d = manifest.d();
+    const int64_t d = encoded_for->templ->d;
     check_finite(n, d, x, what);
+    if (ids_in) check_ids(n, ids_in, what);
+    std::vector<faiss::Index::idx_t> lists;
+    std::vector<uint8_t> codes;
+    if (n > 0) encode(*encoded_for, n, x, &lists, &codes, &prof);
+
+    std::lock_guard<std::mutex> wlock(write_mu);
     if (n == 0) return manifest.next_id();
+    FLASHKM_THROW_IF_NOT(gen != nullptr, "%s: %s: the index was closed", dir.c_str(), what);
+    if (gen != encoded_for) encode(*gen, n, x, &lists, &codes, &prof);
     Generation& g = *gen;
+    auto t_build = Clock::now();
     proto::Manifest m = manifest;
 
     std::vector<int64_t> ids(n);
     if (ids_in) {
       std::copy(ids_in, ids_in + n, ids.begin());
-      check_ids(n, ids.data(), what);
     } else {
       std::iota(ids.begin(), ids.end(), m.next_id());
     }
@@ -422,22 +453,18 @@ struct IvfIndex::Impl {
         }
       }
     }
-    std::vector<faiss::Index::idx_t> lists;
-    std::vector<uint8_t> codes;
-    encode(g, n, x, &lists, &codes, &prof);
-    auto t_build = Clock::now();
-
     const size_t cs = g.templ->code_size;
     // Each column family's puts go in key order: RocksDB inserts a batch into its memtables in
     // batch order, and sorted inserts reuse the skiplist's search path (several times faster
-    // than the same entries in random order). Reserving the batch avoids regrowing it.
+    // than the same entries in random order).
     std::vector<int64_t> by_id(n), by_list(n);
     std::iota(by_id.begin(), by_id.end(), 0);
     std::sort(by_id.begin(), by_id.end(), [&](int64_t a, int64_t b) { return ids[a] < ids[b]; });
     by_list = by_id;
     std::stable_sort(by_list.begin(), by_list.end(),
                      [&](int64_t a, int64_t b) { return lists[a] < lists[b]; });
-    rocksdb::WriteBatch batch(size_t(n) * (cs + sizeof(float) * d + 80) + 4096);
+    rocksdb::WriteBatch& batch = add_batch;
+    batch.Clear();  // keeps the buffer
     std::vector<int64_t> new_sizes = sizes;
     std::vector<char> touched_flag(new_sizes.size(), 0);
     auto cf_lists = g.cfs.lists.get(), cf_idmap = g.cfs.idmap.get(), cf_vec = store->vectors();
@@ -488,6 +515,7 @@ struct IvfIndex::Impl {
     auto t_write = Clock::now();
     commit(&batch, m, std::move(new_sizes), touched);
     prof.write_s = seconds_since(t_write);
+    if (batch.GetDataSize() > kKeepBatchBytes) batch = rocksdb::WriteBatch();
     prof.calls = 1;
     prof.vectors = n;
     prof.total_s = seconds_since(t_call);
