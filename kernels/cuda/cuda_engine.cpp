@@ -170,8 +170,8 @@ class CudaEngine final : public Engine {
     cudaDeviceProp prop;
     FLASHKM_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
     sm_count_ = prop.multiProcessorCount;
-    math_ = select_math(prop.major);
-    const bool mma = math_ == AssignMath::Fp16Mma;
+    math_ = select_math(prop.major, prop.minor);
+    const bool mma = math_ != AssignMath::Ffma;
     if (mma) {
       mma_shape_ = select_mma_shape(k, p.tiles);
     } else {
@@ -185,13 +185,17 @@ class CudaEngine final : public Engine {
     std::vector<double> shift =
         p.metric == Metric::L2 ? column_mean(n, d, x) : std::vector<double>(d, 0.0);
     if (mma) x_scale_exp_ = mma_scale_exp(max_abs_centred(n, d, x, shift));
-    FLASHKM_CUDA_CHECK(
-        cudaMemcpy(shift_.get(), shift.data(), sizeof(double) * d, cudaMemcpyHostToDevice));
+    // Copies go on the compute stream, ordered before the kernels that read them: a plain
+    // cudaMemcpy from pageable memory may return before its DMA lands, and the non-blocking
+    // compute stream does not wait for it (the last rows of x were then read stale, now and
+    // then: wrong fast values, and with them wrongly certified labels).
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(shift_.get(), shift.data(), sizeof(double) * d,
+                                       cudaMemcpyHostToDevice, res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(labels_.get(), 0xff, sizeof(int) * n, res_.compute));
     fill_iota(ids_in_.get(), chunk_rows_, res_.compute);
     if (resident_) {
-      FLASHKM_CUDA_CHECK(
-          cudaMemcpy(x_dev_.get(), x, sizeof(float) * n * d, cudaMemcpyHostToDevice));
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(x_dev_.get(), x, sizeof(float) * n * d,
+                                         cudaMemcpyHostToDevice, res_.compute));
       row_norms(x_dev_.get(), n, int(d), shift_.get(), xnorm_.get(), res_.compute);
       if (mma)
         split_rows(x_dev_.get(), n, int(d), shift_.get(), int(dpad_), x_scale_exp_, x16_hi_.get(),
@@ -199,10 +203,10 @@ class CudaEngine final : public Engine {
     }
     res_.sync();
     if (p.verbose)
-      std::fprintf(
-          stderr, "flashkm cuda: %s, %s data (%lld rows a chunk), %.1f MB of device memory\n",
-          mma ? "3xfp16 tensor-core pass" : "fp32 FFMA pass", resident_ ? "resident" : "streamed",
-          (long long)chunk_rows_, double(res_.device_bytes) / 1e6);
+      std::fprintf(stderr,
+                   "flashkm cuda: %s, %s data (%lld rows a chunk), %.1f MB of device memory\n",
+                   pass_name(), resident_ ? "resident" : "streamed", (long long)chunk_rows_,
+                   double(res_.device_bytes) / 1e6);
   }
 
   void set_centroids(const float* centroids) override {
@@ -211,7 +215,7 @@ class CudaEngine final : public Engine {
     prepare_centroids(c_raw_.get(), shift_.get(), int(k_), int(d_), int(kpad_), params_.metric,
                       c_shifted_t_.get(), c_beta_.get(), c_raw_t_.get(), c_norm_sq_.get(),
                       c_max_norm_.get(), res_.compute);
-    if (math_ == AssignMath::Fp16Mma)
+    if (math_ != AssignMath::Ffma)
       split_centroids(centroids_view(), int(dpad_), c_max_abs_.get(), c_scale_exp_.get(),
                       c16_hi_.get(), c16_lo_.get(), res_.compute);
     have_centroids_ = true;
@@ -221,7 +225,7 @@ class CudaEngine final : public Engine {
     FLASHKM_THROW_IF_NOT(have_centroids_, "CUDA engine: assign() called before set_centroids()");
     const bool certify = params_.precision == Precision::Exact;
     if (distances && !dist_.get()) dist_.allocate(chunk_rows_, &res_.device_bytes);
-    const bool mma = math_ == AssignMath::Fp16Mma;
+    const bool mma = math_ != AssignMath::Ffma;
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(fix_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(changed_.get(), 0, sizeof(int) * nchunks_, res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(win_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
@@ -262,7 +266,11 @@ class CudaEngine final : public Engine {
         cs.hi = c16_hi_.get();
         cs.lo = c16_lo_.get();
         cs.scale_exp = c_scale_exp_.get();
-        launch_mma_assign(mma_shape_, a, xs, cs, res_.compute);
+        if (math_ == AssignMath::Fp16Wgmma) {
+          launch_wgmma_assign(mma_shape_, a, xs, cs, res_.compute);
+        } else {
+          launch_mma_assign(mma_shape_, a, xs, cs, res_.compute);
+        }
       } else {
         launch_flash_assign(shape_, a, res_.compute);
       }
@@ -307,10 +315,10 @@ class CudaEngine final : public Engine {
     }
     if (params_.verbose)
       std::fprintf(stderr,
-                   "flashkm cuda assign: %s pass, %lld of %lld rows recomputed in float64 "
+                   "flashkm cuda assign: %s, %lld of %lld rows recomputed in float64 "
                    "(%lld over their <= %d candidates, the rest over all k)\n",
-                   mma ? "3xfp16 tensor-core" : "fp32 FFMA", (long long)out.fixups, (long long)n_,
-                   (long long)window_fixups, kTop);
+                   pass_name(), (long long)out.fixups, (long long)n_, (long long)window_fixups,
+                   kTop);
     return out;
   }
 
@@ -343,11 +351,22 @@ class CudaEngine final : public Engine {
   }
 
  private:
+  const char* pass_name() const {
+    switch (math_) {
+      case AssignMath::Fp16Wgmma:
+        return "3xfp16 tensor-core pass (wgmma)";
+      case AssignMath::Fp16Mma:
+        return "3xfp16 tensor-core pass (mma.sync)";
+      default:
+        return "fp32 FFMA pass";
+    }
+  }
+
   // Resident when the data (x and its row norms) fits the budget; otherwise chunks of a
   // multiple of kReduceBlock rows, two staged at a time.
   void plan_memory(size_t user_budget) {
     // Per row: x, its norm, and for the tensor-core pass its fp16 hi / lo split.
-    const size_t split_bytes = math_ == AssignMath::Fp16Mma ? 2 * sizeof(uint16_t) * dpad_ : 0;
+    const size_t split_bytes = math_ != AssignMath::Ffma ? 2 * sizeof(uint16_t) * dpad_ : 0;
     const size_t row_bytes = sizeof(float) * d_ + sizeof(double) + split_bytes;
     size_t budget = user_budget;
     if (budget == 0) {
@@ -402,7 +421,7 @@ class CudaEngine final : public Engine {
     means_dev_.allocate(k_ * d_, b);
     means_host_.allocate(k_ * d_);
     counts_host_.allocate(k_);
-    if (math_ == AssignMath::Fp16Mma) {
+    if (math_ != AssignMath::Ffma) {
       x16_hi_.allocate(chunk_rows_ * dpad_, b);
       x16_lo_.allocate(chunk_rows_ * dpad_, b);
       c16_hi_.allocate(kpad_ * dpad_, b);

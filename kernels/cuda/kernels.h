@@ -109,6 +109,12 @@ void split_centroids(const DeviceCentroids& c, int dpad, float* max_abs, int* sc
 void launch_mma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
                        const SplitCentroids& cs, cudaStream_t stream);
 
+/// launch_mma_assign on Hopper's warpgroup mma (wgmma, sm_90a code: compute capability 9.0
+/// only): the same shapes, values, bound and outputs, operands read from shared memory by
+/// the tensor cores.
+void launch_wgmma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
+                         const SplitCentroids& cs, cudaStream_t stream);
+
 /// Recomputes the rows of fix_list with the float64 formula over all k centroids, and the
 /// rows of win_list over their candidates only.
 void launch_fixup(const AssignArgs& a, int sm_count, cudaStream_t stream);

@@ -25,13 +25,16 @@ int select_assign_shape(int cc_major, long long k, const TileConfig& user) {
   return cc_major == 9 ? 0 : 1;
 }
 
-AssignMath select_math(int cc_major) {
+AssignMath select_math(int cc_major, int cc_minor) {
+  const AssignMath tensor =
+      cc_major == 9 && cc_minor == 0 ? AssignMath::Fp16Wgmma : AssignMath::Fp16Mma;
   if (const char* env = std::getenv("FLASHKM_CUDA_MATH")) {
     if (std::strcmp(env, "ffma") == 0) return AssignMath::Ffma;
-    if (std::strcmp(env, "fp16") == 0) return AssignMath::Fp16Mma;
-    FLASHKM_THROW("FLASHKM_CUDA_MATH=%s: expected ffma or fp16", env);
+    if (std::strcmp(env, "fp16") == 0) return tensor;
+    if (std::strcmp(env, "fp16-sync") == 0) return AssignMath::Fp16Mma;
+    FLASHKM_THROW("FLASHKM_CUDA_MATH=%s: expected ffma, fp16 or fp16-sync", env);
   }
-  return cc_major >= 8 ? AssignMath::Fp16Mma : AssignMath::Ffma;
+  return cc_major >= 8 ? tensor : AssignMath::Ffma;
 }
 
 int select_mma_shape(long long k, const TileConfig& user) {

@@ -38,8 +38,9 @@ constexpr int kNumAssignShapes = sizeof(kAssignShapes) / sizeof(kAssignShapes[0]
 
 /// Arithmetic of the first assignment pass.
 enum class AssignMath {
-  Ffma,     ///< fp32 CUDA cores: the CPU's exact fmaf chain
-  Fp16Mma,  ///< fp16 tensor cores, three products (Exact) or one (Fast)
+  Ffma,       ///< fp32 CUDA cores: the CPU's exact fmaf chain
+  Fp16Mma,    ///< fp16 tensor cores through mma.sync, three products (Exact) or one (Fast)
+  Fp16Wgmma,  ///< the same products through Hopper's wgmma (compute capability 9.0 only)
 };
 
 /// One compiled tensor-core shape: a block of warps_m x warps_n warps owns `rows` points and
@@ -60,10 +61,11 @@ constexpr MmaTiles kMmaShapes[] = {
 };
 constexpr int kNumMmaShapes = sizeof(kMmaShapes) / sizeof(kMmaShapes[0]);
 
-/// FFMA unless the device has tensor cores for fp16 mma.sync (sm_80 and later); the
-/// environment variable FLASHKM_CUDA_MATH=ffma|fp16 overrides it (tests and benchmarks
-/// compare both; results other than the fix-up count are identical).
-AssignMath select_math(int cc_major);
+/// wgmma on compute capability 9.0, mma.sync on other devices with fp16 tensor cores (sm_80
+/// and later), else FFMA. The environment variable FLASHKM_CUDA_MATH overrides it: ffma,
+/// fp16 (the device's best tensor-core pass), fp16-sync (mma.sync). Tests and benchmarks
+/// compare them; results other than the fix-up count are identical.
+AssignMath select_math(int cc_major, int cc_minor);
 
 /// Like select_assign_shape, for the tensor-core shapes.
 int select_mma_shape(long long k, const TileConfig& user);

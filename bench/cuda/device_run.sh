@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# One call on the lent GPU machine: the steps named on the command line, in order, each
+# writing its log under $OUT. Run from the repository root with build-cuda's test_cuda and
+# bench_kmeans_cuda and .devrt (bench/NOTES-cuda.md: pack-device-runtime.sh) carried.
+#   sass      HGMMA / HMMA counts per kernel of test_cuda (is the wgmma pass really wgmma?)
+#   tests     test_cuda (GTEST_FILTER narrows it)
+#   ab        same-machine A/B of the tensor-core passes: FLASHKM_CUDA_MATH=fp16-sync (mma.sync)
+#             against fp16 (wgmma), Exact and Fast, on $SHAPES, twice in alternating order
+#   bench     the issue's four shapes, Exact and Fast, with the default pass (--verbose)
+#   sanitize  compute-sanitizer memcheck on all tests, racecheck on a subset
+set -u
+OUT=${OUT:-/tmp/flashkm-out}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=$PWD/.devrt/lib:${LD_LIBRARY_PATH:-}
+T=build-cuda/tests/cuda/test_cuda
+B=build-cuda/bench/cuda/bench_kmeans_cuda
+SHAPES=${SHAPES:-1000000x128x1024,1000000x768x1024}
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader
+
+row() {  # the table rows of one bench run, tagged
+  grep -E '^ +[0-9]+ +[0-9]+ +[0-9]+ \|' "$2" | sed "s/^/$1 /" | sort -u | tee -a "$OUT/summary.txt"
+}
+
+for step in "$@"; do
+  echo "== $step $(date -u +%T)"
+  case $step in
+    sass)
+      cuobjdump -sass "$T" | awk '/Function :/{f=$3} /HGMMA/{g[f]++} /HMMA/{h[f]++}
+        END{for (k in g) print "HGMMA", g[k], k; for (k in h) print "HMMA", h[k], k}' |
+        sed 's/_ZN7flashkm6detail4cuda[0-9A-Za-z_]*_cu_[0-9a-f]*//' | tee "$OUT/sass.txt"
+      ;;
+    tests)
+      timeout 400 "$T" --gtest_brief=1 ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} \
+        >"$OUT/tests.log" 2>&1
+      echo "test_cuda exit $?"
+      grep -E '^\[  (PASSED|FAILED)|FAILED|Failure|error' "$OUT/tests.log" | head -30
+      ;;
+    ab)
+      # $AB: variants "math[:stream]" (stream: FLASHKM_CUDA_WGMMA_STREAM=1), run twice, the
+      # second round in reverse order.
+      AB=${AB:-fp16-sync fp16}
+      for round in 1 2; do
+        list=$AB
+        [ "$round" = 2 ] && list=$(echo $AB | tr ' ' '\n' | tac | tr '\n' ' ')
+        for v in $list; do
+          m=${v%%:*}
+          st=0; [ "$v" != "$m" ] && st=1
+          for p in exact fast; do
+            FLASHKM_CUDA_MATH=$m FLASHKM_CUDA_WGMMA_STREAM=$st timeout 250 "$B" --shapes "$SHAPES" \
+              --iters 3 --precision $p --json /dev/null >"$OUT/ab.log.tmp" 2>&1 || echo "bench exit $?"
+            row "r$round $v $p" "$OUT/ab.log.tmp"
+          done
+        done
+      done
+      ;;
+    ncu)
+      # Per-kernel device time of one timed iteration (after the warm-up) on $NCU_SHAPE.
+      for p in ${NCU_PRECISION:-exact}; do
+        timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+          "$B" --shapes "${NCU_SHAPE:-1000000x768x1024}" --iters 1 --precision $p \
+          --json /dev/null >"$OUT/ncu_$p.csv" 2>"$OUT/ncu_$p.err"
+        echo "ncu exit $? ($p)"
+        python3 - "$OUT/ncu_$p.csv" <<'PY'
+import csv, re, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 14 and r[12] == "gpu__time_duration.sum"]
+runs = {}
+for r in rows:  # per kernel name, its launches in order; the later half is the timed iteration
+    name = re.sub(r"<.*", "", r[4].split("(")[0]).split("::")[-1].split(" ")[-1]
+    runs.setdefault(name, []).append(float(r[14].replace(",", "")) * (1e-3 if r[13] == "nsecond" else 1))
+tot = {k: sum(v[len(v) // 2:]) for k, v in runs.items()}
+for k, v in sorted(tot.items(), key=lambda kv: -kv[1]):
+    print(f"{v:10.1f} us  {k} ({len(runs[k])} launches)")
+print(f"{sum(tot.values()):10.1f} us  total")
+PY
+      done
+      ;;
+    bench)
+      for p in exact fast; do
+        timeout 500 "$B" --iters 3 --precision $p --verbose --json "$OUT/bench_$p.json" \
+          >"$OUT/bench_$p.log" 2>&1 || echo "bench exit $?"
+        grep -E 'recomputed' "$OUT/bench_$p.log" | sort | uniq -c | sort -rn | head -8
+        row "final $p" "$OUT/bench_$p.log"
+      done
+      ;;
+    sanitize)
+      timeout 500 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$T" \
+        --gtest_brief=1 >"$OUT/memcheck.log" 2>&1
+      echo "memcheck exit $?"
+      tail -3 "$OUT/memcheck.log"
+      timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 "$T" --gtest_brief=1 \
+        --gtest_filter='*TileShapes*:*Ties*:*Streaming*:*EdgeShapes*:*FastPrecision*:CudaTensor*' \
+        >"$OUT/racecheck.log" 2>&1
+      echo "racecheck exit $?"
+      tail -3 "$OUT/racecheck.log"
+      ;;
+    *) echo "unknown step $step" ;;
+  esac
+done

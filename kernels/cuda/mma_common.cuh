@@ -1,0 +1,59 @@
+// PRIVATE to kernels/cuda: what the two tensor-core passes (mma_assign.cu: mma.sync;
+// wgmma_assign.cu: sm_90a warpgroup mma) share: the certification bound of their three-product
+// values and the cp.async helpers that feed their shared-memory pipelines.
+#pragma once
+
+#include <cuda_runtime.h>
+
+namespace flashkm {
+namespace detail {
+namespace cuda {
+
+// Bound on |fast value - (|x - c|^2 - |x'|^2)| (L2) or |fast value + x.c| (IP) for every
+// centroid of a row, X = |x'|, C = max |c'| (unscaled, float64):
+//  * splitting: with u = 2^-11 and a = 2^-25 / 2^e the absolute rounding of fp16
+//    subnormals, |lo| <= u X + a sqrt(d) =: Lx and the residual v - hi - lo has norm
+//    <= u^2 X + 2 a sqrt(d) =: Rx (same for c), so the three products miss at most
+//    Lx Lc + Rx C + (X + Rx) Rc;
+//  * accumulation: products of fp16 are exact in fp32; each of the 3 * dpad / 16 mma steps
+//    rounds once, assumed within 2^-22 of the running sum of |products| (twice the unit
+//    roundoff: tensor cores may truncate), bounded by (X + Lx + Rx)(C + Lc + Rc);
+//  * then the float32 terms of the FFMA bound: beta's rounding, the final fma's rounding
+//    and the centring (kernels/bounds.h).
+// The 1.01 factor covers second-order terms (relative size <= 2^-10) and the float64
+// evaluation.
+__device__ __forceinline__ double mma_bound(bool ip, int d, int dpad, double X, double C, int ex,
+                                            int ec) {
+  const double u = 4.8828125e-04;             // 2^-11
+  const double u32 = 5.9604644775390625e-08;  // 2^-24
+  const double sd = sqrt(double(d));
+  const double ax = ldexp(2.98023223876953125e-08, -ex);  // 2^-25 unscaled
+  const double ac = ldexp(2.98023223876953125e-08, -ec);
+  const double Lx = u * X + ax * sd, Rx = u * u * X + 2 * ax * sd;
+  const double Lc = u * C + ac * sd, Rc = u * u * C + 2 * ac * sd;
+  const double steps = 3.0 * (dpad / 16);
+  const double dot = Lx * Lc + Rx * C + (X + Rx) * Rc +
+                     steps * 2.384185791015625e-07 * (X + Lx + Rx) * (C + Lc + Rc);
+  double e;
+  if (!ip) {
+    e = 2 * dot + u32 * C * C + u32 * (C * C + 2 * X * C) * 1.01 + 2.01 * u32 * (X + C) * (X + C);
+  } else {
+    e = dot + u32 * X * C * 1.01;
+  }
+  return e * 1.01 + 1e-30;
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int bytes = valid ? 16 : 0;  // 0: fill with zeros, read nothing
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+}  // namespace cuda
+}  // namespace detail
+}  // namespace flashkm
