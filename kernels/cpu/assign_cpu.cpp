@@ -146,6 +146,26 @@ inline void fold_slow(const float* v, int64_t base, RowBest& b) {
   }
 }
 
+// The same fold for the values whose bit is set in mask (bit j: v[j] < b.third when the panel
+// arrived), in ascending j. A value at or above third leaves the state alone, and third only
+// falls during a fold, so skipping the clear bits changes nothing: the result is fold_slow's.
+inline void fold_mask(const float* v, int64_t base, uint32_t mask, RowBest& b) {
+  // Branch-free: which of the three slots a value enters is data-dependent and mispredicts
+  // often when d is small and the fold is a large share of the work.
+  while (mask != 0) {
+    const int j = __builtin_ctz(mask);
+    mask &= mask - 1;
+    const float x = v[j];
+    const int32_t idx = static_cast<int32_t>(base + j);
+    const bool lt1 = x < b.best, lt2 = x < b.second, lt3 = x < b.third;
+    b.third = lt2 ? b.second : (lt3 ? x : b.third);
+    b.second = lt1 ? b.best : (lt2 ? x : b.second);
+    b.index2 = lt1 ? b.index : (lt2 ? idx : b.index2);
+    b.best = lt1 ? x : b.best;
+    b.index = lt1 ? idx : b.index;
+  }
+}
+
 template <int MR>
 __attribute__((target("avx512f,avx512dq,fma"))) void top2_avx512(const float* buf, int64_t rows,
                                                                  const PackedCentroids& pc,
@@ -181,10 +201,13 @@ __attribute__((target("avx512f,avx512dq,fma"))) void top2_avx512(const float* bu
         const __m512 v0 = _mm512_fmadd_ps(alpha, acc0[r], beta0);
         const __m512 v1 = _mm512_fmadd_ps(alpha, acc1[r], beta1);
         RowBest& b = best[rb + r];
-        if (_mm512_reduce_min_ps(_mm512_min_ps(v0, v1)) < b.third) {
+        const __m512 third = _mm512_set1_ps(b.third);
+        const uint32_t mask = uint32_t(_mm512_cmp_ps_mask(v0, third, _CMP_LT_OQ)) |
+                              uint32_t(_mm512_cmp_ps_mask(v1, third, _CMP_LT_OQ)) << 16;
+        if (mask != 0) {
           _mm512_store_ps(spill, v0);
           _mm512_store_ps(spill + 16, v1);
-          fold_slow(spill, c, b);
+          fold_mask(spill, c, mask, b);
         }
       }
     }
@@ -226,15 +249,15 @@ __attribute__((target("avx2,fma"))) void top2_avx2(const float* buf, int64_t row
           if (r >= nr) break;
           const __m256 v0 = _mm256_fmadd_ps(alpha, acc0[r], beta0);
           const __m256 v1 = _mm256_fmadd_ps(alpha, acc1[r], beta1);
-          __m256 m = _mm256_min_ps(v0, v1);
-          m = _mm256_min_ps(m, _mm256_permute2f128_ps(m, m, 1));
-          m = _mm256_min_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
-          m = _mm256_min_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
           RowBest& b = best[rb + r];
-          if (_mm256_cvtss_f32(m) < b.third) {
+          const __m256 third = _mm256_set1_ps(b.third);
+          const uint32_t mask = uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(v0, third, _CMP_LT_OQ))) |
+                                uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(v1, third, _CMP_LT_OQ)))
+                                    << 8;
+          if (mask != 0) {
             _mm256_store_ps(spill, v0);
             _mm256_store_ps(spill + 8, v1);
-            fold_slow<16>(spill, c + h * 16, b);
+            fold_mask(spill, c + h * 16, mask, b);
           }
         }
       }
