@@ -1,7 +1,9 @@
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexPreTransform.h>
 #include <faiss/IndexScalarQuantizer.h>
+#include <faiss/VectorTransform.h>
 #include <faiss/clone_index.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
@@ -99,30 +101,103 @@ rocksdb::Slice bytes_of(const void* p, size_t n) {
   return rocksdb::Slice(static_cast<const char*>(p), n);
 }
 
-// nlist of a factory string "IVF<nlist>[_...],<codes>", or -1 when it is not one.
+// nlist of a factory string "[<pre-transforms>,]IVF<nlist>,<codes>", or -1 when it is not one.
 int64_t factory_nlist(const std::string& factory) {
   std::smatch m;
-  static const std::regex re("^IVF([0-9]+)(,.*)$");
+  static const std::regex re("^(?:[^,]+,)*?IVF([0-9]+)(,.*)$");
   if (!std::regex_match(factory, m, re)) return -1;
   return std::stoll(m[1].str());
 }
 
 std::string factory_with_nlist(const std::string& factory, int64_t nlist) {
-  static const std::regex re("^IVF[0-9]+");
-  return std::regex_replace(factory, re, "IVF" + std::to_string(nlist),
+  static const std::regex re("(^|,)IVF[0-9]+,");
+  return std::regex_replace(factory, re, "$1IVF" + std::to_string(nlist) + ",",
                             std::regex_constants::format_first_only);
 }
 
+// Pre-transforms (OPQ, PCA, ...) in the order faiss applies them; owned.
+using Chain = std::vector<std::unique_ptr<faiss::VectorTransform>>;
+
+// Input dimension of an index made of chain and ivf.
+int64_t input_d(const Chain& chain, const faiss::IndexIVF& ivf) {
+  return chain.empty() ? ivf.d : chain.front()->d_in;
+}
+
+// x (n rows) through the chain, as faiss's IndexPreTransform::apply_chain; x itself when the
+// chain is empty, else a pointer into *buf.
+const float* apply_chain(const Chain& chain, int64_t n, const float* x, std::vector<float>* buf) {
+  const float* cur = x;
+  std::vector<float> next;
+  for (const auto& t : chain) {
+    next.resize(size_t(n) * size_t(t->d_out));
+    t->apply_noalloc(n, cur, next.data());
+    buf->swap(next);
+    cur = buf->data();
+  }
+  return cur;
+}
+
+// Splits a faiss index into its pre-transform chain and the IndexIVF under it (null when it is
+// not [IndexPreTransform of] an IndexIVF); takes ownership of idx.
+std::unique_ptr<faiss::IndexIVF> split_index(std::unique_ptr<faiss::Index> idx, Chain* chain) {
+  chain->clear();
+  if (auto* pt = dynamic_cast<faiss::IndexPreTransform*>(idx.get())) {
+    FLASHKM_ASSERT(pt->own_fields);
+    for (faiss::VectorTransform* t : pt->chain) chain->emplace_back(t);
+    pt->chain.clear();
+    faiss::Index* inner = pt->index;
+    pt->index = nullptr;
+    idx.reset(inner);  // deletes pt, which owns nothing any more
+  }
+  auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx.get());
+  if (ivf == nullptr) return nullptr;
+  idx.release();
+  return std::unique_ptr<faiss::IndexIVF>(ivf);
+}
+
+Chain clone_chain(const std::string& dir, const Chain& chain) {
+  Chain out;
+  for (const auto& t : chain) {
+    faiss::VectorIOWriter w;
+    faiss::VectorIOReader r;
+    faiss_call(dir, "copy a pre-transform", [&] {
+      faiss::write_VectorTransform(t.get(), &w);
+      r.data.swap(w.data);
+      out.emplace_back(faiss::read_VectorTransform(&r));
+      return 0;
+    });
+  }
+  return out;
+}
+
+// ivf behind its chain as one faiss index (borrowing both; own_fields stays false).
+std::unique_ptr<faiss::IndexPreTransform> borrowed_pretransform(const Chain& chain,
+                                                                faiss::IndexIVF* ivf) {
+  auto pt = std::make_unique<faiss::IndexPreTransform>(ivf);
+  pt->own_fields = false;
+  for (const auto& t : chain) pt->chain.push_back(t.get());
+  pt->d = int(input_d(chain, *ivf));
+  return pt;
+}
+
+// The IndexIVF of a factory string; its pre-transforms (untrained) go to *chain, which must be
+// given when the string has any.
 std::unique_ptr<faiss::IndexIVF> ivf_from_factory(const std::string& dir, int64_t d,
-                                                  const std::string& factory, Metric metric) {
+                                                  const std::string& factory, Metric metric,
+                                                  Chain* chain = nullptr) {
   FLASHKM_THROW_IF_NOT(factory_nlist(factory) > 0,
-                       "%s: factory string \"%s\" is not an IVF index, expected \"IVF<nlist>,...\"",
+                       "%s: factory string \"%s\" is not an IVF index, expected "
+                       "\"[<pre-transforms>,]IVF<nlist>,<codes>\"",
                        dir.c_str(), factory.c_str());
   std::unique_ptr<faiss::Index> idx(faiss_call(dir, "build the index from its factory string", [&] {
     return faiss::index_factory(int(d), factory.c_str(), faiss_metric(metric));
   }));
-  auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx.get());
-  FLASHKM_THROW_IF_NOT(ivf != nullptr, "%s: factory string \"%s\" does not give an IndexIVF",
+  Chain local;
+  std::unique_ptr<faiss::IndexIVF> owned = split_index(std::move(idx), chain ? chain : &local);
+  faiss::IndexIVF* ivf = owned.get();
+  FLASHKM_THROW_IF_NOT(ivf != nullptr,
+                       "%s: factory string \"%s\" does not give an IndexIVF (optionally behind "
+                       "pre-transforms such as OPQ or PCA)",
                        dir.c_str(), factory.c_str());
   FLASHKM_THROW_IF_NOT(
       ivf->code_size > 0 && ivf->code_size != faiss::InvertedLists::INVALID_CODE_SIZE,
@@ -133,13 +208,18 @@ std::unique_ptr<faiss::IndexIVF> ivf_from_factory(const std::string& dir, int64_
                        "%s: factory string \"%s\" has a non-flat coarse quantizer, expected "
                        "\"IVF<nlist>,<codes>\"",
                        dir.c_str(), factory.c_str());
-  idx.release();
-  return std::unique_ptr<faiss::IndexIVF>(ivf);
+  return owned;
 }
 
-std::string serialize_index(const faiss::IndexIVF& ivf) {
+// The stored faiss parameters of a generation: the IndexIVF, or an IndexPreTransform over it
+// when there is a chain.
+std::string serialize_index(const Chain& chain, faiss::IndexIVF* ivf) {
   faiss::VectorIOWriter w;
-  faiss::write_index(&ivf, &w);
+  if (chain.empty()) {
+    faiss::write_index(ivf, &w);
+  } else {
+    faiss::write_index(borrowed_pretransform(chain, ivf).get(), &w);
+  }
   return std::string(w.data.begin(), w.data.end());
 }
 
@@ -172,7 +252,9 @@ struct Searcher {
 struct Generation {
   uint64_t g = 0;
   GenerationCFs cfs;
+  Chain chain;  // pre-transforms applied to vectors and queries before templ (often empty)
   std::unique_ptr<faiss::IndexIVF> templ;
+  int64_t d() const { return input_d(chain, *templ); }
   // Assigns added vectors to lists with flashkm's exact assignment (ties: lowest list), the
   // same rule the k-means that made the centroids used.
   std::unique_ptr<KMeans> assigner;
@@ -251,18 +333,27 @@ struct IvfIndex::Impl {
     r.data.assign(blob.begin(), blob.end());
     std::unique_ptr<faiss::Index> idx(
         faiss_call(dir, "read the stored faiss parameters", [&] { return faiss::read_index(&r); }));
-    auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx.get());
-    FLASHKM_THROW_IF_NOT(ivf != nullptr, "%s: stored faiss parameters are not an IndexIVF",
+    g->templ = split_index(std::move(idx), &g->chain);
+    faiss::IndexIVF* ivf = g->templ.get();
+    FLASHKM_THROW_IF_NOT(ivf != nullptr,
+                         "%s: stored faiss parameters are not an IndexIVF (or IndexPreTransform "
+                         "over one)",
                          dir.c_str());
-    idx.release();
-    g->templ.reset(ivf);
+    for (size_t i = 0; i < g->chain.size(); ++i) {
+      const faiss::VectorTransform& t = *g->chain[i];
+      const int64_t next_d = i + 1 < g->chain.size() ? g->chain[i + 1]->d_in : ivf->d;
+      FLASHKM_THROW_IF_NOT(t.is_trained && t.d_out == next_d,
+                           "%s: stored pre-transform %zu is untrained or outputs %d dimensions "
+                           "where %lld are expected",
+                           dir.c_str(), i, t.d_out, (long long)next_d);
+    }
     FLASHKM_THROW_IF_NOT(
-        ivf->d == m.d() && int64_t(ivf->nlist) == m.nlist() &&
+        g->d() == m.d() && int64_t(ivf->nlist) == m.nlist() &&
             int64_t(ivf->code_size) == m.code_size() && ivf->metric_type == faiss_metric(metric),
         "%s: manifest (d = %lld, nlist = %lld, code size = %lld, metric %s) does not match the "
         "stored faiss index (d = %d, nlist = %zu, code size = %zu, metric %d)",
         dir.c_str(), (long long)m.d(), (long long)m.nlist(), (long long)m.code_size(),
-        m.metric().c_str(), ivf->d, ivf->nlist, ivf->code_size, int(ivf->metric_type));
+        m.metric().c_str(), int(g->d()), ivf->nlist, ivf->code_size, int(ivf->metric_type));
     FLASHKM_THROW_IF_NOT(ivf->is_trained, "%s: stored faiss parameters are untrained", dir.c_str());
     g->assigner = make_assigner(*ivf);
     g->pq_encoder = plugin::PQEncoder::make(*ivf);
@@ -342,6 +433,8 @@ struct IvfIndex::Impl {
               std::vector<faiss::Index::idx_t>* lists, std::vector<uint8_t>* codes,
               index::AddProfile* prof = nullptr) const {
     auto t0 = Clock::now();
+    std::vector<float> transformed;
+    x = apply_chain(g.chain, n, x, &transformed);
     lists->resize(n);
     codes->resize(size_t(n) * g.templ->code_size);
     std::vector<int32_t> labels(n);
@@ -420,7 +513,7 @@ struct IvfIndex::Impl {
     std::shared_ptr<Generation> encoded_for = current_generation();
     FLASHKM_THROW_IF_NOT(encoded_for != nullptr, "%s: %s before train(): the index is not trained",
                          dir.c_str(), what);
-    const int64_t d = encoded_for->templ->d;
+    const int64_t d = encoded_for->d();
     check_finite(n, d, x, what);
     if (ids_in) check_ids(n, ids_in, what);
     std::vector<faiss::Index::idx_t> lists;
@@ -571,9 +664,9 @@ struct IvfIndex::Impl {
   // and switches to it. Caller holds write_mu. Old generations are dropped after the switch.
   // With source (import), the lists are copied from it code for code instead of re-encoding
   // the stored vectors, so the persisted index answers exactly like the imported file.
-  void build_and_flip(std::unique_ptr<faiss::IndexIVF> templ, const std::string& factory,
-                      const index::QuantizerTraining& t, Clock::time_point t0,
-                      const faiss::InvertedLists* source = nullptr) {
+  void build_and_flip(Chain chain, std::unique_ptr<faiss::IndexIVF> templ,
+                      const std::string& factory, const index::QuantizerTraining& t,
+                      Clock::time_point t0, const faiss::InvertedLists* source = nullptr) {
     const uint64_t g_new = manifest.generation() + 1;
     FLASHKM_THROW_IF_NOT(g_new <= UINT32_MAX, "%s: generation counter exhausted", dir.c_str());
     const int64_t d = manifest.d();
@@ -583,12 +676,14 @@ struct IvfIndex::Impl {
     // Template and centroids first; none of it is visible before the manifest flip.
     {
       rocksdb::WriteBatch b;
-      check_status(b.Put(store->meta(), index::faiss_blob_key(g_new), serialize_index(*templ)), dir,
-                   "building the batch");
+      check_status(
+          b.Put(store->meta(), index::faiss_blob_key(g_new), serialize_index(chain, templ.get())),
+          dir, "building the batch");
       std::vector<float> c = quantizer_centroids(*templ);
+      const size_t dq = size_t(templ->d);  // after the pre-transforms
       for (size_t l = 0; l < templ->nlist; ++l) {
         check_status(b.Put(cfs.centroids.get(), index::centroid_key(uint32_t(l)),
-                           bytes_of(&c[l * d], sizeof(float) * d)),
+                           bytes_of(&c[l * dq], sizeof(float) * dq)),
                      dir, "building the batch");
       }
       check_status(store->write(&b), dir, "writing the new centroids");
@@ -603,6 +698,7 @@ struct IvfIndex::Impl {
     std::vector<int64_t> ids;
     std::vector<float> x;
     Generation tmp;
+    tmp.chain = std::move(chain);
     tmp.templ = std::move(templ);
     tmp.assigner = make_assigner(*tmp.templ);
     tmp.pq_encoder = plugin::PQEncoder::make(*tmp.templ);
@@ -704,6 +800,7 @@ struct IvfIndex::Impl {
     auto g = std::make_shared<Generation>();
     g->g = g_new;
     g->cfs = cfs;
+    g->chain = std::move(tmp.chain);
     g->templ = std::move(tmp.templ);
     g->assigner = std::move(tmp.assigner);
     g->pq_encoder = std::move(tmp.pq_encoder);
@@ -719,7 +816,10 @@ struct IvfIndex::Impl {
     check_status(store->drop_generations_except(g_new), dir, "deleting the old generation");
   }
 
-  void train_into(std::unique_ptr<faiss::IndexIVF> templ, int64_t n, const float* x,
+  // Trains the untrained pre-transforms of chain (each on the output of the ones before it,
+  // as faiss's IndexPreTransform::train does), then templ on the transformed points, then
+  // builds and switches to the new generation.
+  void train_into(Chain chain, std::unique_ptr<faiss::IndexIVF> templ, int64_t n, const float* x,
                   const IvfTrainParams& params, const std::vector<float>* warm,
                   const std::string& factory) {
     auto t0 = Clock::now();
@@ -751,10 +851,25 @@ struct IvfIndex::Impl {
       }
       train_x = sample.data();
     }
+    std::vector<float> transformed;
+    for (auto& tr : chain) {
+      if (!tr->is_trained) {
+        progress("pre-transform", 0, 1);
+        faiss_call(dir, "train a pre-transform", [&] {
+          tr->train(n_train, train_x);
+          return 0;
+        });
+        progress("pre-transform", 1, 1);
+      }
+      std::vector<float> next(size_t(n_train) * size_t(tr->d_out));
+      tr->apply_noalloc(n_train, train_x, next.data());
+      transformed.swap(next);
+      train_x = transformed.data();
+    }
     progress("k-means", 0, 1);
     index::QuantizerTraining t = index::train_ivf(templ.get(), n_train, train_x, kp);
     progress("k-means", 1, 1);
-    build_and_flip(std::move(templ), factory, t, t0);
+    build_and_flip(std::move(chain), std::move(templ), factory, t, t0);
   }
 
   // Every stored vector (ids ascending) of the latest state.
@@ -918,9 +1033,10 @@ void IvfIndex::train(int64_t n, const float* x, const IvfTrainParams& params) {
                        "recluster",
                        impl_->dir.c_str(), (unsigned long long)m.generation());
   check_finite(n, m.d(), x, "train");
+  Chain chain;
   std::unique_ptr<faiss::IndexIVF> templ =
-      ivf_from_factory(impl_->dir, m.d(), m.factory(), impl_->metric);
-  impl_->train_into(std::move(templ), n, x, params, nullptr, m.factory());
+      ivf_from_factory(impl_->dir, m.d(), m.factory(), impl_->metric, &chain);
+  impl_->train_into(std::move(chain), std::move(templ), n, x, params, nullptr, m.factory());
 }
 
 int64_t IvfIndex::add(int64_t n, const float* x, const int64_t* ids) {
@@ -945,9 +1061,12 @@ void IvfIndex::search(int64_t nq, const float* queries, int k, int nprobe, float
                        "%s: search before train(): the index is not "
                        "trained",
                        impl_->dir.c_str());
-  check_finite(nq, view->gen->templ->d, queries, "search");
+  check_finite(nq, view->gen->d(), queries, "search");
   if (nq == 0) return;
   Generation& g = *view->gen;
+  std::vector<float> transformed;
+  queries = faiss_call(impl_->dir, "apply the pre-transforms to the queries",
+                       [&] { return apply_chain(g.chain, nq, queries, &transformed); });
   std::unique_ptr<Searcher> s = impl_->take_searcher(g);
   s->lists->bind(view->snapshot, view->versions);
   s->index->ntotal = view->ntotal;
@@ -976,8 +1095,12 @@ void IvfIndex::recluster(int64_t nlist, const IvfTrainParams& params) {
                        "the index holds %lld",
                        impl_->dir.c_str(), (long long)nlist, (long long)m.ntotal());
   std::string factory = factory_with_nlist(m.factory(), nlist);
+  // The trained pre-transforms are kept: the new quantizer is trained in the same space (and a
+  // warm start from the current centroids stays meaningful).
+  Chain fresh;
   std::unique_ptr<faiss::IndexIVF> templ =
-      ivf_from_factory(impl_->dir, m.d(), factory, impl_->metric);
+      ivf_from_factory(impl_->dir, m.d(), factory, impl_->metric, &fresh);
+  Chain chain = clone_chain(impl_->dir, impl_->gen->chain);
   std::vector<int64_t> ids;
   std::vector<float> x;
   impl_->progress("read vectors", 0, m.ntotal());
@@ -986,7 +1109,7 @@ void IvfIndex::recluster(int64_t nlist, const IvfTrainParams& params) {
   std::vector<float> warm;
   bool use_warm = nlist == m.nlist() && !params.cold_start;
   if (use_warm) warm = quantizer_centroids(*impl_->gen->templ);
-  impl_->train_into(std::move(templ), int64_t(ids.size()), x.data(), params,
+  impl_->train_into(std::move(chain), std::move(templ), int64_t(ids.size()), x.data(), params,
                     use_warm ? &warm : nullptr, factory);
 }
 
@@ -1028,7 +1151,13 @@ void IvfIndex::export_faiss(const std::string& path) const {
   }
   ivf->ntotal = total;
   faiss_call(impl_->dir, "write the faiss file", [&] {
-    faiss::write_index(ivf, path.c_str());
+    if (g.chain.empty()) {
+      faiss::write_index(ivf, path.c_str());
+    } else {
+      std::unique_ptr<faiss::IndexPreTransform> pt = borrowed_pretransform(g.chain, ivf);
+      pt->ntotal = total;
+      faiss::write_index(pt.get(), path.c_str());
+    }
     return 0;
   });
 }
@@ -1137,7 +1266,7 @@ std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
     impl.manifest = m;
     index::QuantizerTraining t;
     t.init = "imported";
-    impl.build_and_flip(std::move(templ), factory, t, Clock::now(), source);
+    impl.build_and_flip(Chain(), std::move(templ), factory, t, Clock::now(), source);
   } catch (...) {
     // The directory is ours (create() refuses existing ones): leave nothing half imported.
     out.reset();

@@ -7,7 +7,9 @@
 //   meta                "manifest"                       -> Manifest protobuf
 //   (proto/manifest.proto)
 //                       "faiss" | be32 generation        -> faiss::write_index of the generation's
-//                                                           IndexIVF with empty lists (quantizer,
+//                                                           IndexIVF with empty lists, or of an
+//                                                           IndexPreTransform (trained OPQ, PCA,
+//                                                           ...) over it (quantizer,
 //                                                           PQ/SQ parameters, precomputed tables
 //                                                           are rebuilt on load)
 //                       "size" | be32 generation | be32 list_no -> be64 entries in that list
@@ -15,7 +17,9 @@
 //                                                           vector; source of truth for
 //                                                           re-clustering)
 //   lists.<g>           be32 list_no | be64 id           -> code (code_size bytes)
-//   centroids.<g>       be32 list_no                     -> d x float32, little-endian
+//   centroids.<g>       be32 list_no                     -> d' x float32, little-endian (d' = d,
+//                                                           or the output dimension of the
+//                                                           pre-transforms)
 //   idmap.<g>           be64 id                          -> be32 list_no
 //
 // <g> is the decimal generation number, e.g. "lists.3". Big-endian keys make RocksDB's bytewise

@@ -2,6 +2,9 @@
 // the same parameters and vectors; add/upsert/remove; open checks; recluster; export/import;
 // readers during writes.
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexPreTransform.h>
+#include <faiss/VectorTransform.h>
+#include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
 #include <gtest/gtest.h>
@@ -198,7 +201,8 @@ TEST(IvfIndex, CallerMistakesAreErrors) {
   std::vector<float> x = testing::skewed_blobs(500, kD, 5, 41);
   EXPECT_THROW(IvfIndex::create(dir, kD, "Flat"), Error);
   EXPECT_THROW(IvfIndex::create(dir, kD, "IVF8_HNSW4,Flat"), Error);
-  EXPECT_THROW(IvfIndex::create(dir, kD, "PCA8,IVF8,Flat"), Error);
+  EXPECT_THROW(IvfIndex::create(dir, kD, "PCA8,Flat"), Error);             // no IVF
+  EXPECT_THROW(IvfIndex::create(dir, kD, "PCA8,IVF8_HNSW4,Flat"), Error);  // non-flat quantizer
   EXPECT_THROW(IvfIndex::create(dir, 0, "IVF8,Flat"), Error);
   EXPECT_THROW(IvfIndex::open(tmp.file("nothing-here")), Error);
   EXPECT_FALSE(IvfIndex::exists(dir));
@@ -549,6 +553,100 @@ TEST(IvfIndex, ConcurrentAddsLandWholeAndMatchInMemory) {
   auto ref = oracle(*idx, tmp, vectors);
   for (int nprobe : {1, 8}) expect_same_as(*idx, *ref, xq, 10, nprobe);
 }
+
+// Pre-transforms (OPQ, PCA): the trained transform is stored with the generation, applied to
+// added vectors and to queries, kept across reopen and recluster. Oracle: faiss's own
+// IndexPreTransform over an in-memory IVF holding the same vectors, with the same trained
+// transform and IVF parameters (read back from an export).
+class IvfIndexPreTransform : public ::testing::TestWithParam<const char*> {};
+
+void expect_same_as_pretransformed(const IvfIndex& idx, const TempDir& tmp,
+                                   const std::map<int64_t, std::vector<float>>& vectors,
+                                   const std::vector<float>& xq) {
+  idx.export_faiss(tmp.file("pt.faiss"));
+  std::unique_ptr<faiss::Index> file(faiss::read_index(tmp.file("pt.faiss").c_str()));
+  auto* pt = dynamic_cast<faiss::IndexPreTransform*>(file.get());
+  ASSERT_NE(pt, nullptr) << "export of a pre-transformed index is an IndexPreTransform";
+  ASSERT_EQ(pt->d, kD);
+  auto* params = dynamic_cast<faiss::IndexIVF*>(pt->index);
+  ASSERT_NE(params, nullptr);
+  std::vector<float> x;
+  std::vector<int64_t> ids;
+  for (const auto& kv : vectors) {
+    ids.push_back(kv.first);
+    x.insert(x.end(), kv.second.begin(), kv.second.end());
+  }
+  const float* xt = pt->apply_chain(int64_t(ids.size()), x.data());
+  std::unique_ptr<faiss::IndexIVF> mem =
+      testing::in_memory_reference(*params, int64_t(ids.size()), xt, ids.data());
+  if (xt != x.data()) delete[] xt;
+  faiss::IndexPreTransform ref(mem.get());  // borrows the chain below, owns nothing
+  ref.own_fields = false;
+  ref.chain = pt->chain;
+  ref.d = kD;
+  const int64_t nq = int64_t(xq.size()) / kD;
+  const int k = 10;
+  for (int nprobe : {1, 6}) {
+    mem->nprobe = size_t(nprobe);
+    std::vector<float> da(nq * k), db(nq * k);
+    std::vector<int64_t> la(nq * k), lb(nq * k);
+    idx.search(nq, xq.data(), k, nprobe, da.data(), la.data());
+    ref.search(nq, xq.data(), k, db.data(), lb.data());
+    for (int64_t i = 0; i < nq * k; ++i) {
+      ASSERT_EQ(la[i], lb[i]) << "query " << i / k << " rank " << i % k << " nprobe " << nprobe;
+      ASSERT_EQ(da[i], db[i]) << "query " << i / k << " rank " << i % k << " nprobe " << nprobe;
+    }
+  }
+  ref.chain.clear();
+}
+
+TEST_P(IvfIndexPreTransform, StoredAppliedAndKept) {
+  TempDir tmp;
+  std::string dir = tmp.file("idx");
+  const int64_t n = 3000;
+  std::vector<float> x = testing::skewed_blobs(n, kD, 30, 61);
+  std::vector<float> xq = testing::skewed_blobs(30, kD, 30, 62);
+  std::map<int64_t, std::vector<float>> vectors;
+  for (int64_t i = 0; i < n; ++i) vectors[i].assign(&x[i * kD], &x[(i + 1) * kD]);
+  std::string factory = GetParam();
+  {
+    auto idx = IvfIndex::create(dir, kD, factory);
+    idx->train(n, x.data(), quick_train());
+    EXPECT_EQ(idx->add(n / 2, x.data()), 0);
+    EXPECT_EQ(idx->add(n - n / 2, x.data() + (n / 2) * kD), n / 2);
+    EXPECT_EQ(idx->info().factory, factory);
+    EXPECT_EQ(idx->d(), kD);
+    expect_same_as_pretransformed(*idx, tmp, vectors, xq);
+  }
+  auto idx = IvfIndex::open(dir);
+  expect_same_as_pretransformed(*idx, tmp, vectors, xq);
+  std::vector<float> v(kD);
+  ASSERT_TRUE(idx->get_vector(17, v.data()));
+  EXPECT_EQ(v, vectors[17]) << "raw vectors are stored, not transformed ones";
+  // The transform survives a recluster unchanged (same bytes), and results still match.
+  auto transform_bytes = [&] {
+    idx->export_faiss(tmp.file("t.faiss"));
+    std::unique_ptr<faiss::Index> f(faiss::read_index(tmp.file("t.faiss").c_str()));
+    faiss::VectorIOWriter w;
+    for (faiss::VectorTransform* t : dynamic_cast<faiss::IndexPreTransform&>(*f).chain) {
+      faiss::write_VectorTransform(t, &w);
+    }
+    return w.data;
+  };
+  std::vector<uint8_t> before = transform_bytes();
+  idx->recluster(0, quick_train());
+  EXPECT_EQ(idx->info().generation, 2u);
+  EXPECT_EQ(transform_bytes(), before);
+  expect_same_as_pretransformed(*idx, tmp, vectors, xq);
+  std::vector<float> more = testing::skewed_blobs(50, kD, 30, 63);
+  int64_t first = idx->add(50, more.data());
+  for (int64_t i = 0; i < 50; ++i) vectors[first + i].assign(&more[i * kD], &more[(i + 1) * kD]);
+  expect_same_as_pretransformed(*idx, tmp, vectors, xq);
+}
+
+INSTANTIATE_TEST_SUITE_P(Factories, IvfIndexPreTransform,
+                         ::testing::Values("OPQ4_8,IVF16,PQ4np", "PCA8,IVF16,Flat",
+                                           "PCAR8,IVF16,SQ8"));
 
 }  // namespace
 }  // namespace flashkm
