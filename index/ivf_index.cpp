@@ -434,7 +434,8 @@ struct IvfIndex::Impl {
               index::AddProfile* prof = nullptr) const {
     auto t0 = Clock::now();
     std::vector<float> transformed;
-    x = apply_chain(g.chain, n, x, &transformed);
+    x = faiss_call(dir, "apply the pre-transforms",
+                   [&] { return apply_chain(g.chain, n, x, &transformed); });
     lists->resize(n);
     codes->resize(size_t(n) * g.templ->code_size);
     std::vector<int32_t> labels(n);
@@ -492,7 +493,7 @@ struct IvfIndex::Impl {
     }
   }
 
-  // The generation writes go to (null while untrained).
+  // The current generation, which adds encode for (null while untrained).
   std::shared_ptr<Generation> current_generation() const {
     std::shared_lock<std::shared_mutex> lock(state_mu);
     return gen;
