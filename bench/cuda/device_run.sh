@@ -4,8 +4,10 @@
 # bench_kmeans_cuda and .devrt (bench/NOTES-cuda.md: pack-device-runtime.sh) carried.
 #   sass      HGMMA / HMMA counts per kernel of test_cuda (is the wgmma pass really wgmma?)
 #   tests     test_cuda (GTEST_FILTER narrows it)
-#   ab        same-machine A/B of the tensor-core passes: FLASHKM_CUDA_MATH=fp16-sync (mma.sync)
-#             against fp16 (wgmma), Exact and Fast, on $SHAPES, twice in alternating order
+#   ab        same-machine A/B of variants ($AB: a FLASHKM_CUDA_MATH value plus environment;
+#             binary $BENCH, default build-cuda's), Exact and Fast, on $SHAPES, twice, the
+#             second round in reverse order
+#   ncu       device time per kernel of one iteration ($NCU_SHAPE, $NCU_PRECISION)
 #   bench     the four shapes, Exact and Fast, with the default pass (--verbose)
 #   sanitize  compute-sanitizer memcheck on all tests, racecheck on a subset
 set -u
@@ -13,7 +15,7 @@ OUT=${OUT:-/tmp/flashkm-out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$PWD/.devrt/lib:${LD_LIBRARY_PATH:-}
 T=build-cuda/tests/cuda/test_cuda
-B=build-cuda/bench/cuda/bench_kmeans_cuda
+B=${BENCH:-build-cuda/bench/cuda/bench_kmeans_cuda}
 SHAPES=${SHAPES:-1000000x128x1024,1000000x768x1024}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader
 
@@ -36,19 +38,19 @@ for step in "$@"; do
       grep -E '^\[  (PASSED|FAILED)|FAILED|Failure|error' "$OUT/tests.log" | head -30
       ;;
     ab)
-      # $AB: variants "math[:stream]" (stream: FLASHKM_CUDA_WGMMA_STREAM=1), run twice, the
+      # $AB: variants "math[,VAR=VALUE...]" (environment for that variant), run twice, the
       # second round in reverse order.
       AB=${AB:-fp16-sync fp16}
       for round in 1 2; do
         list=$AB
         [ "$round" = 2 ] && list=$(echo $AB | tr ' ' '\n' | tac | tr '\n' ' ')
         for v in $list; do
-          m=${v%%:*}
-          st=0; [ "$v" != "$m" ] && st=1
-          for p in exact fast; do
-            FLASHKM_CUDA_MATH=$m FLASHKM_CUDA_WGMMA_STREAM=$st timeout 250 "$B" --shapes "$SHAPES" \
-              --iters 3 --precision $p --json /dev/null >"$OUT/ab.log.tmp" 2>&1 || echo "bench exit $?"
-            row "r$round $v $p" "$OUT/ab.log.tmp"
+          m=${v%%,*}
+          vars=$(echo "${v#$m}" | tr ',' ' ')
+          for p in ${AB_PRECISIONS:-exact fast}; do
+            env FLASHKM_CUDA_MATH=$m $vars timeout 250 "$B" --shapes "$SHAPES" --iters 3 \
+              --precision $p --json /dev/null >"$OUT/ab.log.tmp" 2>&1 || echo "bench exit $?"
+            row "r$round ${TAG:-} $v $p" "$OUT/ab.log.tmp"
           done
         done
       done
@@ -65,12 +67,13 @@ import csv, re, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 14 and r[12] == "gpu__time_duration.sum"]
 runs = {}
 for r in rows:  # per kernel name, its launches in order; the later half is the timed iteration
-    name = re.sub(r"<.*", "", r[4].split("(")[0]).split("::")[-1].split(" ")[-1]
-    runs.setdefault(name, []).append(float(r[14].replace(",", "")) * (1e-3 if r[13] == "nsecond" else 1))
+    name = re.sub(r"[<(].*", "", r[4].replace("(anonymous namespace)::", "").replace("<unnamed>::", "")).split("::")[-1].split(" ")[-1]
+    scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1, "usecond": 1, "ms": 1e3, "msecond": 1e3}[r[13]]
+    runs.setdefault(name, []).append(float(r[14].replace(",", "")) * scale)
 tot = {k: sum(v[len(v) // 2:]) for k, v in runs.items()}
 for k, v in sorted(tot.items(), key=lambda kv: -kv[1]):
     print(f"{v:10.1f} us  {k} ({len(runs[k])} launches)")
-print(f"{sum(tot.values()):10.1f} us  total")
+print(f"{sum(v for k, v in tot.items() if len(runs[k]) > 1):10.1f} us  per iteration (kernels launched more than once)")
 PY
       done
       ;;

@@ -167,6 +167,9 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN)) flash_assign_ffma(const
   }
 }
 
+// Values the float64 passes load ahead of the sequential fma chain that consumes them.
+constexpr int kBatch = 16;
+
 constexpr int kFixupThreads = 256;
 constexpr int kFixupRows = 16;   // rows per block pass: each centroid load serves 16 rows
 constexpr int kFixupChunk = 64;  // coordinates of those rows staged in shared memory at once
@@ -210,8 +213,8 @@ __global__ void __launch_bounds__(kFixupThreads) fixup_kernel(const AssignArgs a
         __syncthreads();
         if (c < k) {
           const int jn = min(kFixupChunk, d - j0);
-          for (int jj = 0; jj < jn; ++jj) {
-            const double cv = double(a.c.raw_t[int64_t(j0 + jj) * k + c]);
+          // One coordinate of every row into every accumulator; coordinates ascend.
+          auto step = [&](int jj, double cv) {
 #pragma unroll
             for (int r = 0; r < kFixupRows; ++r) {
               if (a.inner_product) {
@@ -221,7 +224,16 @@ __global__ void __launch_bounds__(kFixupThreads) fixup_kernel(const AssignArgs a
                 acc[r] = __fma_rn(df, df, acc[r]);
               }
             }
+          };
+          int jj = 0;
+          for (; jj + kBatch <= jn; jj += kBatch) {  // the batch's loads overlap
+            float cv[kBatch];
+#pragma unroll
+            for (int u = 0; u < kBatch; ++u) cv[u] = a.c.raw_t[int64_t(j0 + jj + u) * k + c];
+#pragma unroll
+            for (int u = 0; u < kBatch; ++u) step(jj + u, double(cv[u]));
           }
+          for (; jj < jn; ++jj) step(jj, double(a.c.raw_t[int64_t(j0 + jj) * k + c]));
         }
       }
       if (c < k) {
@@ -270,16 +282,27 @@ __global__ void window_fixup_kernel(const AssignArgs a) {
       const float* xr = a.x + int64_t(row) * d;
       const float* cr = a.c.raw + int64_t(c) * d;
       double acc = 0;
-      if (a.inner_product) {
-        for (int j = 0; j < d; ++j) acc = __fma_rn(double(xr[j]), double(cr[j]), acc);
-        acc = -acc;
-      } else {
-        for (int j = 0; j < d; ++j) {
-          const double df = __dsub_rn(double(xr[j]), double(cr[j]));
+      auto step = [&](float xv, float cv) {
+        if (a.inner_product) {
+          acc = __fma_rn(double(xv), double(cv), acc);
+        } else {
+          const double df = __dsub_rn(double(xv), double(cv));
           acc = __fma_rn(df, df, acc);
         }
+      };
+      int j = 0;
+      for (; j + kBatch <= d; j += kBatch) {  // the batch's loads overlap
+        float xv[kBatch], cv[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          xv[u] = xr[j + u];
+          cv[u] = cr[j + u];
+        }
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) step(xv[u], cv[u]);
       }
-      v = acc;
+      for (; j < d; ++j) step(xr[j], cr[j]);
+      v = a.inner_product ? -acc : acc;
       idx = c;
     }
     for (int off = 16; off > 0; off /= 2)
@@ -322,15 +345,23 @@ __global__ void __launch_bounds__(kFinalizeThreads)
     }
     __syncthreads();
     if (valid) {
-      if (a.inner_product) {
-        for (int jj = 0; jj < jn; ++jj)
-          acc = __fma_rn(double(xs[tid][jj]), double(cr[j0 + jj]), acc);
-      } else {
-        for (int jj = 0; jj < jn; ++jj) {
-          const double df = __dsub_rn(double(xs[tid][jj]), double(cr[j0 + jj]));
+      auto step = [&](int jj, float cv) {
+        if (a.inner_product) {
+          acc = __fma_rn(double(xs[tid][jj]), double(cv), acc);
+        } else {
+          const double df = __dsub_rn(double(xs[tid][jj]), double(cv));
           acc = __fma_rn(df, df, acc);
         }
+      };
+      int jj = 0;
+      for (; jj + kBatch <= jn; jj += kBatch) {  // the batch's loads overlap
+        float cv[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) cv[u] = cr[j0 + jj + u];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) step(jj + u, cv[u]);
       }
+      for (; jj < jn; ++jj) step(jj, cr[j0 + jj]);
     }
   }
   if (valid) {

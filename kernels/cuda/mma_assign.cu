@@ -297,7 +297,8 @@ __global__ void __launch_bounds__(WM* WN * 32,
 #pragma unroll
       for (int s = 0; s < RowTop::kSize; ++s) m.insert(merged[w][r].v[s], merged[w][r].i[s]);
     const double X = certify ? a.xnorm[row] : 0;
-    const double e = certify ? mma_bound(a.inner_product, a.d, dpad, X, C, xs.scale_exp, ec) : 0;
+    const double e =
+        certify ? mma_bound(a.inner_product, false, a.d, dpad, X, C, xs.scale_exp, ec) : 0;
     route_row(a, row, m, e, X, C);
   }
 }

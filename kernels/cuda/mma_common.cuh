@@ -15,25 +15,38 @@ namespace cuda {
 //    subnormals, |lo| <= u X + a sqrt(d) =: Lx and the residual v - hi - lo has norm
 //    <= u^2 X + 2 a sqrt(d) =: Rx (same for c), so the three products miss at most
 //    Lx Lc + Rx C + (X + Rx) Rc;
-//  * accumulation: products of fp16 are exact in fp32; each of the 3 * dpad / 16 mma steps
-//    rounds once, assumed within 2^-22 of the running sum of |products| (twice the unit
-//    roundoff: tensor cores may truncate), bounded by (X + Lx + Rx)(C + Lc + Rc);
+//  * accumulation: products of fp16 are exact in fp32; each k16 mma step rounds once,
+//    assumed within 2^-22 of the running sum of |products| it holds (twice the unit
+//    roundoff: tensor cores may truncate; a wgmma k16 step is assumed to round like an
+//    mma.sync one, the same tensor cores). |hi_x| <= X + Lx + Rx =: Hx (same for c).
+//    One accumulator (mma.sync): 3 dpad / 16 steps on sums <= Hx Hc. Split (wgmma): hi.hi
+//    in one accumulator (dpad / 16 steps on sums <= Hx Hc), hi.lo + lo.hi in another
+//    (2 dpad / 16 steps on sums <= Hx Lc + Lx Hc, about 2^-11 as large), then one float32
+//    addition of the two (2^-24 of their magnitudes): about a third of the error;
 //  * then the float32 terms of the FFMA bound: beta's rounding, the final fma's rounding
 //    and the centring (kernels/bounds.h).
 // The 1.01 factor covers second-order terms (relative size <= 2^-10) and the float64
 // evaluation.
-__device__ __forceinline__ double mma_bound(bool ip, int d, int dpad, double X, double C, int ex,
-                                            int ec) {
+__device__ __forceinline__ double mma_bound(bool ip, bool split, int d, int dpad, double X,
+                                            double C, int ex, int ec) {
   const double u = 4.8828125e-04;             // 2^-11
   const double u32 = 5.9604644775390625e-08;  // 2^-24
+  const double g = 2.384185791015625e-07;     // 2^-22
   const double sd = sqrt(double(d));
   const double ax = ldexp(2.98023223876953125e-08, -ex);  // 2^-25 unscaled
   const double ac = ldexp(2.98023223876953125e-08, -ec);
   const double Lx = u * X + ax * sd, Rx = u * u * X + 2 * ax * sd;
   const double Lc = u * C + ac * sd, Rc = u * u * C + 2 * ac * sd;
-  const double steps = 3.0 * (dpad / 16);
-  const double dot = Lx * Lc + Rx * C + (X + Rx) * Rc +
-                     steps * 2.384185791015625e-07 * (X + Lx + Rx) * (C + Lc + Rc);
+  const double Hx = X + Lx + Rx, Hc = C + Lc + Rc;
+  const double steps = dpad / 16;
+  double acc;
+  if (split) {
+    const double small = Hx * Lc + Lx * Hc;
+    acc = steps * g * Hx * Hc + 2 * steps * g * small + u32 * (Hx * Hc + small) * 1.01;
+  } else {
+    acc = 3 * steps * g * Hx * Hc;
+  }
+  const double dot = Lx * Lc + Rx * C + (X + Rx) * Rc + acc;
   double e;
   if (!ip) {
     e = 2 * dot + u32 * C * C + u32 * (C * C + 2 * X * C) * 1.01 + 2.01 * u32 * (X + C) * (X + C);

@@ -27,20 +27,40 @@ __global__ void segment_bounds_kernel(const int* __restrict__ keys, int64_t rows
 
 // The running sum of (c, j) continues across chunks, so a cluster's points are added in
 // ascending point order over the whole data set, exactly like the CPU's
-// `sum[j] += double(x[i][j])`.
+// `sum[j] += double(x[i][j])`. The chain itself is sequential; what is not is fetching its
+// operands: the block stages kSumIds ids of the segment in shared memory, and each thread
+// loads kSumBatch values ahead of adding them (one memory latency per batch, not per point).
+constexpr int kSumIds = 256;
+constexpr int kSumBatch = 16;
+
 __global__ void segment_sum_kernel(const float* __restrict__ x, int d, const int* __restrict__ ids,
                                    const int* __restrict__ seg_begin,
                                    const int* __restrict__ seg_end, double* __restrict__ sums,
                                    long long* __restrict__ counts) {
+  __shared__ int sid[kSumIds];
   const int c = blockIdx.x;
   const int j = blockIdx.y * blockDim.x + threadIdx.x;
   const int b = seg_begin[c], e = seg_end[c];
   if (j == 0) counts[c] += e - b;
-  if (j >= d) return;
-  double acc = sums[int64_t(c) * d + j];
-#pragma unroll 8
-  for (int p = b; p < e; ++p) acc = __dadd_rn(acc, double(x[int64_t(ids[p]) * d + j]));
-  sums[int64_t(c) * d + j] = acc;
+  const bool active = j < d;
+  double acc = active ? sums[int64_t(c) * d + j] : 0.0;
+  for (int p0 = b; p0 < e; p0 += kSumIds) {
+    const int n = min(kSumIds, e - p0);
+    __syncthreads();  // the previous batch of ids is consumed
+    for (int q = threadIdx.x; q < n; q += blockDim.x) sid[q] = ids[p0 + q];
+    __syncthreads();
+    if (!active) continue;
+    int q = 0;
+    for (; q + kSumBatch <= n; q += kSumBatch) {
+      float v[kSumBatch];
+#pragma unroll
+      for (int u = 0; u < kSumBatch; ++u) v[u] = x[int64_t(sid[q + u]) * d + j];
+#pragma unroll
+      for (int u = 0; u < kSumBatch; ++u) acc = __dadd_rn(acc, double(v[u]));
+    }
+    for (; q < n; ++q) acc = __dadd_rn(acc, double(x[int64_t(sid[q]) * d + j]));
+  }
+  if (active) sums[int64_t(c) * d + j] = acc;
 }
 
 __global__ void means_kernel(const double* __restrict__ sums, const long long* __restrict__ counts,

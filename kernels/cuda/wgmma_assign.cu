@@ -11,8 +11,6 @@
 #include <math_constants.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernels.h"
@@ -125,8 +123,8 @@ struct WgmmaTraits {
   // Resident: the block's rows (all of d) are loaded once and stay in shared memory, and the
   // stages hold centroids only; else each stage holds the rows' k-slice too.
   static constexpr int kStageBytes = kParts * ((kResident ? 0 : kABytes) + kBBytes);
-  // Three stages: the copy of tile t + 1 overlaps the tensor work of tile t. One block per
-  // SM: with a cap of 128 registers (two blocks) the Fast kernel spills 172 bytes.
+  // Tile t + S - 2 is copied while the tensor cores work on tiles t - 1 and t. One block
+  // per SM: with a cap of 128 registers (two blocks) the Fast kernel spills 172 bytes.
   static constexpr int kStages = 3;
   static constexpr int kMinBlocks = 1;
   static size_t smem_bytes(int dpad) {
@@ -142,11 +140,12 @@ struct WgmmaTraits {
 // accumulating hi.hi, hi.lo, lo.hi in that order (Exact) as the mma.sync pass does. A
 // thread holds 2 rows x BN / 4 columns of the block, folded in ascending column order into
 // its rows' candidates, which are then merged across the 4 lanes of a row.
-template <int BN, int WG, bool kThree, bool kResident>
+template <int BN, int WG, bool kThree, bool kResident, bool kSplit>
 __global__ void __launch_bounds__(WG * 128, (WgmmaTraits<BN, WG, kThree, kResident>::kMinBlocks))
     wgmma_assign_kernel(const AssignArgs a, const SplitRows xs, const SplitCentroids cs) {
 #ifdef FLASHKM_WGMMA
   using Traits = WgmmaTraits<BN, WG, kThree, kResident>;
+  static_assert(kThree || !kSplit, "Fast has one product");
   constexpr int BM = Traits::kRows, NTH = Traits::kThreads, P = Traits::kParts;
   constexpr int S = Traits::kStages, BK = kMmaDepth, NACC = BN / 2;
   using RowTop = TopK<kThree ? kTop : 1>;
@@ -203,9 +202,13 @@ __global__ void __launch_bounds__(WG * 128, (WgmmaTraits<BN, WG, kThree, kReside
   RowTop top[2];
   top[0].clear();
   top[1].clear();
-  float acc[NACC];
+  // acc: hi.hi (or all three products when not kSplit); acc2: hi.lo + lo.hi when kSplit.
+  constexpr int NACC2 = kSplit ? NACC : 1;
+  float acc[NACC], acc2[NACC2];
 #pragma unroll
   for (int i = 0; i < NACC; ++i) acc[i] = 0.f;
+#pragma unroll
+  for (int i = 0; i < NACC2; ++i) acc2[i] = 0.f;
 
   if constexpr (kResident) {
     for (int p = 0; p < P; ++p)
@@ -213,16 +216,18 @@ __global__ void __launch_bounds__(WG * 128, (WgmmaTraits<BN, WG, kThree, kReside
         issue_rows(smem + (p * ksteps + kc) * Traits::kABytes + r0 * Traits::kRowBytes + swz,
                    xsrc[p], kc * BK + q * 8);
   }
-  issue(0);  // the same group as the rows: the first wait covers both
+  constexpr int D = S - 2;  // prefetch distance in tiles
+#pragma unroll
+  for (int t0 = 0; t0 < D; ++t0) issue(t0);  // tile 0 shares its group with the rows
   // Two loops, so that wgmma are in flight only across the inner loop's back edge: with the
   // fold inside one flat loop, ptxas waits for every wgmma at the back edge (C7517).
   for (int nt = 0, tile = 0; nt < ntiles; ++nt) {
     for (int kc = 0; kc < ksteps; ++kc, ++tile) {
-      cp_async_wait<0>();  // this thread's copies of `tile` have landed
+      cp_async_wait<D - 1>();  // this thread's copies of `tile` have landed
       fence_proxy_async();
-      wgmma_wait<1>();  // tile - 2's products are done with the stage tile + 1 reuses
+      wgmma_wait<1>();  // tile - 2's products are done with the stage tile + D reuses
       __syncthreads();
-      issue(tile + 1);
+      issue(tile + D);
       const uint32_t st = sbase + (tile % S) * Traits::kStageBytes;
       uint64_t da[P], db[P];
 #pragma unroll
@@ -238,12 +243,18 @@ __global__ void __launch_bounds__(WG * 128, (WgmmaTraits<BN, WG, kThree, kReside
       }
 #pragma unroll
       for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
+#pragma unroll
+      for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < BK / 16; ++kk) {
         const uint64_t step = uint64_t(kk * 32 >> 4);  // 16 halves further along every row
-        wgmma_tile<BN>(acc, da[0] + step, db[0] + step, (kc > 0 || kk > 0) ? 1 : 0);
-        if constexpr (kThree) {
+        const int keep = (kc > 0 || kk > 0) ? 1 : 0;   // 0: the block's first step
+        wgmma_tile<BN>(acc, da[0] + step, db[0] + step, keep);
+        if constexpr (kSplit) {
+          wgmma_tile<BN>(acc2, da[0] + step, db[P - 1] + step, keep);
+          wgmma_tile<BN>(acc2, da[P - 1] + step, db[0] + step, 1);
+        } else if constexpr (kThree) {
           wgmma_tile<BN>(acc, da[0] + step, db[P - 1] + step, 1);
           wgmma_tile<BN>(acc, da[P - 1] + step, db[0] + step, 1);
         }
@@ -251,11 +262,23 @@ __global__ void __launch_bounds__(WG * 128, (WgmmaTraits<BN, WG, kThree, kReside
       wgmma_commit();
 #pragma unroll
       for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
+#pragma unroll
+      for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
     }
     {  // centroid block nt is complete: fold it
       wgmma_wait<0>();
 #pragma unroll
       for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
+#pragma unroll
+      for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
+      // The block's dot products: acc, or acc + acc2 rounded once (kSplit).
+      auto dot = [&](int i) {
+        if constexpr (kSplit) {
+          return __fadd_rn(acc[i], acc2[i]);
+        } else {
+          return acc[i];
+        }
+      };
       // Padding columns have beta = +inf, so their values never enter a row's state. The
       // accumulators stay as the wgmma left them (values go to temporaries): rewriting them
       // here would make the loop carry them in other registers, and ptxas would then wait
@@ -268,8 +291,8 @@ __global__ void __launch_bounds__(WG * 128, (WgmmaTraits<BN, WG, kThree, kReside
         const float2 b = beta[j * 4];
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-          m[h] = fminf(m[h], fminf(__fmaf_rn(alpha, acc[4 * j + 2 * h], b.x),
-                                   __fmaf_rn(alpha, acc[4 * j + 2 * h + 1], b.y)));
+          m[h] = fminf(m[h], fminf(__fmaf_rn(alpha, dot(4 * j + 2 * h), b.x),
+                                   __fmaf_rn(alpha, dot(4 * j + 2 * h + 1), b.y)));
       }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -279,8 +302,8 @@ __global__ void __launch_bounds__(WG * 128, (WgmmaTraits<BN, WG, kThree, kReside
 #pragma unroll
           for (int j = 0; j < BN / 8; ++j) {
             const float2 b = beta[j * 4];
-            top[h].insert_ascending(__fmaf_rn(alpha, acc[4 * j + 2 * h], b.x), nb + j * 8);
-            top[h].insert_ascending(__fmaf_rn(alpha, acc[4 * j + 2 * h + 1], b.y), nb + j * 8 + 1);
+            top[h].insert_ascending(__fmaf_rn(alpha, dot(4 * j + 2 * h), b.x), nb + j * 8);
+            top[h].insert_ascending(__fmaf_rn(alpha, dot(4 * j + 2 * h + 1), b.y), nb + j * 8 + 1);
           }
         }
       }
@@ -300,17 +323,18 @@ __global__ void __launch_bounds__(WG * 128, (WgmmaTraits<BN, WG, kThree, kReside
     const int64_t row = m0 + wg * 64 + wq * 16 + g + 8 * h;
     if (row >= a.rows) continue;
     const double X = certify ? a.xnorm[row] : 0;
-    const double e = certify ? mma_bound(a.inner_product, a.d, dpad, X, C, xs.scale_exp, ec) : 0;
+    const double e =
+        certify ? mma_bound(a.inner_product, kSplit, a.d, dpad, X, C, xs.scale_exp, ec) : 0;
     route_row(a, row, top[h], e, X, C);
   }
 #endif  // FLASHKM_WGMMA
 }
 
-template <int BN, int WG, bool kThree, bool kResident>
+template <int BN, int WG, bool kThree, bool kResident, bool kSplit>
 void launch_wgmma(const AssignArgs& a, const SplitRows& xs, const SplitCentroids& cs,
                   cudaStream_t stream) {
   using Traits = WgmmaTraits<BN, WG, kThree, kResident>;
-  auto kernel = wgmma_assign_kernel<BN, WG, kThree, kResident>;
+  auto kernel = wgmma_assign_kernel<BN, WG, kThree, kResident, kSplit>;
   const size_t smem = Traits::smem_bytes(xs.dpad);
   FLASHKM_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
@@ -319,21 +343,22 @@ void launch_wgmma(const AssignArgs& a, const SplitRows& xs, const SplitCentroids
   FLASHKM_CUDA_CHECK_LAUNCH(wgmma_assign_kernel);
 }
 
-// Rows stay resident when they fit beside the stages in the 227 KB a block may hold (the
-// sm_90 limit; d <= 256 in Exact, d <= 768 in Fast, at 128 rows), unless
-// FLASHKM_CUDA_WGMMA_STREAM=1 asks for the streamed layout (benchmarks compare the two).
+// Rows stay resident when they fit beside three stages in the 227 KB a block may hold (the
+// sm_90 limit; at 128 rows: d <= 256 in Exact, d <= 1024 in Fast), else they are streamed
+// with the centroids. Chosen by bench_kmeans_cuda on an H200 (run 15 of bench/NOTES-cuda.md):
+// resident 3.21 ms vs streamed 3.35 ms per Exact assign at 1M x 128, K 1024; four stages
+// (two tiles of prefetch) gained nothing over three; Exact with hi.hi and hi.lo + lo.hi in
+// two accumulators certifies 2.2x (128-d) to 2.8x (768-d) more rows than with one.
 template <int S, bool kThree>
 void launch_wgmma_shape(const AssignArgs& a, const SplitRows& xs, const SplitCentroids& cs,
                         cudaStream_t stream) {
   constexpr MmaTiles t = kMmaShapes[S];
   static_assert(t.rows % 64 == 0, "a warpgroup owns 64 rows");
   constexpr int BN = t.centroids, WG = t.rows / 64;
-  const char* env = std::getenv("FLASHKM_CUDA_WGMMA_STREAM");
-  const bool stream_rows = env && std::strcmp(env, "1") == 0;
-  if (!stream_rows && WgmmaTraits<BN, WG, kThree, true>::smem_bytes(xs.dpad) <= kSmemOptin) {
-    launch_wgmma<BN, WG, kThree, true>(a, xs, cs, stream);
+  if (WgmmaTraits<BN, WG, kThree, true>::smem_bytes(xs.dpad) <= kSmemOptin) {
+    launch_wgmma<BN, WG, kThree, true, kThree>(a, xs, cs, stream);
   } else {
-    launch_wgmma<BN, WG, kThree, false>(a, xs, cs, stream);
+    launch_wgmma<BN, WG, kThree, false, kThree>(a, xs, cs, stream);
   }
 }
 
