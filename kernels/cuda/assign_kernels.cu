@@ -267,47 +267,58 @@ __global__ void __launch_bounds__(kFixupThreads) fixup_kernel(const AssignArgs a
   }
 }
 
-// One warp per row of win_list: lane s < kTop evaluates the float64 formula for candidate s,
-// then the warp takes the lexicographic minimum of (value, index).
-__global__ void window_fixup_kernel(const AssignArgs a) {
+constexpr int kWindowThreads = 256;
+constexpr int kWindowRows = 32 / kTop;  // rows per warp: lane = kTop * row + candidate
+static_assert(32 % kTop == 0 && (kTop & (kTop - 1)) == 0, "a row's lanes: a power of 2 in a warp");
+constexpr int kWindowChunk = 32;  // coordinates staged per step
+
+// kWindowRows rows of win_list per warp: lane (r, s) evaluates the float64 formula of
+// detail::exact_l2 / exact_ip for candidate s of row r, coordinates in ascending order, then
+// each row takes the lexicographic minimum of (value, index) over its candidates. The rows'
+// and candidates' coordinates are staged through shared memory kWindowChunk at a time with
+// coalesced loads (one lane per coordinate), not read one scalar at a time by each lane.
+__global__ void __launch_bounds__(kWindowThreads) window_fixup_kernel(const AssignArgs a) {
+  constexpr int kWarps = kWindowThreads / 32, kVecs = 1 + kTop;  // x, then the candidates
+  __shared__ float buf[kWarps][kWindowRows][kVecs][kWindowChunk + 1];
   const int count = *a.win_count;
-  const int lane = threadIdx.x % 32, d = a.d;
-  const int warps = blockDim.x / 32;
-  for (int t = blockIdx.x * warps + threadIdx.x / 32; t < count; t += gridDim.x * warps) {
-    const int row = a.win_list[t];
-    const int c = lane < kTop ? a.cand_top[int64_t(row) * kTop + lane] : -1;
-    double v = CUDART_INF;
-    int idx = INT_MAX;
-    if (c >= 0) {
-      const float* xr = a.x + int64_t(row) * d;
-      const float* cr = a.c.raw + int64_t(c) * d;
-      double acc = 0;
-      auto step = [&](float xv, float cv) {
-        if (a.inner_product) {
-          acc = __fma_rn(double(xv), double(cv), acc);
-        } else {
-          const double df = __dsub_rn(double(xv), double(cv));
-          acc = __fma_rn(df, df, acc);
-        }
-      };
-      int j = 0;
-      for (; j + kBatch <= d; j += kBatch) {  // the batch's loads overlap
-        float xv[kBatch], cv[kBatch];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, d = a.d;
+  const int r = lane / kTop, s = lane % kTop;
+  float(*wb)[kVecs][kWindowChunk + 1] = buf[warp];
+  for (int t0 = (blockIdx.x * kWarps + warp) * kWindowRows; t0 < count;
+       t0 += gridDim.x * kWarps * kWindowRows) {
+    const int row = t0 + r < count ? a.win_list[t0 + r] : -1;
+    const int c = row >= 0 ? a.cand_top[int64_t(row) * kTop + s] : -1;
+    double acc = 0;
+    for (int j0 = 0; j0 < d; j0 += kWindowChunk) {
+      const int n = min(kWindowChunk, d - j0);
+      __syncwarp();  // the previous chunk is consumed
+      for (int q = 0; q < kWindowRows; ++q) {
+        const int rq = __shfl_sync(0xffffffffu, row, q * kTop);
+        if (rq >= 0 && lane < n) wb[q][0][lane] = a.x[int64_t(rq) * d + j0 + lane];
 #pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-          xv[u] = xr[j + u];
-          cv[u] = cr[j + u];
+        for (int u = 0; u < kTop; ++u) {
+          const int cq = __shfl_sync(0xffffffffu, c, q * kTop + u);
+          if (cq >= 0 && lane < n) wb[q][1 + u][lane] = a.c.raw[int64_t(cq) * d + j0 + lane];
         }
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) step(xv[u], cv[u]);
       }
-      for (; j < d; ++j) step(xr[j], cr[j]);
-      v = a.inner_product ? -acc : acc;
-      idx = c;
+      __syncwarp();
+      if (c >= 0) {
+        for (int jj = 0; jj < n; ++jj) {
+          const float xv = wb[r][0][jj], cv = wb[r][1 + s][jj];
+          if (a.inner_product) {
+            acc = __fma_rn(double(xv), double(cv), acc);
+          } else {
+            const double df = __dsub_rn(double(xv), double(cv));
+            acc = __fma_rn(df, df, acc);
+          }
+        }
+      }
     }
-    for (int off = 16; off > 0; off /= 2)
+    double v = c >= 0 ? (a.inner_product ? -acc : acc) : CUDART_INF;
+    int idx = c >= 0 ? c : INT_MAX;
+    for (int off = 1; off < kTop; off *= 2)  // within the row's kTop lanes
       lex_min(v, idx, __shfl_xor_sync(0xffffffffu, v, off), __shfl_xor_sync(0xffffffffu, idx, off));
-    if (lane == 0) a.cand[row] = idx;
+    if (s == 0 && row >= 0) a.cand[row] = idx;
   }
 }
 
@@ -442,8 +453,9 @@ void launch_fixup(const AssignArgs& a, int sm_count, cudaStream_t stream) {
   const int64_t blocks = most < int64_t(sm_count) * 8 ? most : int64_t(sm_count) * 8;
   fixup_kernel<<<unsigned(blocks), kFixupThreads, 0, stream>>>(a);
   FLASHKM_CUDA_CHECK_LAUNCH(fixup_kernel);
-  const int64_t wblocks = std::min<int64_t>((a.rows + 7) / 8, int64_t(sm_count) * 16);
-  window_fixup_kernel<<<unsigned(wblocks), 256, 0, stream>>>(a);
+  const int64_t wrows = kWindowThreads / 32 * kWindowRows;
+  const int64_t wblocks = std::min<int64_t>((a.rows + wrows - 1) / wrows, int64_t(sm_count) * 5);
+  window_fixup_kernel<<<unsigned(wblocks), kWindowThreads, 0, stream>>>(a);
   FLASHKM_CUDA_CHECK_LAUNCH(window_fixup_kernel);
 }
 
