@@ -8,7 +8,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <random>
 
 #include "flashkm/error.h"
 #include "tests/index/index_test_util.h"
@@ -123,6 +125,41 @@ TEST(PQEncoder, HugeAndOverflowingDistances) {
   ivf->encode_vectors(n, huge.data(), lists.data(), theirs.data());
   EXPECT_NE(std::count(theirs.begin(), theirs.begin() + finite_rows * 4, 0), finite_rows * 4);
   EXPECT_EQ(std::count(theirs.begin() + finite_rows * 4, theirs.end(), 0), (n - finite_rows) * 4);
+}
+
+// Near ties: centroids on a grid of step 0.1 (not exactly representable) and vectors half-way
+// between two of them, nudged by a few ulps, so that the two nearest distances differ only by
+// float32 rounding. Any shortcut that ranks centroids by another formula (|c|^2 - 2 r.c) must
+// fall back on faiss's exact distances here, or pick the other centroid.
+TEST(PQEncoder, NearTiesFollowFaissRounding) {
+  const int d = 16;
+  std::vector<float> x = testing::skewed_blobs(6000, d, 20, 9);
+  auto ivf = trained_ivfpq(d, "IVF8,PQ4np", false, x);
+  ASSERT_NE(ivf, nullptr);
+  faiss::ProductQuantizer& pq = ivf->pq;
+  for (size_t m = 0; m < pq.M; ++m) {
+    for (size_t k = 0; k < pq.ksub; ++k) {
+      float* c = pq.get_centroids(m, k);
+      for (size_t j = 0; j < pq.dsub; ++j) c[j] = 0.1f * float(k) + (j == 0 ? 0.f : 0.3f * j);
+    }
+  }
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> pick(0, 254), nudge(-6, 6);
+  const int64_t n = 4000;
+  std::vector<float> v(size_t(n) * d);
+  for (int64_t i = 0; i < n; ++i) {
+    for (size_t m = 0; m < pq.M; ++m) {
+      const int k = pick(rng);
+      for (size_t j = 0; j < pq.dsub; ++j) {
+        float mid = 0.5f * (pq.get_centroids(m, k)[j] + pq.get_centroids(m, k + 1)[j]);
+        for (int s = nudge(rng); s != 0; s += s > 0 ? -1 : 1) {
+          mid = std::nextafter(mid, s > 0 ? 1e30f : -1e30f);
+        }
+        v[size_t(i) * d + m * pq.dsub + j] = mid;
+      }
+    }
+  }
+  expect_faiss_bytes(*ivf, n, v.data(), "near ties");
 }
 
 TEST(PQEncoder, OnlyForTrained8BitPQ) {
