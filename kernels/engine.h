@@ -8,7 +8,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <random>
 #include <vector>
 
 #include "flashkm/kmeans.h"
@@ -75,14 +77,24 @@ int cuda_device_count();
 
 /// faiss-compatible random init: centroids = x[perm[0..k)], perm = faiss::rand_perm(n, seed+1);
 /// when n == k, the points in order (faiss::Clustering's special case).
-void init_random(int64_t n, int64_t d, int64_t k, const float* x, uint64_t seed,
-                 float* centroids);
+void init_random(int64_t n, int64_t d, int64_t k, const float* x, uint64_t seed, float* centroids);
 
 /// Applies the empty-cluster policy in place to centroids (k x d) given counts (k); returns
 /// how many clusters were empty. Split follows faiss::split_clusters exactly (same RNG, same
 /// perturbation), so faiss parity holds when clusters go empty.
-int64_t handle_empty_clusters(EmptyClusterPolicy policy, int iter, int64_t n, int64_t d,
-                              int64_t k, float* centroids, const std::vector<int64_t>& counts);
+int64_t handle_empty_clusters(EmptyClusterPolicy policy, int iter, int64_t n, int64_t d, int64_t k,
+                              float* centroids, const std::vector<int64_t>& counts);
+
+/// Rows of a k-means++ reduction block: every backend sums the points' distances per block
+/// in row order, so the draws below see the same sums.
+constexpr int64_t kKMeansPPBlock = 1024;
+
+/// One k-means++ draw, shared by the backends so they pick the same point: the total of the
+/// nblocks per-block sums (in block order); when it is not positive (fewer distinct points
+/// than k) a uniform point; else r = uniform * total walked through the block sums, then
+/// through the distances of the block it lands in, which block_dmin(b) returns (its rows).
+int64_t kmeanspp_draw(std::mt19937_64& rng, const double* bsum, int64_t nblocks, int64_t n,
+                      int64_t block, const std::function<const double*(int64_t)>& block_dmin);
 
 /// L2-normalises each of the k rows (spherical k-means). The norm is taken in float64 (faiss
 /// uses float32; the two agree to float32 rounding).

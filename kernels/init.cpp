@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 
 #include "kernels/engine.h"
@@ -27,8 +28,7 @@ struct FaissRng {
 
 }  // namespace
 
-void init_random(int64_t n, int64_t d, int64_t k, const float* x, uint64_t seed,
-                 float* centroids) {
+void init_random(int64_t n, int64_t d, int64_t k, const float* x, uint64_t seed, float* centroids) {
   FLASHKM_THROW_IF_NOT(n <= INT32_MAX,
                        "Init::Random draws like faiss with 32-bit indices; n = %lld exceeds "
                        "2^31-1 (use Init::KMeansPlusPlus or Init::Given)",
@@ -49,18 +49,19 @@ void init_random(int64_t n, int64_t d, int64_t k, const float* x, uint64_t seed,
     std::memcpy(centroids + c * d, x + int64_t(perm[c]) * d, sizeof(float) * d);
 }
 
-int64_t handle_empty_clusters(EmptyClusterPolicy policy, int iter, int64_t n, int64_t d,
-                              int64_t k, float* centroids, const std::vector<int64_t>& counts) {
+int64_t handle_empty_clusters(EmptyClusterPolicy policy, int iter, int64_t n, int64_t d, int64_t k,
+                              float* centroids, const std::vector<int64_t>& counts) {
   int64_t empty = 0;
   for (int64_t c = 0; c < k; ++c) empty += counts[c] == 0;
   if (empty == 0 || policy == EmptyClusterPolicy::Keep) return empty;
   if (policy == EmptyClusterPolicy::Error) {
     int64_t first = 0;
     while (counts[first] != 0) ++first;
-    FLASHKM_THROW("iteration %d: %lld of %lld clusters are empty (first: %lld) and "
-                  "empty_policy=error",
-                  iter, static_cast<long long>(empty), static_cast<long long>(k),
-                  static_cast<long long>(first));
+    FLASHKM_THROW(
+        "iteration %d: %lld of %lld clusters are empty (first: %lld) and "
+        "empty_policy=error",
+        iter, static_cast<long long>(empty), static_cast<long long>(k),
+        static_cast<long long>(first));
   }
   // faiss::split_clusters (Clustering.cpp, 1.7.3), with its float histogram and its fresh
   // RandomGenerator(1234) on every call, so that the same clusters are split the same way.
@@ -105,11 +106,29 @@ void normalize_rows(int64_t k, int64_t d, float* centroids) {
 
 // D^2 sampling with exact float64 distances and fixed-order sums, so the chosen points do not
 // depend on threads. O(n k d): for large k prefer Init::Random or a GPU backend's override.
+int64_t kmeanspp_draw(std::mt19937_64& rng, const double* bsum, int64_t nblocks, int64_t n,
+                      int64_t block, const std::function<const double*(int64_t)>& block_dmin) {
+  double total = 0;
+  for (int64_t b = 0; b < nblocks; ++b) total += bsum[b];
+  if (!(total > 0)) {  // fewer distinct points than k: any point is as good
+    return static_cast<int64_t>(rng() % static_cast<uint64_t>(n));
+  }
+  double r = static_cast<double>(rng() >> 11) * 0x1.0p-53 * total;
+  int64_t b = 0;
+  while (b + 1 < nblocks && r >= bsum[b]) r -= bsum[b++];
+  const int64_t i0 = b * block, i1 = std::min(n, (b + 1) * block);
+  const double* dmin = block_dmin(b);
+  for (int64_t i = i0; i < i1; ++i) {
+    if (r < dmin[i - i0]) return i;
+    r -= dmin[i - i0];
+  }
+  return i1 - 1;
+}
+
 void Engine::kmeanspp(uint64_t seed, float* centroids) {
   const int threads = params_.threads > 0 ? params_.threads : omp_get_max_threads();
   std::mt19937_64 rng(seed);
-  auto uniform = [&rng] { return static_cast<double>(rng() >> 11) * 0x1.0p-53; };
-  const int64_t block = 1024;
+  const int64_t block = kKMeansPPBlock;
   const int64_t nblocks = (n_ + block - 1) / block;
   std::vector<double> dmin(n_, HUGE_VAL), bsum(nblocks);
   int64_t pick = static_cast<int64_t>(rng() % static_cast<uint64_t>(n_));
@@ -126,23 +145,8 @@ void Engine::kmeanspp(uint64_t seed, float* centroids) {
       }
       bsum[b] = s;
     }
-    double total = 0;
-    for (int64_t b = 0; b < nblocks; ++b) total += bsum[b];
-    if (!(total > 0)) {  // fewer distinct points than k: any point is as good
-      pick = static_cast<int64_t>(rng() % static_cast<uint64_t>(n_));
-      continue;
-    }
-    double r = uniform() * total;
-    int64_t b = 0;
-    while (b + 1 < nblocks && r >= bsum[b]) r -= bsum[b++];
-    pick = std::min(n_, (b + 1) * block) - 1;
-    for (int64_t i = b * block; i < std::min(n_, (b + 1) * block); ++i) {
-      if (r < dmin[i]) {
-        pick = i;
-        break;
-      }
-      r -= dmin[i];
-    }
+    pick = kmeanspp_draw(rng, bsum.data(), nblocks, n_, block,
+                         [&](int64_t b) { return dmin.data() + b * block; });
   }
 }
 

@@ -2,9 +2,9 @@
 //
 // Each of the k - 1 steps updates every point's squared distance to its nearest chosen centroid
 // (float64, the fma chain of detail::exact_l2) and sums it per block of kBlock rows in row
-// order, both on the device; the host then draws with the same generator as the CPU, walks the
-// block sums in order and scans the one block it lands in. The draws, distances and sums are
-// the CPU's operations in the CPU's order, so both backends pick the same points.
+// order, both on the device; the host then draws with kmeanspp_draw, as the CPU does, which
+// walks the block sums in order and scans the one block it lands in. The draws, distances and sums
+// are the CPU's operations in the CPU's order, so both backends pick the same points.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -14,6 +14,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kmeanspp.h"
+#include "kernels/engine.h"
 
 namespace flashkm {
 namespace detail {
@@ -21,8 +22,8 @@ namespace cuda {
 
 namespace {
 
-// Rows of one reduction block: Engine::kmeanspp's block (1024).
-constexpr int kBlock = 1024;
+// Rows of one reduction block: Engine::kmeanspp's.
+constexpr int kBlock = int(kKMeansPPBlock);
 // Threads of a CUDA block; each walks the rows of its block in kBlock / kThreads slices.
 constexpr int kThreads = 256;
 // Columns staged per step: a kThreads x kCols tile, padded against bank conflicts.
@@ -99,12 +100,19 @@ void kmeanspp_device(const float* x_host, const float* x_dev, int64_t n, int64_t
                        "kmeanspp_device: n = %lld, d = %lld, k = %lld", (long long)n, (long long)d,
                        (long long)k);
   std::mt19937_64 rng(seed);
-  auto uniform = [&rng] { return static_cast<double>(rng() >> 11) * 0x1.0p-53; };
   const int64_t nblocks = (n + kBlock - 1) / kBlock;
   DeviceBuffer<double> dmin{static_cast<size_t>(n)}, bsum{static_cast<size_t>(nblocks)};
   fill_kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(dmin.p, n, HUGE_VAL);
   FLASHKM_CUDA_CHECK_LAUNCH(fill_kernel);
   std::vector<double> host_bsum(nblocks), host_dmin(kBlock);
+  // The one block a draw lands in is copied back on demand.
+  auto block_dmin = [&](int64_t b) {
+    const int64_t i0 = b * kBlock, i1 = std::min(n, (b + 1) * kBlock);
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(host_dmin.data(), dmin.p + i0, sizeof(double) * (i1 - i0),
+                                       cudaMemcpyDeviceToHost, stream));
+    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return static_cast<const double*>(host_dmin.data());
+  };
 
   int64_t pick = static_cast<int64_t>(rng() % static_cast<uint64_t>(n));
   for (int64_t c = 0; c < k; ++c) {
@@ -117,27 +125,7 @@ void kmeanspp_device(const float* x_host, const float* x_dev, int64_t n, int64_t
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(host_bsum.data(), bsum.p, sizeof(double) * nblocks,
                                        cudaMemcpyDeviceToHost, stream));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream));
-    double total = 0;
-    for (int64_t b = 0; b < nblocks; ++b) total += host_bsum[b];
-    if (!(total > 0)) {  // fewer distinct points than k: any point is as good
-      pick = static_cast<int64_t>(rng() % static_cast<uint64_t>(n));
-      continue;
-    }
-    double r = uniform() * total;
-    int64_t b = 0;
-    while (b + 1 < nblocks && r >= host_bsum[b]) r -= host_bsum[b++];
-    const int64_t i0 = b * kBlock, i1 = std::min(n, (b + 1) * kBlock);
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(host_dmin.data(), dmin.p + i0, sizeof(double) * (i1 - i0),
-                                       cudaMemcpyDeviceToHost, stream));
-    FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream));
-    pick = i1 - 1;
-    for (int64_t i = i0; i < i1; ++i) {
-      if (r < host_dmin[i - i0]) {
-        pick = i;
-        break;
-      }
-      r -= host_dmin[i - i0];
-    }
+    pick = kmeanspp_draw(rng, host_bsum.data(), nblocks, n, kBlock, block_dmin);
   }
 }
 
