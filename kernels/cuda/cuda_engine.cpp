@@ -255,6 +255,8 @@ class CudaEngine final : public Engine {
       a.win_list = win_list_.get();
       a.win_count = win_counts_.get() + chunk;
       a.cand_top = cand_top_.get();
+      a.recheck_list = recheck_list_.get();
+      a.recheck_count = recheck_count_.get();
       if (mma) {
         SplitRows xs;
         const int64_t xoff = resident_ ? off * dpad_ : 0;
@@ -267,7 +269,7 @@ class CudaEngine final : public Engine {
         cs.lo = c16_lo_.get();
         cs.scale_exp = c_scale_exp_.get();
         if (math_ == AssignMath::Fp16Wgmma) {
-          launch_wgmma_assign(mma_shape_, a, xs, cs, res_.compute);
+          launch_wgmma_assign(mma_shape_, a, xs, cs, sm_count_, res_.compute);
         } else {
           launch_mma_assign(mma_shape_, a, xs, cs, res_.compute);
         }
@@ -402,6 +404,10 @@ class CudaEngine final : public Engine {
     win_list_.allocate(chunk_rows_, b);
     win_counts_.allocate(nchunks_, b);
     cand_top_.allocate(chunk_rows_ * kTop, b);
+    if (math_ == AssignMath::Fp16Wgmma) {
+      recheck_list_.allocate(chunk_rows_, b);
+      recheck_count_.allocate(1, b);
+    }
     xnorm_.allocate(chunk_rows_, b);
     keys_out_.allocate(chunk_rows_, b);
     ids_in_.allocate(chunk_rows_, b);
@@ -510,7 +516,7 @@ class CudaEngine final : public Engine {
 
   DeviceArray<double> shift_, xnorm_, block_inertia_, dist64_;
   DeviceArray<int> labels_, changed_, fix_counts_, cand_, fix_list_;
-  DeviceArray<int> win_list_, win_counts_, cand_top_;
+  DeviceArray<int> win_list_, win_counts_, cand_top_, recheck_list_, recheck_count_;
   DeviceArray<int> keys_out_, ids_in_, ids_out_, seg_begin_, seg_end_;
   DeviceArray<unsigned char> sort_temp_;
   DeviceArray<float> c_raw_, c_raw_t_, c_shifted_t_, c_beta_, means_dev_, dist_;

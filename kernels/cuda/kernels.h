@@ -66,6 +66,11 @@ struct AssignArgs {
   int* win_list = nullptr;   ///< rows: uncertified rows whose window is in cand_top
   int* win_count = nullptr;  ///< scalar, incremented (integer atomics only)
   int* cand_top = nullptr;   ///< rows x kTop: a win_list row's candidates (-1: none)
+  /// wgmma Exact on resident rows: the screening pass keeps only (best, index, second) per
+  /// row and lists here the rows it cannot certify (recheck_count: device scalar, reset by
+  /// the launcher); a second pass collects those rows' candidates (rows x 1 each).
+  int* recheck_list = nullptr;
+  int* recheck_count = nullptr;
 };
 
 /// FlashAssign on fp32 CUDA cores with the shape kAssignShapes[shape]: the CPU's fmaf chain
@@ -113,7 +118,7 @@ void launch_mma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
 /// only): the same shapes, values, bound and outputs, operands read from shared memory by
 /// the tensor cores.
 void launch_wgmma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
-                         const SplitCentroids& cs, cudaStream_t stream);
+                         const SplitCentroids& cs, int sm_count, cudaStream_t stream);
 
 /// Recomputes the rows of fix_list with the float64 formula over all k centroids, and the
 /// rows of win_list over their candidates only.

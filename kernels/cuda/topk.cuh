@@ -32,6 +32,9 @@ struct TopK {
     }
   }
 
+  /// Values at or above this cannot enter the list.
+  __device__ __forceinline__ float last() const { return v[K - 1]; }
+
   __device__ __forceinline__ static bool less(float a, int ai, float b, int bi) {
     return a < b || (a == b && ai < bi);
   }
@@ -89,6 +92,38 @@ struct TopK {
   }
 };
 
+/// The screening state of a row: the lexicographically smallest (value, index) pair and the
+/// smallest value of every other index. Like TopK, independent of the fold and merge order,
+/// and enough to certify a row (second - best > 2E); what it cannot tell is which centroids
+/// lie in an uncertified row's window, so such rows are recollected with TopK<kTop>.
+struct Top2 {
+  float v0, v1;
+  int i0;
+
+  __device__ __forceinline__ void clear() {
+    v0 = v1 = CUDART_INF_F;
+    i0 = INT_MAX;
+  }
+  __device__ __forceinline__ float last() const { return v1; }
+
+  /// For a column above every index seen (a thread's own columns ascend): equal values lose.
+  __device__ __forceinline__ void insert_ascending(float x, int c) {
+    v1 = fminf(v1, fmaxf(v0, x));
+    i0 = x < v0 ? c : i0;
+    v0 = fminf(v0, x);
+  }
+
+  __device__ __forceinline__ void merge_lane(int off) {
+    const float w0 = __shfl_xor_sync(0xffffffffu, v0, off);
+    const float w1 = __shfl_xor_sync(0xffffffffu, v1, off);
+    const int j0 = __shfl_xor_sync(0xffffffffu, i0, off);
+    const bool other = w0 < v0 || (w0 == v0 && j0 < i0);
+    v1 = fminf(fminf(v1, w1), other ? v0 : w0);  // the losing best joins the others
+    v0 = other ? w0 : v0;
+    i0 = other ? j0 : i0;
+  }
+};
+
 /// Extra width of the candidate window that keeps float64 rounding of detail::exact_l2 /
 /// exact_ip (relative error below (d + 2) 2^-53 of |x - c|^2 <= (X + C)^2, or of X C) from
 /// reordering a candidate and a centroid outside the window.
@@ -118,6 +153,15 @@ __device__ __forceinline__ void route_row(const AssignArgs& a, int64_t row, cons
       a.fix_list[atomicAdd(a.fix_count, 1)] = int(row);
     }
   }
+}
+
+/// route_row for a screening state: the label when certified, else the row is queued for
+/// the collecting pass (a.recheck_list).
+__device__ __forceinline__ void route_row(const AssignArgs& a, int64_t row, const Top2& t, double e,
+                                          double, double) {
+  a.cand[row] = t.i0;
+  if (!(double(t.v1) - double(t.v0) > 2 * e))
+    a.recheck_list[atomicAdd(a.recheck_count, 1)] = int(row);
 }
 
 }  // namespace cuda

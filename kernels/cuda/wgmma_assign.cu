@@ -10,7 +10,9 @@
 #include <cuda_fp16.h>
 #include <math_constants.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernels.h"
@@ -140,15 +142,25 @@ struct WgmmaTraits {
 // accumulating hi.hi, hi.lo, lo.hi in that order (Exact) as the mma.sync pass does. A
 // thread holds 2 rows x BN / 4 columns of the block, folded in ascending column order into
 // its rows' candidates, which are then merged across the 4 lanes of a row.
-template <int BN, int WG, bool kThree, bool kResident, bool kSplit>
-__global__ void __launch_bounds__(WG * 128, (WgmmaTraits<BN, WG, kThree, kResident>::kMinBlocks))
+// What one launch of the kernel does with its rows.
+enum class Role {
+  Fast,     // one product, the best candidate only
+  Exact,    // three products, kTop candidates, certification and fix-up routing
+  Screen,   // three products, Top2 only: certified rows get their label, others are listed
+  Collect,  // Exact on the rows Screen listed (a.recheck_list)
+};
+
+template <int BN, int WG, bool kResident, Role kRole>
+__global__ void __launch_bounds__(WG * 128,
+                                  (WgmmaTraits<BN, WG, kRole != Role::Fast, kResident>::kMinBlocks))
     wgmma_assign_kernel(const AssignArgs a, const SplitRows xs, const SplitCentroids cs) {
 #ifdef FLASHKM_WGMMA
+  constexpr bool kThree = kRole != Role::Fast, kSplit = kThree;
+  constexpr bool kList = kRole == Role::Collect;
   using Traits = WgmmaTraits<BN, WG, kThree, kResident>;
-  static_assert(kThree || !kSplit, "Fast has one product");
   constexpr int BM = Traits::kRows, NTH = Traits::kThreads, P = Traits::kParts;
   constexpr int S = Traits::kStages, BK = kMmaDepth, NACC = BN / 2;
-  using RowTop = TopK<kThree ? kTop : 1>;
+  using RowTop = std::conditional_t<kRole == Role::Screen, Top2, TopK<kThree ? kTop : 1>>;
   extern __shared__ unsigned char smem_raw[];
   const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   const uint32_t pad = ((raw + 1023u) & ~1023u) - raw;  // swizzle atoms are 1024-aligned
@@ -157,8 +169,8 @@ __global__ void __launch_bounds__(WG * 128, (WgmmaTraits<BN, WG, kThree, kReside
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wg = warp / 4, wq = warp % 4, g = lane / 4, t = lane % 4;
-  const int64_t m0 = int64_t(blockIdx.x) * BM;
   const int k = a.c.k, dpad = xs.dpad;
+  const int64_t nrows = kList ? *a.recheck_count : a.rows;
   const int ksteps = dpad / BK, ntiles = (k + BN - 1) / BN, total = ntiles * ksteps;
   const int rows_bytes = kResident ? P * ksteps * Traits::kABytes : 0;
   const uint32_t sbase = rbase + rows_bytes;
@@ -173,12 +185,17 @@ __global__ void __launch_bounds__(WG * 128, (WgmmaTraits<BN, WG, kThree, kReside
   const int q = tid % 8, r0 = tid / 8;
   const int swz = (q ^ (r0 & 7)) << 4;
   // Rows of k-slice k0 into sa (the slice's BM x 64 halves, swizzled).
+  // Row i of the launch's sequence (-1 past its end): the listed rows, or all rows.
+  auto row_at = [&](int64_t i) -> int64_t {
+    if (i >= nrows) return -1;
+    return kList ? int64_t(a.recheck_list[i]) : i;
+  };
+  int64_t m0 = 0;  // first row (of the sequence) of the block's current tile
   auto issue_rows = [&](unsigned char* sa, const __half* src, int k0) {
 #pragma unroll
     for (int r = 0; r < BM; r += RS) {
-      const int64_t row = m0 + r0 + r;
-      const bool ok = row < a.rows;
-      cp_async16(sa + r * Traits::kRowBytes, src + (ok ? row : 0) * dpad + k0, ok);
+      const int64_t row = row_at(m0 + r0 + r);
+      cp_async16(sa + r * Traits::kRowBytes, src + (row >= 0 ? row : 0) * dpad + k0, row >= 0);
     }
   };
   auto issue = [&](int tile) {
@@ -199,187 +216,207 @@ __global__ void __launch_bounds__(WG * 128, (WgmmaTraits<BN, WG, kThree, kReside
     cp_async_commit();
   };
 
-  RowTop top[2];
-  top[0].clear();
-  top[1].clear();
-  // acc: hi.hi (or all three products when not kSplit); acc2: hi.lo + lo.hi when kSplit.
-  constexpr int NACC2 = kSplit ? NACC : 1;
-  float acc[NACC], acc2[NACC2];
+  // Row tiles of the sequence, a grid-stride apart (Collect runs one block per SM over a
+  // count known only on the device; the other roles launch one block per tile).
+  for (int64_t mt = blockIdx.x; mt * BM < nrows; mt += gridDim.x) {
+    m0 = mt * BM;
+    __syncthreads();  // the previous tile's shared memory is no longer read
+    RowTop top[2];
+    top[0].clear();
+    top[1].clear();
+    // acc: hi.hi (or all three products when not kSplit); acc2: hi.lo + lo.hi when kSplit.
+    constexpr int NACC2 = kSplit ? NACC : 1;
+    float acc[NACC], acc2[NACC2];
 #pragma unroll
-  for (int i = 0; i < NACC; ++i) acc[i] = 0.f;
+    for (int i = 0; i < NACC; ++i) acc[i] = 0.f;
 #pragma unroll
-  for (int i = 0; i < NACC2; ++i) acc2[i] = 0.f;
+    for (int i = 0; i < NACC2; ++i) acc2[i] = 0.f;
 
-  if constexpr (kResident) {
-    for (int p = 0; p < P; ++p)
-      for (int kc = 0; kc < ksteps; ++kc)
-        issue_rows(smem + (p * ksteps + kc) * Traits::kABytes + r0 * Traits::kRowBytes + swz,
-                   xsrc[p], kc * BK + q * 8);
-  }
-  constexpr int D = S - 2;  // prefetch distance in tiles
-#pragma unroll
-  for (int t0 = 0; t0 < D; ++t0) issue(t0);  // tile 0 shares its group with the rows
-  // Two loops, so that wgmma are in flight only across the inner loop's back edge: with the
-  // fold inside one flat loop, ptxas waits for every wgmma at the back edge (C7517).
-  for (int nt = 0, tile = 0; nt < ntiles; ++nt) {
-    for (int kc = 0; kc < ksteps; ++kc, ++tile) {
-      cp_async_wait<D - 1>();  // this thread's copies of `tile` have landed
-      fence_proxy_async();
-      wgmma_wait<1>();  // tile - 2's products are done with the stage tile + D reuses
-      __syncthreads();
-      issue(tile + D);
-      const uint32_t st = sbase + (tile % S) * Traits::kStageBytes;
-      uint64_t da[P], db[P];
-#pragma unroll
-      for (int p = 0; p < P; ++p) {
-        if constexpr (kResident) {
-          da[p] =
-              smem_desc(rbase + (p * ksteps + kc) * Traits::kABytes + wg * 64 * Traits::kRowBytes);
-          db[p] = smem_desc(st + p * Traits::kBBytes);
-        } else {
-          da[p] = smem_desc(st + p * Traits::kABytes + wg * 64 * Traits::kRowBytes);
-          db[p] = smem_desc(st + P * Traits::kABytes + p * Traits::kBBytes);
-        }
-      }
-#pragma unroll
-      for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
-#pragma unroll
-      for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < BK / 16; ++kk) {
-        const uint64_t step = uint64_t(kk * 32 >> 4);  // 16 halves further along every row
-        const int keep = (kc > 0 || kk > 0) ? 1 : 0;   // 0: the block's first step
-        wgmma_tile<BN>(acc, da[0] + step, db[0] + step, keep);
-        if constexpr (kSplit) {
-          wgmma_tile<BN>(acc2, da[0] + step, db[P - 1] + step, keep);
-          wgmma_tile<BN>(acc2, da[P - 1] + step, db[0] + step, 1);
-        } else if constexpr (kThree) {
-          wgmma_tile<BN>(acc, da[0] + step, db[P - 1] + step, 1);
-          wgmma_tile<BN>(acc, da[P - 1] + step, db[0] + step, 1);
-        }
-      }
-      wgmma_commit();
-#pragma unroll
-      for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
-#pragma unroll
-      for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
+    if constexpr (kResident) {
+      for (int p = 0; p < P; ++p)
+        for (int kc = 0; kc < ksteps; ++kc)
+          issue_rows(smem + (p * ksteps + kc) * Traits::kABytes + r0 * Traits::kRowBytes + swz,
+                     xsrc[p], kc * BK + q * 8);
     }
-    {  // centroid block nt is complete: fold it
-      wgmma_wait<0>();
+    constexpr int D = S - 2;  // prefetch distance in tiles
 #pragma unroll
-      for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
+    for (int t0 = 0; t0 < D; ++t0) issue(t0);  // tile 0 shares its group with the rows
+    // Two loops, so that wgmma are in flight only across the inner loop's back edge: with the
+    // fold inside one flat loop, ptxas waits for every wgmma at the back edge (C7517).
+    for (int nt = 0, tile = 0; nt < ntiles; ++nt) {
+      for (int kc = 0; kc < ksteps; ++kc, ++tile) {
+        cp_async_wait<D - 1>();  // this thread's copies of `tile` have landed
+        fence_proxy_async();
+        wgmma_wait<1>();  // tile - 2's products are done with the stage tile + D reuses
+        __syncthreads();
+        issue(tile + D);
+        const uint32_t st = sbase + (tile % S) * Traits::kStageBytes;
+        uint64_t da[P], db[P];
 #pragma unroll
-      for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
-      // The block's dot products: acc, or acc + acc2 rounded once (kSplit).
-      auto dot = [&](int i) {
-        if constexpr (kSplit) {
-          return __fadd_rn(acc[i], acc2[i]);
-        } else {
-          return acc[i];
+        for (int p = 0; p < P; ++p) {
+          if constexpr (kResident) {
+            da[p] = smem_desc(rbase + (p * ksteps + kc) * Traits::kABytes +
+                              wg * 64 * Traits::kRowBytes);
+            db[p] = smem_desc(st + p * Traits::kBBytes);
+          } else {
+            da[p] = smem_desc(st + p * Traits::kABytes + wg * 64 * Traits::kRowBytes);
+            db[p] = smem_desc(st + P * Traits::kABytes + p * Traits::kBBytes);
+          }
         }
-      };
-      // Padding columns have beta = +inf, so their values never enter a row's state. The
-      // accumulators stay as the wgmma left them (values go to temporaries): rewriting them
-      // here would make the loop carry them in other registers, and ptxas would then wait
-      // for every in-flight wgmma at the loop's back edge.
-      const int nb = nt * BN + 2 * t;
-      const float2* beta = reinterpret_cast<const float2*>(a.c.beta + nb);  // L1-resident
-      float m[2] = {CUDART_INF_F, CUDART_INF_F};
 #pragma unroll
-      for (int j = 0; j < BN / 8; ++j) {
-        const float2 b = beta[j * 4];
+        for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
-          m[h] = fminf(m[h], fminf(__fmaf_rn(alpha, dot(4 * j + 2 * h), b.x),
-                                   __fmaf_rn(alpha, dot(4 * j + 2 * h + 1), b.y)));
+        for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; ++kk) {
+          const uint64_t step = uint64_t(kk * 32 >> 4);  // 16 halves further along every row
+          const int keep = (kc > 0 || kk > 0) ? 1 : 0;   // 0: the block's first step
+          wgmma_tile<BN>(acc, da[0] + step, db[0] + step, keep);
+          if constexpr (kSplit) {
+            wgmma_tile<BN>(acc2, da[0] + step, db[P - 1] + step, keep);
+            wgmma_tile<BN>(acc2, da[P - 1] + step, db[0] + step, 1);
+          } else if constexpr (kThree) {
+            wgmma_tile<BN>(acc, da[0] + step, db[P - 1] + step, 1);
+            wgmma_tile<BN>(acc, da[P - 1] + step, db[0] + step, 1);
+          }
+        }
+        wgmma_commit();
+#pragma unroll
+        for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
+#pragma unroll
+        for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
       }
+      {  // centroid block nt is complete: fold it
+        wgmma_wait<0>();
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        // Most blocks hold nothing below the row's last kept value: folding them (higher
-        // indices, so equal values lose) would change nothing, and is skipped.
-        if (m[h] < top[h].v[RowTop::kSize - 1]) {
+        for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
 #pragma unroll
-          for (int j = 0; j < BN / 8; ++j) {
-            const float2 b = beta[j * 4];
-            top[h].insert_ascending(__fmaf_rn(alpha, dot(4 * j + 2 * h), b.x), nb + j * 8);
-            top[h].insert_ascending(__fmaf_rn(alpha, dot(4 * j + 2 * h + 1), b.y), nb + j * 8 + 1);
+        for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
+        // The block's dot products: acc, or acc + acc2 rounded once (kSplit).
+        auto dot = [&](int i) {
+          if constexpr (kSplit) {
+            return __fadd_rn(acc[i], acc2[i]);
+          } else {
+            return acc[i];
+          }
+        };
+        // Padding columns have beta = +inf, so their values never enter a row's state. The
+        // accumulators stay as the wgmma left them (values go to temporaries): rewriting them
+        // here would make the loop carry them in other registers, and ptxas would then wait
+        // for every in-flight wgmma at the loop's back edge.
+        const int nb = nt * BN + 2 * t;
+        const float2* beta = reinterpret_cast<const float2*>(a.c.beta + nb);  // L1-resident
+        float m[2] = {CUDART_INF_F, CUDART_INF_F};
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j) {
+          const float2 b = beta[j * 4];
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            m[h] = fminf(m[h], fminf(__fmaf_rn(alpha, dot(4 * j + 2 * h), b.x),
+                                     __fmaf_rn(alpha, dot(4 * j + 2 * h + 1), b.y)));
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          // Most blocks hold nothing below the row's last kept value: folding them (higher
+          // indices, so equal values lose) would change nothing, and is skipped.
+          if (m[h] < top[h].last()) {
+#pragma unroll
+            for (int j = 0; j < BN / 8; ++j) {
+              const float2 b = beta[j * 4];
+              top[h].insert_ascending(__fmaf_rn(alpha, dot(4 * j + 2 * h), b.x), nb + j * 8);
+              top[h].insert_ascending(__fmaf_rn(alpha, dot(4 * j + 2 * h + 1), b.y),
+                                      nb + j * 8 + 1);
+            }
           }
         }
       }
     }
-  }
-  cp_async_wait<0>();
+    cp_async_wait<0>();
 
 #pragma unroll
-  for (int h = 0; h < 2; ++h)
+    for (int h = 0; h < 2; ++h)
 #pragma unroll
-    for (int off = 1; off < 4; off *= 2) top[h].merge_lane(off);
-  if (t != 0) return;
-  const bool certify = kThree && a.certify;
-  const double C = certify ? *a.c.max_norm : 0;
+      for (int off = 1; off < 4; off *= 2) top[h].merge_lane(off);
+    if (t == 0) {
+      const bool certify = kThree && a.certify;
+      const double C = certify ? *a.c.max_norm : 0;
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int64_t row = m0 + wg * 64 + wq * 16 + g + 8 * h;
-    if (row >= a.rows) continue;
-    const double X = certify ? a.xnorm[row] : 0;
-    const double e =
-        certify ? mma_bound(a.inner_product, kSplit, a.d, dpad, X, C, xs.scale_exp, ec) : 0;
-    route_row(a, row, top[h], e, X, C);
+      for (int h = 0; h < 2; ++h) {
+        const int64_t row = row_at(m0 + wg * 64 + wq * 16 + g + 8 * h);
+        if (row < 0) continue;
+        const double X = certify ? a.xnorm[row] : 0;
+        const double e =
+            certify ? mma_bound(a.inner_product, kSplit, a.d, dpad, X, C, xs.scale_exp, ec) : 0;
+        route_row(a, row, top[h], e, X, C);
+      }
+    }
   }
 #endif  // FLASHKM_WGMMA
 }
 
-template <int BN, int WG, bool kThree, bool kResident, bool kSplit>
+template <int BN, int WG, bool kResident, Role kRole>
 void launch_wgmma(const AssignArgs& a, const SplitRows& xs, const SplitCentroids& cs,
-                  cudaStream_t stream) {
-  using Traits = WgmmaTraits<BN, WG, kThree, kResident>;
-  auto kernel = wgmma_assign_kernel<BN, WG, kThree, kResident, kSplit>;
+                  int64_t blocks, cudaStream_t stream) {
+  using Traits = WgmmaTraits<BN, WG, kRole != Role::Fast, kResident>;
+  auto kernel = wgmma_assign_kernel<BN, WG, kResident, kRole>;
   const size_t smem = Traits::smem_bytes(xs.dpad);
   FLASHKM_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const int64_t blocks = (a.rows + Traits::kRows - 1) / Traits::kRows;
   kernel<<<unsigned(blocks), Traits::kThreads, smem, stream>>>(a, xs, cs);
   FLASHKM_CUDA_CHECK_LAUNCH(wgmma_assign_kernel);
 }
 
 // Rows stay resident when they fit beside three stages in the 227 KB a block may hold (the
 // sm_90 limit; at 128 rows: d <= 256 in Exact, d <= 1024 in Fast), else they are streamed
-// with the centroids. Chosen by bench_kmeans_cuda on an H200 (run 15 of bench/NOTES-cuda.md):
-// resident 3.21 ms vs streamed 3.35 ms per Exact assign at 1M x 128, K 1024; four stages
-// (two tiles of prefetch) gained nothing over three; Exact with hi.hi and hi.lo + lo.hi in
-// two accumulators certifies 2.2x (128-d) to 2.8x (768-d) more rows than with one.
+// with the centroids. Chosen by bench_kmeans_cuda on an H200 (bench/NOTES-cuda.md, runs 16
+// and 20): resident 3.21 ms vs streamed 3.35 ms per Exact assign at 1M x 128, K 1024; four
+// stages (two tiles of prefetch) gained nothing over three; Exact with hi.hi and hi.lo +
+// lo.hi in two accumulators certifies 2.2x (128-d) to 2.8x (768-d) more rows than with one.
+// Exact on resident rows screens first (Top2: a cheap fold, the fold being most of the
+// instructions at small d) and collects candidates only for the rows it cannot certify.
 template <int S, bool kThree>
 void launch_wgmma_shape(const AssignArgs& a, const SplitRows& xs, const SplitCentroids& cs,
-                        cudaStream_t stream) {
+                        int sm_count, cudaStream_t stream) {
   constexpr MmaTiles t = kMmaShapes[S];
   static_assert(t.rows % 64 == 0, "a warpgroup owns 64 rows");
   constexpr int BN = t.centroids, WG = t.rows / 64;
-  if (WgmmaTraits<BN, WG, kThree, true>::smem_bytes(xs.dpad) <= kSmemOptin) {
-    launch_wgmma<BN, WG, kThree, true, kThree>(a, xs, cs, stream);
+  const int64_t tiles = (a.rows + t.rows - 1) / t.rows;
+  const bool resident = WgmmaTraits<BN, WG, kThree, true>::smem_bytes(xs.dpad) <= kSmemOptin;
+  if (!kThree) {
+    if (resident) {
+      launch_wgmma<BN, WG, true, Role::Fast>(a, xs, cs, tiles, stream);
+    } else {
+      launch_wgmma<BN, WG, false, Role::Fast>(a, xs, cs, tiles, stream);
+    }
+  } else if (resident) {
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(a.recheck_count, 0, sizeof(int), stream));
+    launch_wgmma<BN, WG, true, Role::Screen>(a, xs, cs, tiles, stream);
+    launch_wgmma<BN, WG, true, Role::Collect>(a, xs, cs, std::min<int64_t>(tiles, sm_count),
+                                              stream);
   } else {
-    launch_wgmma<BN, WG, kThree, false, kThree>(a, xs, cs, stream);
+    launch_wgmma<BN, WG, false, Role::Exact>(a, xs, cs, tiles, stream);
   }
 }
 
 }  // namespace
 
 void launch_wgmma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
-                         const SplitCentroids& cs, cudaStream_t stream) {
+                         const SplitCentroids& cs, int sm_count, cudaStream_t stream) {
   static_assert(kNumMmaShapes == 2, "add the new shape to the switch below");
   if (a.rows == 0) return;
   switch (shape * 2 + (a.certify ? 1 : 0)) {
     case 0:
-      launch_wgmma_shape<0, false>(a, xs, cs, stream);
+      launch_wgmma_shape<0, false>(a, xs, cs, sm_count, stream);
       break;
     case 1:
-      launch_wgmma_shape<0, true>(a, xs, cs, stream);
+      launch_wgmma_shape<0, true>(a, xs, cs, sm_count, stream);
       break;
     case 2:
-      launch_wgmma_shape<1, false>(a, xs, cs, stream);
+      launch_wgmma_shape<1, false>(a, xs, cs, sm_count, stream);
       break;
     case 3:
-      launch_wgmma_shape<1, true>(a, xs, cs, stream);
+      launch_wgmma_shape<1, true>(a, xs, cs, sm_count, stream);
       break;
     default:
       FLASHKM_THROW("tensor-core shape %d is not compiled (0..%d)", shape, kNumMmaShapes - 1);
