@@ -58,7 +58,8 @@ struct IVFTrainParams {
   /// residuals, ProductQuantizer::cp), and by default each of its assignment steps is
   /// flashkm's exact one (ProductQuantizer::assign_index = a FlashAssignIndex, for the
   /// duration of train only). false: faiss's assignment (float32 BLAS, with its near-tie
-  /// errors; slower for the short sub-vectors of PQ).
+  /// errors; slower for the short sub-vectors of PQ). Not applied when the caller has set
+  /// pq.assign_index already; IndexIVFPQR's refine codebook is faiss's own.
   bool flash_codebooks = true;
   ExecOptions exec;
 };

@@ -7,6 +7,7 @@
 // are the CPU's operations in the CPU's order, so both backends pick the same points.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
