@@ -79,19 +79,19 @@ PY
       ;;
     bench)
       for p in exact fast; do
-        timeout 500 "$B" --iters 3 --precision $p --verbose --json "$OUT/bench_$p.json" \
+        timeout 500 "$B" --iters 3 --precision $p --verbose --json /dev/null \
           >"$OUT/bench_$p.log" 2>&1 || echo "bench exit $?"
-        grep -E 'recomputed' "$OUT/bench_$p.log" | sort | uniq -c | sort -rn | head -8
+        grep -E 'recomputed' "$OUT/bench_$p.log" | sort | uniq -c | sort -rn | head -20
         row "final $p" "$OUT/bench_$p.log"
       done
       ;;
     sanitize)
-      timeout 500 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$T" \
-        --gtest_brief=1 >"$OUT/memcheck.log" 2>&1
+      timeout 400 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$T" \
+        --gtest_brief=1 --gtest_filter="${MEMCHECK_FILTER:-*}" >"$OUT/memcheck.log" 2>&1
       echo "memcheck exit $?"
       tail -3 "$OUT/memcheck.log"
       timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 "$T" --gtest_brief=1 \
-        --gtest_filter='*TileShapes*:*Ties*:*Streaming*:*EdgeShapes*:*FastPrecision*:CudaTensor*' \
+        --gtest_filter='*TileShapes*:*Ties*:*Streaming*:*EdgeShapes*:*FastPrecision*:CudaTensor*:*ManyUncertified*' \
         >"$OUT/racecheck.log" 2>&1
       echo "racecheck exit $?"
       tail -3 "$OUT/racecheck.log"

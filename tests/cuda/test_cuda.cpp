@@ -379,6 +379,29 @@ TEST_P(CudaMath, ExactTiesGoToLowestIndexThroughFixup) {
   expect_same(g, h, "GPU vs CPU engine", ffma());
 }
 
+// Every row tied (each centroid has a duplicate): more uncertified rows than the wgmma
+// collecting pass covers in one sweep of its blocks (one per SM, 128 rows each), so its
+// grid-stride loop runs; labels must still be the oracle's and the CPU's.
+TEST_P(CudaMath, ManyUncertifiedRowsAllFixedUp) {
+  const int64_t n = 60000, d = 5, k = 16;
+  std::mt19937_64 rng(67);
+  std::vector<float> x(n * d), c(k * d);
+  for (auto& v : x) v = float(int(rng() % 9) - 4);
+  for (int64_t j = 0; j < k / 2; ++j)
+    for (int64_t t = 0; t < d; ++t) c[j * d + t] = float(int(rng() % 7) - 3);
+  for (int64_t j = k / 2; j < k; ++j)
+    std::copy(c.begin() + (j - k / 2) * d, c.begin() + (j - k / 2 + 1) * d, c.begin() + j * d);
+  KMeansParams p;
+  p.n_clusters = int(k);
+  p.bounds = false;
+  auto gpu = detail::make_cuda_engine(n, d, k, x.data(), p);
+  auto cpu = detail::make_cpu_engine(n, d, k, x.data(), p);
+  Step g = run_step(*gpu, c), h = run_step(*cpu, c);
+  EXPECT_EQ(g.out.fixups, n);
+  ASSERT_EQ(g.labels, oracle_labels(Metric::L2, x, n, d, c, k));
+  expect_same(g, h, "GPU vs CPU engine", ffma());
+}
+
 // More exactly tied centroids than a row keeps candidates (kTop = 4): the window cannot be
 // closed from the candidate list, and those rows take the fix-up over all k.
 TEST_P(CudaMath, ManyTiedCentroidsTakeTheFullFixup) {
