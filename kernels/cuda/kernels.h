@@ -115,8 +115,10 @@ void launch_mma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
                        const SplitCentroids& cs, cudaStream_t stream);
 
 /// launch_mma_assign on Hopper's warpgroup mma (wgmma, sm_90a code: compute capability 9.0
-/// only): the same shapes, values, bound and outputs, operands read from shared memory by
-/// the tensor cores.
+/// only): the same shapes and outputs, operands read from shared memory by the tensor cores.
+/// Fast values are identical to the mma.sync pass's; Exact keeps hi.hi and hi.lo + lo.hi in
+/// two accumulators (other values, a tighter bound, fewer fix-ups) and, on rows resident in
+/// shared memory, screens then collects (a.recheck_list). sm_count sizes the collecting grid.
 void launch_wgmma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
                          const SplitCentroids& cs, int sm_count, cudaStream_t stream);
 

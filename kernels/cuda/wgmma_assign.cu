@@ -1,8 +1,10 @@
-// FlashAssign on Hopper's warpgroup tensor-core instructions (wgmma, sm_90a): the same
-// values, certification and candidate state as the mma.sync pass (mma_assign.cu), with the
-// operands read by the tensor cores straight from shared memory instead of through ldmatrix
-// into registers (the mma.sync pass was bound by those shared-memory reads: 128 bytes per
-// m16n8k16 in Exact mode, the SM's whole shared-memory bandwidth).
+// FlashAssign on Hopper's warpgroup tensor-core instructions (wgmma, sm_90a): the products
+// and candidate state of the mma.sync pass (mma_assign.cu), with the operands read by the
+// tensor cores straight from shared memory instead of through ldmatrix into registers (the
+// mma.sync pass was bound by those shared-memory reads: 128 bytes per m16n8k16 in Exact
+// mode, the SM's whole shared-memory bandwidth). Exact accumulates hi.hi apart from
+// hi.lo + lo.hi (a tighter bound: mma_common.cuh), and on resident rows runs as a cheap
+// screening pass plus a collecting pass over the rows it cannot certify (Role below).
 //
 // This file is compiled for sm_90a only (kernels/cuda/CMakeLists.txt); the engine picks it
 // only on compute capability 9.0 (tile_config.cpp), and every other device keeps the
@@ -136,12 +138,14 @@ struct WgmmaTraits {
   static_assert(kMmaDepth == 64, "the 128-byte swizzle holds 64 halves a row");
 };
 
-// A block of WG warpgroups owns 64 WG points and walks the flattened (centroid block of BN,
-// k step of 64) tiles through a 3-stage cp.async pipeline; warpgroup w multiplies its 64
-// rows by the BN centroids with m64nBNk16 wgmma, k ascending in steps of 16, each step
-// accumulating hi.hi, hi.lo, lo.hi in that order (Exact) as the mma.sync pass does. A
-// thread holds 2 rows x BN / 4 columns of the block, folded in ascending column order into
-// its rows' candidates, which are then merged across the 4 lanes of a row.
+// A block of WG warpgroups owns 64 WG points (a row tile; Collect's blocks loop over tiles)
+// and walks the flattened (centroid block of BN, k step of 64) tiles through a 3-stage
+// cp.async pipeline; warpgroup w multiplies its 64 rows by the BN centroids with m64nBNk16
+// wgmma, k ascending in steps of 16, each step adding hi.hi to one accumulator and hi.lo,
+// lo.hi (in that order) to a second (Exact). A thread holds 2 rows x BN / 4 columns of the
+// block, folded in ascending column order into its rows' state, which is then merged across
+// the 4 lanes of a row.
+//
 // What one launch of the kernel does with its rows.
 enum class Role {
   Fast,     // one product, the best candidate only
