@@ -13,6 +13,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernels.h"
+#include "kernels/cuda/kmeanspp.h"
 #include "kernels/cuda/tile_config.h"
 #include "kernels/engine.h"
 
@@ -207,6 +208,16 @@ class CudaEngine final : public Engine {
                    "flashkm cuda: %s, %s data (%lld rows a chunk), %.1f MB of device memory\n",
                    pass_name(), resident_ ? "resident" : "streamed", (long long)chunk_rows_,
                    double(res_.device_bytes) / 1e6);
+  }
+
+  // k-means++ on the device when the data is resident (the same picks as the CPU's);
+  // streamed data keeps the host implementation.
+  void kmeanspp(uint64_t seed, float* centroids) override {
+    if (!resident_) {
+      Engine::kmeanspp(seed, centroids);
+      return;
+    }
+    kmeanspp_device(x_, x_dev_.get(), n_, d_, k_, seed, res_.compute, centroids);
   }
 
   void set_centroids(const float* centroids) override {

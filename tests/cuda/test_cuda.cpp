@@ -530,5 +530,53 @@ TEST(CudaTensorPasses, WgmmaAndMmaSyncAgreeBitForBit) {
   EXPECT_GT(fixups, 0);  // the bound was exercised
 }
 
+// k-means++ on the device picks exactly the CPU's points: the same float64 distances and
+// per-1024-row sums, the same draws. Shapes: n not a multiple of the 1024-row block, d not a
+// multiple of the 32-column staging tile, d = 1, inner product data, and fewer distinct points
+// than k (the sums reach zero and the draws fall back to uniform picks). Streamed data keeps
+// the host seeding and must give the same centroids as well.
+TEST(CudaKMeansPlusPlus, PicksTheCpusPoints) {
+  if (detail::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  struct Case {
+    Shape s;
+    bool duplicate;
+    size_t budget;
+  };
+  for (const Case& c : {Case{Shape{5000, 37, 64, Metric::L2, 201}, false, 0},
+                        Case{Shape{3001, 1, 20, Metric::L2, 202}, false, 0},
+                        Case{Shape{2100, 70, 33, Metric::InnerProduct, 203}, false, 0},
+                        Case{Shape{1500, 8, 40, Metric::L2, 204}, true, 0},
+                        Case{Shape{4000, 16, 50, Metric::L2, 205}, false, 100 * 1024}}) {
+    SCOPED_TRACE(describe(c.s) + (c.duplicate ? " duplicates" : "") +
+                 (c.budget ? " streamed" : ""));
+    std::vector<float> x = make_data(c.s);
+    if (c.duplicate)  // only 5 distinct points
+      for (int64_t i = 5; i < c.s.n; ++i)
+        std::copy(x.begin() + (i % 5) * c.s.d, x.begin() + (i % 5 + 1) * c.s.d,
+                  x.begin() + i * c.s.d);
+    KMeansParams p;
+    p.n_clusters = int(c.s.k);
+    p.metric = c.s.metric;
+    p.init = Init::KMeansPlusPlus;
+    p.seed = c.s.seed;
+    p.max_iter = 0;  // the seeding itself (then one assignment pass)
+    p.empty_policy = EmptyClusterPolicy::Keep;
+    p.device_memory_budget = c.budget;
+    p.device = Device::CPU;
+    const KMeansResult rc = KMeans(c.s.d, p).fit(c.s.n, x.data());
+    p.device = Device::CUDA;
+    const KMeansResult rg = KMeans(c.s.d, p).fit(c.s.n, x.data());
+    EXPECT_EQ(rg.centroids, rc.centroids);
+    EXPECT_EQ(rg.labels, rc.labels);
+    p.max_iter = 3;
+    p.bounds = false;
+    EXPECT_EQ(KMeans(c.s.d, p).fit(c.s.n, x.data()).centroids, [&] {
+      KMeansParams q = p;
+      q.device = Device::CPU;
+      return KMeans(c.s.d, q).fit(c.s.n, x.data()).centroids;
+    }());
+  }
+}
+
 }  // namespace
 }  // namespace flashkm
