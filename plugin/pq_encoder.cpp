@@ -3,7 +3,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cmath>
 
 #include "flashkm/error.h"
 
@@ -32,23 +31,16 @@ constexpr float kNoMinimum = __builtin_inff();
 // (dsub x ksub floats, 8 KB for dsub 8) is scanned for all of them.
 constexpr int64_t kBlock = 32;
 
-// sum_j (r[j] - ct[j * ksub + k])^2, j ascending: faiss's float32 distance, bit for bit.
-inline float exact_distance(const float* r, const float* ct, int64_t dsub, int64_t ksub,
-                            int64_t k) {
-  float dist = 0.f;
-  for (int64_t j = 0; j < dsub; ++j) {
-    float t = r[j] - ct[j * ksub + k];
-    dist = dist + rounded(t * t);
-  }
-  return dist;
-}
-
 // First minimum over k of sum_j (r[j] - ct[j * ksub + k])^2, j ascending.
 int64_t argmin_scalar(const float* r, const float* ct, int64_t dsub, int64_t ksub) {
   float best = kNoMinimum;
   int64_t best_k = 0;
   for (int64_t k = 0; k < ksub; ++k) {
-    const float dist = exact_distance(r, ct, dsub, ksub, k);
+    float dist = 0.f;
+    for (int64_t j = 0; j < dsub; ++j) {
+      float t = r[j] - ct[j * ksub + k];
+      dist = dist + rounded(t * t);
+    }
     if (dist < best) {
       best = dist;
       best_k = k;
@@ -105,67 +97,6 @@ __attribute__((target("avx2"))) int64_t argmin_avx2(const float* r, const float*
   return int64_t(kf[l_best]);
 }
 
-// Screening, then faiss's exact distances for the few centroids that can still be the first
-// minimum. A_k = |c_k|^2 - 2 r.c_k (fused multiply-adds, 8 centroids per instruction) is the
-// distance minus |r|^2 up to an error of at most B = 2 (dsub + 1) u (|r|^2 + max_k |c_k|^2)
-// (u = 2^-24: rounding of the dot product, of |c_k|^2 and of the final fma); faiss's distance
-// F_k is within g D_k of the real one D_k, g = (dsub + 2) u. Both bounds are doubled below.
-// With S = A + |r|^2, any k with S_k > (1 + g)(S_min + B) / (1 - g) + B has F_k > F of the
-// screening's best centroid, so it cannot be the first minimum; the rest are candidates, whose
-// exact distances are compared in ascending k with strict <, exactly as faiss does. Values so
-// large that the bounds stop being meaningful go to the exact path. Requires ksub % 64 == 0.
-__attribute__((target("avx2,fma"))) int64_t argmin_screened(const float* r, const float* ct,
-                                                            const float* cc, double max_cc,
-                                                            int64_t dsub, int64_t ksub, float* a) {
-  double rr = 0;
-  for (int64_t j = 0; j < dsub; ++j) rr += double(r[j]) * double(r[j]);
-  if (!(rr + max_cc < 1e30)) return argmin_avx2(r, ct, dsub, ksub);
-  const __m256 minus2 = _mm256_set1_ps(-2.f);
-  __m256 amin = _mm256_set1_ps(kNoMinimum);
-  // Eight independent accumulators: a chain of fused multiply-adds is latency-bound.
-  for (int64_t k = 0; k < ksub; k += 64) {
-    __m256 dot[8];
-    for (int q = 0; q < 8; ++q) dot[q] = _mm256_setzero_ps();
-    for (int64_t j = 0; j < dsub; ++j) {
-      const __m256 rj = _mm256_set1_ps(r[j]);
-      const float* c = ct + j * ksub + k;
-      for (int q = 0; q < 8; ++q) dot[q] = _mm256_fmadd_ps(rj, _mm256_loadu_ps(c + 8 * q), dot[q]);
-    }
-    for (int q = 0; q < 8; ++q) {
-      const __m256 aq = _mm256_fmadd_ps(minus2, dot[q], _mm256_loadu_ps(cc + k + 8 * q));
-      _mm256_storeu_ps(a + k + 8 * q, aq);
-      amin = _mm256_min_ps(amin, aq);
-    }
-  }
-  alignas(32) float m8[8];
-  _mm256_store_ps(m8, amin);
-  float a_min = m8[0];
-  for (int l = 1; l < 8; ++l) a_min = std::min(a_min, m8[l]);
-  const double u = std::ldexp(1.0, -24);
-  const double bound = 4.0 * double(dsub + 1) * u * (rr + max_cc);
-  const double g = 2.0 * double(dsub + 2) * u;
-  const double s_limit = (1.0 + g) * (double(a_min) + rr + bound) / (1.0 - g) + bound;
-  const double a_limit = s_limit - rr;
-  float limit = float(a_limit);
-  if (double(limit) < a_limit) limit = std::nextafter(limit, kNoMinimum);
-  const __m256 lim = _mm256_set1_ps(limit);
-  float best = kNoMinimum;
-  int64_t best_k = 0;
-  for (int64_t k = 0; k < ksub; k += 8) {
-    unsigned mask =
-        unsigned(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(a + k), lim, _CMP_LE_OQ)));
-    for (; mask != 0; mask &= mask - 1) {
-      const int64_t kk = k + __builtin_ctz(mask);
-      const float dist = exact_distance(r, ct, dsub, ksub, kk);
-      if (dist < best) {
-        best = dist;
-        best_k = kk;
-      }
-    }
-  }
-  return best_k;
-}
-
 }  // namespace
 
 std::unique_ptr<PQEncoder> PQEncoder::make(const faiss::IndexIVF& ivf, bool simd) {
@@ -184,8 +115,7 @@ PQEncoder::PQEncoder(const faiss::IndexIVFPQ& ivf, bool simd)
       dsub_(int64_t(ivf.pq.dsub)),
       ksub_(int64_t(ivf.pq.ksub)),
       by_residual_(ivf.by_residual),
-      avx2_(simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-            ksub_ % 64 == 0) {
+      avx2_(simd && __builtin_cpu_supports("avx2") && ksub_ % 32 == 0) {
   if (by_residual_) {
     coarse_.resize(size_t(nlist_ * d_));
     ivf.quantizer->reconstruct_n(0, nlist_, coarse_.data());
@@ -195,17 +125,6 @@ PQEncoder::PQEncoder(const faiss::IndexIVFPQ& ivf, bool simd)
     for (int64_t k = 0; k < ksub_; ++k) {
       const float* c = ivf.pq.get_centroids(size_t(m), size_t(k));
       for (int64_t j = 0; j < dsub_; ++j) ct_[(m * dsub_ + j) * ksub_ + k] = c[j];
-    }
-  }
-  cc_.resize(size_t(M_ * ksub_));
-  max_cc_.assign(size_t(M_), 0.0);
-  for (int64_t m = 0; m < M_; ++m) {
-    for (int64_t k = 0; k < ksub_; ++k) {
-      const float* c = ivf.pq.get_centroids(size_t(m), size_t(k));
-      double s = 0;
-      for (int64_t j = 0; j < dsub_; ++j) s += double(c[j]) * double(c[j]);
-      cc_[size_t(m * ksub_ + k)] = float(s);
-      max_cc_[size_t(m)] = std::max(max_cc_[size_t(m)], s);
     }
   }
 }
@@ -221,7 +140,6 @@ void PQEncoder::encode(int64_t n, const float* x, const faiss::Index::idx_t* lis
 #pragma omp parallel if (n_blocks > 1)
   {
     std::vector<float> r(size_t(kBlock * d_));
-    std::vector<float> scratch(static_cast<size_t>(ksub_));  // screening values of one sub-vector
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < n_blocks; ++b) {
       const int64_t i0 = b * kBlock, nb = std::min(kBlock, n - i0);
@@ -239,9 +157,8 @@ void PQEncoder::encode(int64_t n, const float* x, const faiss::Index::idx_t* lis
         const float* ct = &ct_[size_t(m * dsub_ * ksub_)];
         for (int64_t i = 0; i < nb; ++i) {
           const float* rs = &r[size_t(i * d_ + m * dsub_)];
-          int64_t k = avx2_ ? argmin_screened(rs, ct, &cc_[size_t(m * ksub_)], max_cc_[size_t(m)],
-                                              dsub_, ksub_, scratch.data())
-                            : argmin_scalar(rs, ct, dsub_, ksub_);
+          int64_t k =
+              avx2_ ? argmin_avx2(rs, ct, dsub_, ksub_) : argmin_scalar(rs, ct, dsub_, ksub_);
           codes[(i0 + i) * M_ + m] = uint8_t(k);
         }
       }

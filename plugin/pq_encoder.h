@@ -3,20 +3,16 @@
 //
 // faiss 1.7.3 encodes sub-vectors of fewer than 16 dimensions one vector and one centroid at a
 // time (a scalar loop on Debian's generic build), then scans the ksub distances for the first
-// minimum (fvec_L2sqr_ny_nearest: from +inf, strict <, ascending k). This encoder returns the
-// same index for every sub-vector:
-//  - AVX2 + FMA: ranks all centroids by |c|^2 - 2 r.c (8 centroids per fused multiply-add,
-//    about a third of the arithmetic of the exact distances), then computes faiss's exact
-//    float32 distance (per centroid: sum over j ascending of (r_j - c_j)^2, every product and
-//    sum rounded on its own) only for the centroids whose screening value is within a proven
-//    rounding-error bound of the best one, and keeps the first minimum among them. Inputs so
-//    large that the bound is meaningless take the exact path: the same distances for all
-//    centroids, with a running (minimum, index) per SIMD lane and the lowest index among equal
-//    lanes.
-//  - otherwise: the exact distances and first minimum, one centroid at a time.
-// Residuals (x - coarse centroid) are the same float subtractions as faiss's, computed once per
-// vector. tests/index/pq_encoder_test.cpp checks the bytes against faiss on both paths,
-// including exact ties, near ties decided by rounding, and huge or overflowing distances.
+// minimum (fvec_L2sqr_ny_nearest: from +inf, strict <, ascending k). This encoder
+// computes the same float32 distances in the same order (per centroid: sum over j ascending of
+// (r_j - c_j)^2, every product and sum rounded on its own, no fused multiply-add) and keeps the
+// running minimum inside the distance loop: with AVX2, 8 centroids per instruction, one
+// (minimum, index) pair per lane updated with strict < in ascending k, then the lowest index
+// among the lanes holding the smallest value, which is faiss's first minimum. Residuals
+// (x - coarse centroid) are the same float subtractions, computed once per vector.
+// tests/index/pq_encoder_test.cpp checks the bytes against faiss on both paths, including exact
+// ties, near ties decided by rounding (they catch any fused multiply-add), and huge or
+// overflowing distances.
 //
 // Thread safety: encode() is const and may run from several threads at once; it parallelises
 // over vectors with OpenMP itself.
@@ -52,10 +48,8 @@ class PQEncoder {
   PQEncoder(const faiss::IndexIVFPQ& ivf, bool simd);
   int64_t d_, nlist_, M_, dsub_, ksub_;
   bool by_residual_, avx2_;
-  std::vector<float> coarse_;   // nlist x d, when by_residual
-  std::vector<float> ct_;       // M x dsub x ksub: centroids transposed, ksub contiguous
-  std::vector<float> cc_;       // M x ksub: squared norms of the centroids (for screening)
-  std::vector<double> max_cc_;  // M: largest squared norm per sub-quantizer
+  std::vector<float> coarse_;  // nlist x d, when by_residual
+  std::vector<float> ct_;      // M x dsub x ksub: centroids transposed, ksub contiguous
 };
 
 }  // namespace plugin

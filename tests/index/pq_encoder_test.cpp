@@ -129,8 +129,8 @@ TEST(PQEncoder, HugeAndOverflowingDistances) {
 
 // Near ties: centroids on a grid of step 0.1 (not exactly representable) and vectors half-way
 // between two of them, nudged by a few ulps, so that the two nearest distances differ only by
-// float32 rounding. Any shortcut that ranks centroids by another formula (|c|^2 - 2 r.c) must
-// fall back on faiss's exact distances here, or pick the other centroid.
+// float32 rounding. Any other arithmetic (a fused multiply-add, another summation order, ranking
+// by |c|^2 - 2 r.c without an exact re-check) picks the other centroid for some of them.
 TEST(PQEncoder, NearTiesFollowFaissRounding) {
   const int d = 16;
   std::vector<float> x = testing::skewed_blobs(6000, d, 20, 9);
