@@ -315,10 +315,9 @@ class CpuEngine final : public Engine {
     return double(f) > v ? std::nextafter(f, -std::numeric_limits<float>::infinity()) : f;
   }
 
-  // drift_j = |c_j - c_j(at the last pass)|, rounded up, and the three largest with indices,
-  // so that max_{j not in cand} drift_j is one lookup per row.
+  // drift_j = |c_j - c_j(at the last pass)|, rounded up, all centroids by decreasing drift.
   void measure_drift() {
-    top_drift_.assign(3, {0.0, -1});
+    drift_order_.resize(k_);
     for (int64_t j = 0; j < k_; ++j) {
       const float* c = centroids_.data() + j * d_;
       const float* o = bound_centroids_.data() + j * d_;
@@ -327,28 +326,26 @@ class CpuEngine final : public Engine {
         const double v = double(c[t]) - double(o[t]);
         sq = std::fma(v, v, sq);
       }
-      const std::pair<double, int32_t> dj{std::sqrt(sq) * (1 + kMargin), int32_t(j)};
-      for (int s = 0; s < 3; ++s) {
-        if (dj.first > top_drift_[s].first) {
-          top_drift_.insert(top_drift_.begin() + s, dj);
-          top_drift_.pop_back();
-          break;
-        }
-      }
+      drift_order_[j] = {std::sqrt(sq) * (1 + kMargin), int32_t(j)};
     }
+    std::sort(drift_order_.begin(), drift_order_.end(),
+              [](const auto& p, const auto& q) { return p.first > q.first; });
   }
+
+  // Centroids that moved most are checked one by one (exact distance) before the bound is
+  // applied to the rest: a few far-moving centroids (a split, a sparse region) would otherwise
+  // lower every row's bound by their drift.
+  static constexpr int kDriftChecks = 32;
 
   // Settles row i from its bounds when they prove one of its two candidates nearest; updates
   // the bound for the next pass. False: the row needs a full pass.
+  //
+  // Scores: L2 the distance |x - c|, IP -x.c. Every centroid outside the candidates had score
+  // >= lower_[i] at the last pass, so now >= lower_[i] - w drift_j (w = 1, or |x| for IP).
+  // Walking centroids by decreasing drift, the ones not yet visited all satisfy it with the
+  // drift at the current position; visited ones (at most kDriftChecks) have exact scores.
   bool settle_from_bounds(int64_t i, int32_t* label) {
     const int32_t a = cand_[2 * i], b = cand_[2 * i + 1];
-    double drift = 0;
-    for (const auto& t : top_drift_) {
-      if (t.second != a && t.second != b) {
-        drift = t.first;
-        break;
-      }
-    }
     const float* xr = x_ + i * d_;
     const bool l2 = params_.metric == Metric::L2;
     double w = 1;
@@ -357,27 +354,61 @@ class CpuEngine final : public Engine {
       for (int64_t t = 0; t < d_; ++t) sq = std::fma(double(xr[t]), double(xr[t]), sq);
       w = std::sqrt(sq) * (1 + kMargin);
     }
-    double lo = double(lower_[i]) - w * drift;
-    lo -= kMargin * std::fabs(lo);
-    if (!(l2 ? lo > 0 : lo > -std::numeric_limits<double>::infinity())) return false;
+    const double lower = double(lower_[i]);
+    auto rest_bound = [&](size_t pos) {  // bound of the centroids from position pos on
+      if (pos >= drift_order_.size()) return std::numeric_limits<double>::infinity();
+      double lo = lower - w * drift_order_[pos].first;
+      return lo - kMargin * std::fabs(lo);
+    };
+    // The best bound the walk can reach; if even that is hopeless, skip the exact distances.
+    const double reach = rest_bound(std::min(drift_order_.size(), size_t(kDriftChecks + 2)));
+    if (!(l2 ? reach > 0 : reach > -std::numeric_limits<double>::infinity())) return false;
+
     const float* xs[2] = {xr, xr};
     const float* cs[2] = {centroids_.data() + int64_t(a) * d_, centroids_.data() + int64_t(b) * d_};
     double v[2];
     exact_batch<2>(params_.metric, xs, cs, d_, v);
     int32_t arg;
-    double best;
+    double score;  // an upper bound on the best candidate's score
+    // float64 rounding of the distances is below d * 2^-53 relative, far below kMargin.
     if (l2) {
       arg = v[0] < v[1] || (v[0] == v[1] && a < b) ? a : b;
-      best = std::min(v[0], v[1]);
-      // float64 rounding of the squared distance is below d * 2^-53 relative.
-      if (!(best * (1 + kMargin) < lo * lo)) return false;
+      score = std::sqrt(std::min(v[0], v[1]) * (1 + kMargin));
     } else {
       arg = v[0] > v[1] || (v[0] == v[1] && a < b) ? a : b;
-      best = -std::max(v[0], v[1]);
-      if (!(best + kMargin * w * pc_.max_norm < lo)) return false;
+      score = -std::max(v[0], v[1]) + kMargin * w * pc_.max_norm;
+    }
+    // How far the walk must go: the first position whose rest bound exceeds the score. The
+    // non-candidates before it (at most kDriftChecks, else the row takes the full pass) are
+    // then checked with exact distances, interleaved.
+    size_t pos = 0;
+    int need = 0;
+    int32_t visit[kDriftChecks];
+    while (!(score < rest_bound(pos))) {
+      const int32_t j = drift_order_[pos++].second;
+      if (j == a || j == b) continue;
+      if (need == kDriftChecks) return false;
+      visit[need++] = j;
+    }
+    double visited = std::numeric_limits<double>::infinity();  // min exact score seen
+    if (need > 0) {
+      const float* vx[kDriftChecks];
+      const float* vc[kDriftChecks];
+      double vv[kDriftChecks];
+      for (int t = 0; t < need; ++t) {
+        vx[t] = xr;
+        vc[t] = centroids_.data() + int64_t(visit[t]) * d_;
+      }
+      exact_many(params_.metric, vx, vc, need, d_, vv);
+      for (int t = 0; t < need; ++t) {
+        const double sj =
+            l2 ? std::sqrt(vv[t] * (1 - kMargin)) : -vv[t] - kMargin * w * pc_.max_norm;
+        if (!(score < sj)) return false;
+        visited = std::min(visited, sj);
+      }
     }
     *label = arg;
-    lower_[i] = round_down(lo);
+    lower_[i] = round_down(std::min(rest_bound(pos), visited));
     return true;
   }
 
@@ -409,7 +440,7 @@ class CpuEngine final : public Engine {
   std::vector<float> bound_centroids_;  // the centroids the bounds refer to
   std::vector<int32_t> cand_;           // n x 2: the two best centroids of the last full pass
   std::vector<float> lower_;            // n: lower bound on the other centroids' scores
-  std::vector<std::pair<double, int32_t>> top_drift_;
+  std::vector<std::pair<double, int32_t>> drift_order_;  // (drift, centroid), decreasing
 };
 
 }  // namespace
