@@ -105,6 +105,11 @@ std::unique_ptr<PQEncoder> PQEncoder::make(const faiss::IndexIVF& ivf, bool simd
       pq->code_size != pq->pq.code_size) {
     return nullptr;
   }
+  // faiss's per-vector loop (the one reproduced here) runs only for sub-vectors under 16
+  // dimensions and without transposed centroids; otherwise ProductQuantizer::compute_codes
+  // takes BLAS distance tables (|x|^2 + |c|^2 - 2 x.c, other roundings), so its bytes are
+  // faiss's own to write.
+  if (pq->pq.dsub >= 16 || !pq->pq.transposed_centroids.empty()) return nullptr;
   return std::unique_ptr<PQEncoder>(new PQEncoder(*pq, simd));
 }
 

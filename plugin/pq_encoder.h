@@ -32,8 +32,8 @@ class PQEncoder {
  public:
   /// An encoder for ivf's current parameters (quantizer centroids and PQ codebooks are copied:
   /// later changes to ivf are not seen), or nullptr when ivf is not a trained IndexIVFPQ with
-  /// 8-bit codes (then use ivf.encode_vectors). simd = false keeps to the portable loop (same
-  /// bytes; lets tests cover both paths).
+  /// 8-bit codes and sub-vectors of fewer than 16 dimensions (then use ivf.encode_vectors). simd =
+  /// false keeps to the portable loop (same bytes; lets tests cover both paths).
   static std::unique_ptr<PQEncoder> make(const faiss::IndexIVF& ivf, bool simd = true);
 
   /// Codes of n vectors: x is n x d (row-major float32), lists holds each vector's inverted

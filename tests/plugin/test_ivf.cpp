@@ -431,6 +431,41 @@ TEST(PluginIvf, PqAddWithIdsAndDirectMapEqualsFaiss) {
   EXPECT_EQ(ra, rb);
 }
 
+// Sub-vectors of 16 dimensions and more: faiss encodes them through BLAS distance tables, so
+// add_ivf must leave their encoding to faiss (flashkm's encoder reproduces the per-vector loop
+// of shorter sub-vectors only). Data far from the origin without residuals makes the two
+// roundings pick different codes, so any other encoder would show here. Both sides get the
+// same (exact) list assignment.
+TEST(PluginIvf, PqAddWithLongSubvectorsEqualsFaiss) {
+  const int64_t n = 3000, d = 32;
+  std::vector<float> x = blobs(n, d, 40, 16, 1.0);
+  for (float& v : x) v += 1000.f;
+  auto a = flashkm::index_factory(int(d), "IVF4,PQ2np", faiss::METRIC_L2);
+  auto* ivfpq = dynamic_cast<faiss::IndexIVFPQ*>(ivf_of(a.get()));
+  ASSERT_NE(ivfpq, nullptr);
+  ivfpq->by_residual = false;
+  train_ivf(a.get(), n, x.data());
+  std::unique_ptr<faiss::Index> b(faiss::clone_index(a.get()));
+  add_ivf(a.get(), n, x.data());
+  // faiss's own coarse assignment would differ too (float32 at 1000): give it flashkm's.
+  KMeansParams kp;
+  kp.n_clusters = 4;
+  kp.device = Device::CPU;
+  KMeans km(d, kp);
+  km.set_centroids(coarse_centroids(a.get()));
+  std::vector<int32_t> lab(n);
+  km.assign(n, x.data(), lab.data());
+  const std::vector<idx_t> lists(lab.begin(), lab.end());
+  ivf_of(b.get())->add_core(n, x.data(), nullptr, lists.data());
+  const faiss::InvertedLists* la = ivf_of(a.get())->invlists;
+  const faiss::InvertedLists* lb = ivf_of(b.get())->invlists;
+  for (int64_t l = 0; l < 4; ++l) {
+    ASSERT_EQ(la->list_size(l), lb->list_size(l)) << "list " << l;
+    EXPECT_EQ(0, std::memcmp(la->get_codes(l), lb->get_codes(l), la->list_size(l) * 2))
+        << "codes of list " << l;
+  }
+}
+
 // PQ codebooks: faiss's k-means loop with flashkm's exact assignment (flash_codebooks, the
 // default) must be flashkm's own Lloyd on each sub-vector slice from the same init (faiss's
 // draw, seed 1234, its 25 iterations). The data sit far from the origin (PQ on raw vectors,
