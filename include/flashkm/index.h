@@ -1,10 +1,11 @@
 // PUBLIC: a persisted IVF index. One RocksDB directory is one index (layout: index/keys.h).
 //
 // The coarse quantizer is trained with flashkm's exact k-means; codes, search and the file
-// format of export() are faiss's (an index_factory string "IVF<nlist>,<codes>" whose codes have
-// a fixed size: Flat, PQ<m>[x<bits>][np], SQ8, SQ4, SQfp16, ...; a flat coarse quantizer, no
-// pre-transform such as PCA or OPQ). Raw vectors are stored too:
-// they are the source of truth for recluster().
+// format of export() are faiss's (an index_factory string "[<pre-transforms>,]IVF<nlist>,<codes>"
+// whose codes have a fixed size: Flat, PQ<m>[x<bits>][np], SQ8, SQ4, SQfp16, ...; a flat coarse
+// quantizer). Pre-transforms (OPQ, PCA, ...) are trained by train(), stored with the
+// generation, applied to adds and queries, and kept as they are by recluster(). Raw vectors
+// are stored too: they are the source of truth for recluster().
 //
 // Shapes: vectors are row-major float32, n rows of d values; ids are int64 >= 0; search
 // outputs are nq x k (distances: L2 squared or inner products; labels: ids, -1 when fewer than
@@ -18,10 +19,13 @@
 // Thread safety: search(), info(), get_vector() and export_faiss() may run from any number of
 // threads, concurrently with one writer (add, upsert, remove, recluster, train); each search
 // sees one consistent snapshot (every write is either fully visible to it or not at all).
-// Writers are serialised. close() and the destructor must not overlap other calls. One
-// directory has at most one read-write IvfIndex at a time (across processes); read-only
-// handles may coexist with it and see the state as of their opening (a recluster by the
-// writer deletes the old generation's files, after which such a handle must be reopened).
+// Writers are serialised; add() and upsert() may be called from several threads, and then one
+// call's assignment and encoding overlap another's commit (commits stay serialised, each call
+// returns once its own batch is durable; without ids, a call's ids are consecutive from the
+// first id it returns, in commit order). close() and the destructor must not overlap other calls.
+// One directory has at most one read-write IvfIndex at a time (across processes); read-only handles
+// may coexist with it and see the state as of their opening (a recluster by the writer deletes the
+// old generation's files, after which such a handle must be reopened).
 //
 // Errors: caller mistakes and storage failures throw flashkm::Error naming the directory and
 // the bad value (wrong shape, unknown id, index not trained, format version or d mismatch,
@@ -97,7 +101,7 @@ struct IvfIndexInfo {
 class IvfIndex {
  public:
   /// Creates an empty, untrained index in dir (created; must not hold an index already).
-  /// factory is a faiss index_factory string starting with "IVF<nlist>,".
+  /// factory is a faiss index_factory string "[<pre-transforms>,]IVF<nlist>,<codes>".
   static std::unique_ptr<IvfIndex> create(const std::string& dir, int64_t d,
                                           const std::string& factory, Metric metric = Metric::L2,
                                           const IvfIndexOptions& options = {});
