@@ -102,11 +102,12 @@ struct KMeansParams {
   TileConfig tiles;          ///< zeros: the selector picks by device and shape
   /// CPU: skip the distance pass over all k centroids for a point whose two nearest
   /// centroids of the last full pass provably still hold its nearest one: a lower bound on the
-  /// distance to every other centroid (from that pass, minus how far centroids moved since)
-  /// is checked against two float64 distances. Exact: the same labels as without it, up to
-  /// float64 near-ties, which the contract counts as ties (a settled row is decided by its
-  /// two float64 distances, as the fix-up decides). Only speed changes; later iterations,
-  /// where centroids move little, gain most.
+  /// distance to every other centroid (from that pass, minus how far centroids moved since;
+  /// the few centroids that moved most are measured exactly instead, up to 32) is checked
+  /// against two float64 distances. Exact: the same labels as without it, up to float64
+  /// near-ties, which the contract counts as ties (a settled row is decided by its two float64
+  /// distances, as the fix-up decides). Only speed changes; later iterations, where centroids
+  /// move little, gain most. Memory: 12 bytes per point.
   bool bounds = true;
   /// Upper bound on bytes of device memory flashkm may hold for data (0 = free memory less a
   /// margin). Data that does not fit is streamed from host memory in chunks.
