@@ -286,9 +286,10 @@ class CpuEngine final : public Engine {
   // centroid other than the row's two best (cand_) is at "score" >= lower_[i], where the score
   // is the distance |x - c| for L2 and -x.c for IP. When the centroids then move by drift_j,
   // a score moves by at most drift_j (L2, triangle inequality) or |x| drift_j (IP,
-  // Cauchy-Schwarz), so lower_[i] - w * max_{j not in cand} drift_j still bounds the others;
-  // if one of the two candidates' exact float64 score is below that, it is the argmin, and
-  // the two float64 values decide it exactly as the fix-up would. Every bound is rounded
+  // Cauchy-Schwarz), so each other centroid is still at >= lower_[i] - w drift_j. If one of
+  // the two candidates' exact float64 score is below every other centroid's (bounded that way,
+  // or measured exactly for the few that moved most: settle_from_bounds), it is the argmin,
+  // and the two float64 values decide it exactly as the fix-up would. Every bound is rounded
   // towards safety (relative margins far above float64 rounding, far below real gaps).
   static constexpr double kMargin = 1e-9;
 
@@ -328,8 +329,10 @@ class CpuEngine final : public Engine {
       }
       drift_order_[j] = {std::sqrt(sq) * (1 + kMargin), int32_t(j)};
     }
-    std::sort(drift_order_.begin(), drift_order_.end(),
-              [](const auto& p, const auto& q) { return p.first > q.first; });
+    // Decreasing drift, ties by index: the same walk on every standard library.
+    std::sort(drift_order_.begin(), drift_order_.end(), [](const auto& p, const auto& q) {
+      return p.first > q.first || (p.first == q.first && p.second < q.second);
+    });
   }
 
   // Centroids that moved most are checked one by one (exact distance) before the bound is
@@ -384,7 +387,8 @@ class CpuEngine final : public Engine {
     size_t pos = 0;
     int need = 0;
     int32_t visit[kDriftChecks];
-    while (!(score < rest_bound(pos))) {
+    if (!std::isfinite(score)) return false;
+    while (pos < drift_order_.size() && !(score < rest_bound(pos))) {
       const int32_t j = drift_order_[pos++].second;
       if (j == a || j == b) continue;
       if (need == kDriftChecks) return false;

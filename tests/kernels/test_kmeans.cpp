@@ -210,6 +210,14 @@ void expect_bounds_change_nothing(const std::vector<float>& x, int64_t d, KMeans
   EXPECT_EQ(fast.centroids, full.centroids);
   EXPECT_EQ(fast.inertia, full.inertia);
   if (expect_pruning) EXPECT_GT(pruned, 0);
+  // Settling is decided per row from shared, read-only state: the thread count changes nothing,
+  // not even the counters.
+  p.threads = p.threads == 1 ? 2 : 1;
+  const KMeansResult other = KMeans(d, p).fit(n, x.data());
+  EXPECT_EQ(other.labels, fast.labels);
+  EXPECT_EQ(other.centroids, fast.centroids);
+  for (size_t i = 0; i < fast.iterations.size() && i < other.iterations.size(); ++i)
+    EXPECT_EQ(other.iterations[i].pruned, fast.iterations[i].pruned) << "iteration " << i;
   EXPECT_EQ(
       label_errors(p.metric, n, d, x.data(), p.n_clusters, fast.centroids.data(), fast.labels), 0);
 }
@@ -222,7 +230,10 @@ TEST(KMeansBounds, SameResultsAsFullPasses) {
   for (const Case& c :
        {Case{6000, 24, 40, 20, Metric::L2}, Case{3000, 1, 9, 5, Metric::L2},
         Case{2000, 70, 33, 40, Metric::L2}, Case{4000, 32, 30, 15, Metric::InnerProduct},
-        Case{500, 5, 3, 3, Metric::L2}}) {
+        Case{500, 5, 3, 3, Metric::L2},
+        // k >= 128: more centroids than the walk measures exactly (32), so both the walk and
+        // its give-up are exercised.
+        Case{8000, 12, 160, 60, Metric::L2}, Case{6000, 20, 130, 50, Metric::InnerProduct}}) {
     SCOPED_TRACE(shape(c.n, c.d, c.k, 0) + (c.metric == Metric::L2 ? " l2" : " ip"));
     std::vector<float> x = blobs(c.n, c.d, c.centers, 21);
     if (c.metric == Metric::InnerProduct) {
@@ -253,6 +264,16 @@ TEST(KMeansBounds, TiesJumpsAndEmptyClusters) {
   expect_bounds_change_nothing(x, d, p, false);
   p.empty_policy = EmptyClusterPolicy::Keep;
   expect_bounds_change_nothing(x, d, p, false);
+  // The same with many centroids: stacked on 8 points, the copies split one after another and
+  // jump far while the others settle.
+  {
+    const int64_t k2 = 150;
+    std::vector<float> z = blobs(6000, d, 40, 4, 8.f);
+    std::vector<float> c2;
+    for (int64_t i = 0; i < k2; ++i)
+      c2.insert(c2.end(), z.begin() + (i % 8) * d, z.begin() + (i % 8 + 1) * d);
+    expect_bounds_change_nothing(z, d, given(k2, c2, 12), true);
+  }
   // Far, well-separated blobs: rows settle from bounds in the very next pass.
   std::vector<float> y = blobs(n, d, 8, 3, 100.f);
   expect_bounds_change_nothing(y, d, given(8, pick_rows(y, d, 8), 6), true);
