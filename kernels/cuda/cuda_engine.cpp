@@ -210,22 +210,17 @@ class CudaEngine final : public Engine {
                    double(res_.device_bytes) / 1e6);
   }
 
-  // k-means++ on the device when the data is resident (the same picks as the CPU's);
-  // streamed data keeps the host implementation.
+  // k-means++ on the device when the data is resident (the same picks as the CPU's), in the
+  // assignment's float64 scratch, which holds n and n / kReduceBlock values then and is free
+  // until the first assign(); streamed data keeps the host implementation.
   void kmeanspp(uint64_t seed, float* centroids) override {
-    // The device seeding needs n + n / 1024 doubles beside the engine's memory; where they do
-    // not fit the free memory or the user's budget, the host seeding picks the same points.
-    const size_t need = sizeof(double) * size_t(n_ + n_ / 1024 + 1);
-    size_t free_bytes = 0, total_bytes = 0;
-    FLASHKM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-    const size_t budget = params_.device_memory_budget;
-    const bool fits = need + (size_t(256) << 20) < free_bytes &&
-                      (budget == 0 || res_.device_bytes + need <= budget);
-    if (!resident_ || !fits) {
+    static_assert(kReduceBlock == kKMeansPPBlock, "block sums are shared scratch");
+    if (!resident_) {
       Engine::kmeanspp(seed, centroids);
       return;
     }
-    kmeanspp_device(x_, x_dev_.get(), n_, d_, k_, seed, res_.compute, centroids);
+    kmeanspp_device(x_, x_dev_.get(), n_, d_, k_, seed, res_.compute, dist64_.get(),
+                    block_inertia_.get(), centroids);
   }
 
   void set_centroids(const float* centroids) override {

@@ -80,36 +80,23 @@ __global__ void fill_kernel(double* p, int64_t n, double v) {
   if (i < n) p[i] = v;
 }
 
-template <class T>
-struct DeviceBuffer {
-  T* p = nullptr;
-  explicit DeviceBuffer(size_t count) {
-    FLASHKM_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T)));
-  }
-  ~DeviceBuffer() {
-    if (p) cudaFree(p);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
-
 }  // namespace
 
 void kmeanspp_device(const float* x_host, const float* x_dev, int64_t n, int64_t d, int64_t k,
-                     uint64_t seed, cudaStream_t stream, float* centroids) {
+                     uint64_t seed, cudaStream_t stream, double* dmin, double* bsum,
+                     float* centroids) {
   FLASHKM_THROW_IF_NOT(n >= 1 && d >= 1 && k >= 1 && k <= n,
                        "kmeanspp_device: n = %lld, d = %lld, k = %lld", (long long)n, (long long)d,
                        (long long)k);
   std::mt19937_64 rng(seed);
   const int64_t nblocks = (n + kBlock - 1) / kBlock;
-  DeviceBuffer<double> dmin{static_cast<size_t>(n)}, bsum{static_cast<size_t>(nblocks)};
-  fill_kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(dmin.p, n, HUGE_VAL);
+  fill_kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(dmin, n, HUGE_VAL);
   FLASHKM_CUDA_CHECK_LAUNCH(fill_kernel);
   std::vector<double> host_bsum(nblocks), host_dmin(kBlock);
   // The one block a draw lands in is copied back on demand.
   auto block_dmin = [&](int64_t b) {
     const int64_t i0 = b * kBlock, i1 = std::min(n, (b + 1) * kBlock);
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(host_dmin.data(), dmin.p + i0, sizeof(double) * (i1 - i0),
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(host_dmin.data(), dmin + i0, sizeof(double) * (i1 - i0),
                                        cudaMemcpyDeviceToHost, stream));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream));
     return static_cast<const double*>(host_dmin.data());
@@ -120,10 +107,10 @@ void kmeanspp_device(const float* x_host, const float* x_dev, int64_t n, int64_t
     std::memcpy(centroids + c * d, x_host + pick * d, sizeof(float) * d);
     if (c + 1 == k) break;
     // The chosen point is already on the device: its row of x is the centroid.
-    kmeanspp_step_kernel<<<unsigned(nblocks), kThreads, 0, stream>>>(
-        x_dev, n, int(d), x_dev + pick * d, dmin.p, bsum.p);
+    kmeanspp_step_kernel<<<unsigned(nblocks), kThreads, 0, stream>>>(x_dev, n, int(d),
+                                                                     x_dev + pick * d, dmin, bsum);
     FLASHKM_CUDA_CHECK_LAUNCH(kmeanspp_step_kernel);
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(host_bsum.data(), bsum.p, sizeof(double) * nblocks,
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(host_bsum.data(), bsum, sizeof(double) * nblocks,
                                        cudaMemcpyDeviceToHost, stream));
     FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream));
     pick = kmeanspp_draw(rng, host_bsum.data(), nblocks, n, kBlock, block_dmin);
