@@ -179,7 +179,7 @@ class CpuEngine final : public Engine {
               // (which the contract counts as ties).
               const float* xr = x_ + idx[r] * d_;
               label = double(b.third) - double(b.best) > 2 * window
-                          ? exact_argmin2(xr, b.index, b.index2)
+                          ? exact_argmin2(xr, b.index, b.index2, fix.data())
                           : exact_argmin(xr, xs.data(), cs.data(), fix.data());
               ++fixups;
             }
@@ -271,10 +271,10 @@ class CpuEngine final : public Engine {
     return arg;
   }
 
-  int32_t exact_argmin2(const float* xr, int32_t a, int32_t b) const {
+  // The better of candidates a and b in float64 (ties: lower index); their values go to v.
+  int32_t exact_argmin2(const float* xr, int32_t a, int32_t b, double* v) const {
     const float* xs[2] = {xr, xr};
     const float* cs[2] = {centroids_.data() + int64_t(a) * d_, centroids_.data() + int64_t(b) * d_};
-    double v[2];
     exact_batch<2>(params_.metric, xs, cs, d_, v);
     const double sign = params_.metric == Metric::L2 ? 1.0 : -1.0;
     if (sign * v[0] < sign * v[1]) return a;
@@ -367,18 +367,13 @@ class CpuEngine final : public Engine {
     const double reach = rest_bound(std::min(drift_order_.size(), size_t(kDriftChecks + 2)));
     if (!(l2 ? reach > 0 : reach > -std::numeric_limits<double>::infinity())) return false;
 
-    const float* xs[2] = {xr, xr};
-    const float* cs[2] = {centroids_.data() + int64_t(a) * d_, centroids_.data() + int64_t(b) * d_};
     double v[2];
-    exact_batch<2>(params_.metric, xs, cs, d_, v);
-    int32_t arg;
+    const int32_t arg = exact_argmin2(xr, a, b, v);
     double score;  // an upper bound on the best candidate's score
     // float64 rounding of the distances is below d * 2^-53 relative, far below kMargin.
     if (l2) {
-      arg = v[0] < v[1] || (v[0] == v[1] && a < b) ? a : b;
       score = std::sqrt(std::min(v[0], v[1]) * (1 + kMargin));
     } else {
-      arg = v[0] > v[1] || (v[0] == v[1] && a < b) ? a : b;
       score = -std::max(v[0], v[1]) + kMargin * w * pc_.max_norm;
     }
     // How far the walk must go: the first position whose rest bound exceeds the score. The
