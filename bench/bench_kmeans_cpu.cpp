@@ -5,8 +5,9 @@
 //
 //   bench_kmeans_cpu --impl flashkm|faiss|sgemm [--n 1000000] [--d 128] [--k 1024]
 //                    [--iters 5] [--threads 0] [--seed 1] [--spread 1] [--no-bounds]
-//                    [--dump DIR] [--json FILE]
+//                    [--tile-rows R] [--tile-centroids C] [--dump DIR] [--json FILE]
 // --no-bounds: flashkm without KMeansParams::bounds (a full pass every iteration).
+// --tile-rows/--tile-centroids: flashkm's KMeansParams::tiles (0 = the selector's choice).
 // --dump DIR writes DIR/x.npy and DIR/init.npy for the Python peers and exits.
 #include <omp.h>
 #include <sys/resource.h>
@@ -40,6 +41,7 @@ struct Args {
   uint64_t seed = 1;
   double spread = 1.0;
   bool bounds = true;
+  int tile_rows = 0, tile_centroids = 0;
   std::string dump, json;
 };
 
@@ -72,6 +74,10 @@ Args parse(int argc, char** argv) {
       a.spread = std::stod(next());
     else if (f == "--no-bounds")
       a.bounds = false;
+    else if (f == "--tile-rows")
+      a.tile_rows = std::stoi(next());
+    else if (f == "--tile-centroids")
+      a.tile_centroids = std::stoi(next());
     else if (f == "--dump")
       a.dump = next();
     else if (f == "--json")
@@ -136,6 +142,8 @@ int main(int argc, char** argv) {
     p.threads = threads;
     p.device = flashkm::Device::CPU;
     p.bounds = a.bounds;
+    p.tiles.rows = a.tile_rows;
+    p.tiles.centroids = a.tile_centroids;
     flashkm::KMeansResult r = flashkm::KMeans(a.d, p).fit(a.n, x.data());
     int64_t fix = 0;
     note = "pruned/iter=";
