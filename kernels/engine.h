@@ -66,17 +66,34 @@ class Engine {
 std::unique_ptr<Engine> make_cpu_engine(int64_t n, int64_t d, int64_t k, const float* x,
                                         const KMeansParams& p);
 
-/// The CUDA backend (cuda/), or throws flashkm::Error when built without CUDA.
+/// The CUDA backend (cuda/), or throws flashkm::Error when built without CUDA. With
+/// x_on_device, x is device memory of the current device (is_device_pointer) and is read in
+/// place: never copied, never read by the host.
 std::unique_ptr<Engine> make_cuda_engine(int64_t n, int64_t d, int64_t k, const float* x,
-                                         const KMeansParams& p);
+                                         const KMeansParams& p, bool x_on_device = false);
 
 /// Number of visible CUDA devices (0 when built without CUDA).
 int cuda_device_count();
 
+/// True when p points into CUDA device memory (cudaMalloc, a stream-ordered pool, a
+/// framework's GPU tensor), which the host cannot read; false for host memory of every kind
+/// (pageable, pinned, memory-mapped files, managed memory) and always without CUDA. Throws
+/// flashkm::Error when p is device memory of another device than the current one.
+bool is_device_pointer(const void* p);
+
+/// Data in device memory (cuda/device_input.cu; throw without CUDA). Both wait for the work
+/// already queued on the device and read x on a stream of their own.
+/// Index of the first non-finite value of x[0, count), or -1; *value receives that value.
+int64_t device_first_nonfinite(const float* x, int64_t count, float* value);
+/// Copies rows[0, m) of x (rows of d floats, device) to out (m x d, host).
+void device_gather_rows(const float* x, int64_t d, const int64_t* rows, int64_t m, float* out);
+
 /// Host-side pieces shared by all backends (init.cpp, lloyd.cpp).
 
-/// faiss-compatible random init: centroids = x[perm[0..k)], perm = faiss::rand_perm(n, seed+1);
+/// faiss-compatible random init: the rows perm[0..k) of x, perm = faiss::rand_perm(n, seed+1);
 /// when n == k, the points in order (faiss::Clustering's special case).
+std::vector<int64_t> init_random_rows(int64_t n, int64_t k, uint64_t seed);
+/// The same rows copied from host data x into centroids (k x d).
 void init_random(int64_t n, int64_t d, int64_t k, const float* x, uint64_t seed, float* centroids);
 
 /// Applies the empty-cluster policy in place to centroids (k x d) given counts (k); returns

@@ -28,14 +28,15 @@ struct FaissRng {
 
 }  // namespace
 
-void init_random(int64_t n, int64_t d, int64_t k, const float* x, uint64_t seed, float* centroids) {
+std::vector<int64_t> init_random_rows(int64_t n, int64_t k, uint64_t seed) {
   FLASHKM_THROW_IF_NOT(n <= INT32_MAX,
                        "Init::Random draws like faiss with 32-bit indices; n = %lld exceeds "
                        "2^31-1 (use Init::KMeansPlusPlus or Init::Given)",
                        static_cast<long long>(n));
+  std::vector<int64_t> rows(k);
   if (n == k) {  // faiss::Clustering copies the points in order when there are exactly k
-    std::memcpy(centroids, x, sizeof(float) * n * d);
-    return;
+    for (int64_t c = 0; c < k; ++c) rows[c] = c;
+    return rows;
   }
   // faiss::rand_perm(perm, n, seed + 1): a Fisher-Yates shuffle; faiss then takes perm[0..k).
   std::vector<int> perm(n);
@@ -45,8 +46,14 @@ void init_random(int64_t n, int64_t d, int64_t k, const float* x, uint64_t seed,
     int64_t i2 = i + rng.rand_int(static_cast<int>(n - i));
     std::swap(perm[i], perm[i2]);
   }
+  for (int64_t c = 0; c < k; ++c) rows[c] = perm[c];
+  return rows;
+}
+
+void init_random(int64_t n, int64_t d, int64_t k, const float* x, uint64_t seed, float* centroids) {
+  const std::vector<int64_t> rows = init_random_rows(n, k, seed);
   for (int64_t c = 0; c < k; ++c)
-    std::memcpy(centroids + c * d, x + int64_t(perm[c]) * d, sizeof(float) * d);
+    std::memcpy(centroids + c * d, x + rows[c] * d, sizeof(float) * d);
 }
 
 int64_t handle_empty_clusters(EmptyClusterPolicy policy, int iter, int64_t n, int64_t d, int64_t k,

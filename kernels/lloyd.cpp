@@ -51,8 +51,29 @@ bool use_cuda(Device device) {
 }
 
 std::unique_ptr<detail::Engine> make_engine(bool cuda, int64_t n, int64_t d, int64_t k,
-                                            const float* x, const KMeansParams& p) {
-  return cuda ? detail::make_cuda_engine(n, d, k, x, p) : detail::make_cpu_engine(n, d, k, x, p);
+                                            const float* x, bool x_on_device,
+                                            const KMeansParams& p) {
+  return cuda ? detail::make_cuda_engine(n, d, k, x, p, x_on_device)
+              : detail::make_cpu_engine(n, d, k, x, p);
+}
+
+// Where x lives decides the backend: data in device memory runs on the GPU that holds it
+// (device=auto or cuda) and is checked there; device=cpu cannot read it.
+bool data_on_device(const float* x, Device device, const char* what) {
+  if (!detail::is_device_pointer(x)) return false;
+  FLASHKM_THROW_IF_NOT(device != Device::CPU,
+                       "%s: x is CUDA device memory, which device=cpu cannot read (use "
+                       "device=cuda or auto, or pass host memory)",
+                       what);
+  return true;
+}
+
+void check_finite_device(int64_t count, const float* x, int64_t d, const char* what) {
+  float value = 0;
+  const int64_t bad = detail::device_first_nonfinite(x, count, &value);
+  if (bad >= 0)
+    FLASHKM_THROW("%s holds a non-finite value (%g) at row %lld, column %lld", what, double(value),
+                  static_cast<long long>(bad / d), static_cast<long long>(bad % d));
 }
 
 }  // namespace
@@ -110,10 +131,14 @@ KMeansResult KMeans::fit(int64_t n, const float* x) {
                        static_cast<long long>(d));
   FLASHKM_THROW_IF_NOT(n >= k, "n = %lld points for k = %lld clusters: expected n >= k",
                        static_cast<long long>(n), static_cast<long long>(k));
-  check_finite(n * d, x, d, "input x", worker_threads());
+  const bool on_device = data_on_device(x, params_.device, "fit");
+  if (on_device)
+    check_finite_device(n * d, x, d, "input x");
+  else
+    check_finite(n * d, x, d, "input x", worker_threads());
 
-  const bool cuda = use_cuda(params_.device);
-  auto engine = make_engine(cuda, n, d, k, x, params_);
+  const bool cuda = on_device || use_cuda(params_.device);
+  auto engine = make_engine(cuda, n, d, k, x, on_device, params_);
 
   KMeansResult res;
   res.n = n;
@@ -128,7 +153,12 @@ KMeansResult KMeans::fit(int64_t n, const float* x) {
       c = params_.init_centroids;
       break;
     case Init::Random:
-      detail::init_random(n, d, k, x, params_.seed, c.data());
+      if (on_device) {
+        const std::vector<int64_t> rows = detail::init_random_rows(n, k, params_.seed);
+        detail::device_gather_rows(x, d, rows.data(), k, c.data());
+      } else {
+        detail::init_random(n, d, k, x, params_.seed, c.data());
+      }
       break;
     case Init::KMeansPlusPlus:
       engine->kmeanspp(params_.seed, c.data());
@@ -195,12 +225,16 @@ void KMeans::assign(int64_t n, const float* x, int32_t* labels, float* distances
   FLASHKM_THROW_IF_NOT(n <= std::numeric_limits<int64_t>::max() / d_,
                        "n * d overflows: n = %lld, d = %lld", static_cast<long long>(n),
                        static_cast<long long>(d_));
-  check_finite(n * d_, x, d_, "input x", worker_threads());
+  const bool on_device = data_on_device(x, params_.device, "assign");
+  if (on_device)
+    check_finite_device(n * d_, x, d_, "input x");
+  else
+    check_finite(n * d_, x, d_, "input x", worker_threads());
   const int64_t k = int64_t(centroids_.size()) / d_;
   KMeansParams p = params_;
   p.n_clusters = static_cast<int>(k);
   p.bounds = false;  // one pass: nothing to carry to a next one
-  auto engine = make_engine(use_cuda(p.device), n, d_, k, x, p);
+  auto engine = make_engine(on_device || use_cuda(p.device), n, d_, k, x, on_device, p);
   engine->set_centroids(centroids_.data());
   engine->assign(distances);
   engine->get_labels(labels);

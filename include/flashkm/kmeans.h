@@ -13,7 +13,8 @@
 // objects are independent. fit() and assign() may use params.threads worker threads.
 //
 // Errors: caller mistakes throw flashkm::Error naming the bad value (n < k, k < 1, d < 1,
-// NaN/Inf in x or in given centroids, n * d overflow, CUDA requested but unavailable).
+// NaN/Inf in x or in given centroids, n * d overflow, CUDA requested but unavailable, device
+// memory given to device = CPU or from another GPU than the current one).
 #pragma once
 
 #include <cstdint>
@@ -69,11 +70,11 @@ struct TileConfig {
 
 /// Statistics of one Lloyd iteration (assignment followed by update).
 struct IterationStats {
-  int iter = 0;             ///< 0-based iteration number
-  double inertia = 0;       ///< L2: sum of squared distances; IP: sum of inner products
-  double seconds = 0;       ///< wall time of this iteration
-  int64_t changed = 0;      ///< points whose label differs from the previous iteration
-  int64_t fixups = 0;       ///< rows whose fast distance was not certified and were recomputed
+  int iter = 0;         ///< 0-based iteration number
+  double inertia = 0;   ///< L2: sum of squared distances; IP: sum of inner products
+  double seconds = 0;   ///< wall time of this iteration
+  int64_t changed = 0;  ///< points whose label differs from the previous iteration
+  int64_t fixups = 0;   ///< rows whose fast distance was not certified and were recomputed
   /// rows settled without a distance pass, from bounds kept since the previous iteration
   /// (KMeansParams::bounds; CPU backend)
   int64_t pruned = 0;
@@ -84,22 +85,22 @@ struct IterationStats {
 using IterationCallback = std::function<bool(const IterationStats&)>;
 
 struct KMeansParams {
-  int n_clusters = 0;        ///< k, required, 1 <= k <= n
-  int max_iter = 25;         ///< number of Lloyd iterations (>= 0)
+  int n_clusters = 0;  ///< k, required, 1 <= k <= n
+  int max_iter = 25;   ///< number of Lloyd iterations (>= 0)
   /// Stop when the relative improvement of the objective after an iteration is <= tol:
   /// (prev - cur) / prev for L2 inertia, (cur - prev) / prev for the IP objective (a sum of
   /// inner products, which grows). 0 (default) runs max_iter iterations, or stops earlier only
   /// when no point changed cluster (a fixed point: further iterations would change nothing).
   double tol = 0;
-  Init init = Init::Random;  ///< default matches faiss::Clustering's sampling
+  Init init = Init::Random;           ///< default matches faiss::Clustering's sampling
   std::vector<float> init_centroids;  ///< k x d, used when init == Init::Given
-  uint64_t seed = 1234;      ///< seed of init (faiss's default seed is 1234)
+  uint64_t seed = 1234;               ///< seed of init (faiss's default seed is 1234)
   Metric metric = Metric::L2;
   EmptyClusterPolicy empty_policy = EmptyClusterPolicy::Split;
-  int threads = 0;           ///< CPU worker threads, 0..1024; 0 = all hardware threads
+  int threads = 0;  ///< CPU worker threads, 0..1024; 0 = all hardware threads
   Device device = Device::Auto;
   Precision precision = Precision::Exact;
-  TileConfig tiles;          ///< zeros: the selector picks by device and shape
+  TileConfig tiles;  ///< zeros: the selector picks by device and shape
   /// CPU: skip the distance pass over all k centroids for a point whose two nearest
   /// centroids of the last full pass provably still hold its nearest one: a lower bound on the
   /// distance to every other centroid (from that pass, minus how far centroids moved since;
@@ -125,8 +126,8 @@ struct KMeansResult {
   /// Whole fit: init, the iterations and the final assignment pass that makes labels and
   /// inertia agree with the final centroids (iterations[i].seconds cover the iterations).
   double seconds = 0;
-  Device device = Device::CPU;   ///< backend that ran
-  int threads = 0;               ///< CPU threads used
+  Device device = Device::CPU;  ///< backend that ran
+  int threads = 0;              ///< CPU threads used
 };
 
 /// Exact Lloyd k-means. Example:
@@ -140,10 +141,20 @@ class KMeans {
 
   /// Clusters n points x (n x d). Throws if n < k, x holds NaN/Inf, or n * d overflows.
   /// The result's centroids are also kept for assign().
+  ///
+  /// x may be host memory of any kind (pageable, pinned, a memory-mapped file) or, in a
+  /// build with CUDA, device memory of the current device (cudaMalloc, a GPU tensor's data
+  /// pointer): flashkm tells which. Device data runs on that GPU in place, with
+  /// device = Auto or CUDA (device = CPU throws), never copied to the host, with the same
+  /// results as the same values given in host memory; flashkm adds its per-row arrays
+  /// (norms, fp16 split: about 4 d + 8 bytes a row) beside it and throws if they do not fit
+  /// device_memory_budget or the free memory. fit() first waits for all work queued on the
+  /// device, so x may still be in flight on the caller's streams when it is called.
   KMeansResult fit(int64_t n, const float* x);
 
   /// Labels (and, when distances is non-null, L2 squared distances or inner products) of n
-  /// new points against the fitted or given centroids. Same exactness contract as fit.
+  /// new points against the fitted or given centroids. Same exactness contract as fit; x may
+  /// be device memory as in fit(); labels and distances are host arrays.
   void assign(int64_t n, const float* x, int32_t* labels, float* distances = nullptr) const;
 
   /// Replaces the centroids used by assign() (k x d).

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device_input.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/kmeanspp.h"
 #include "kernels/cuda/tile_config.h"
@@ -157,8 +158,11 @@ void parallel_copy(float* dst, const float* src, size_t count) {
 
 class CudaEngine final : public Engine {
  public:
-  CudaEngine(int64_t n, int64_t d, int64_t k, const float* x, const KMeansParams& p)
-      : Engine(n, d, k, x, p) {
+  // x_on_device: x is device memory (is_device_pointer) and is used in place as the resident
+  // data; the host never reads it.
+  CudaEngine(int64_t n, int64_t d, int64_t k, const float* x, const KMeansParams& p,
+             bool x_on_device)
+      : Engine(n, d, k, x, p), x_on_device_(x_on_device) {
     FLASHKM_THROW_IF_NOT(cuda_device_count() > 0,
                          "device=cuda requested but no CUDA device "
                          "is visible");
@@ -183,23 +187,28 @@ class CudaEngine final : public Engine {
     plan_memory(p.device_memory_budget);
     allocate();
 
-    std::vector<double> shift =
-        p.metric == Metric::L2 ? column_mean(n, d, x) : std::vector<double>(d, 0.0);
-    if (mma) x_scale_exp_ = mma_scale_exp(max_abs_centred(n, d, x, shift));
+    std::vector<double> shift(d, 0.0);
+    if (p.metric == Metric::L2)
+      shift = x_on_device_ ? column_mean_device(x, n, d, kReduceBlock, res_.compute)
+                           : column_mean(n, d, x);
+    if (mma && !x_on_device_) x_scale_exp_ = mma_scale_exp(max_abs_centred(n, d, x, shift));
     // Copies go on the compute stream, ordered before the kernels that read them: a plain
     // cudaMemcpy from pageable memory may return before its DMA lands, and the non-blocking
     // compute stream does not wait for it (the last rows of x were then read stale, now and
     // then: wrong fast values, and with them wrongly certified labels).
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(shift_.get(), shift.data(), sizeof(double) * d,
                                        cudaMemcpyHostToDevice, res_.compute));
+    if (mma && x_on_device_)
+      x_scale_exp_ = mma_scale_exp(max_abs_centred_device(x, n, d, shift_.get(), res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(labels_.get(), 0xff, sizeof(int) * n, res_.compute));
     fill_iota(ids_in_.get(), chunk_rows_, res_.compute);
     if (resident_) {
-      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(x_dev_.get(), x, sizeof(float) * n * d,
-                                         cudaMemcpyHostToDevice, res_.compute));
-      row_norms(x_dev_.get(), n, int(d), shift_.get(), xnorm_.get(), res_.compute);
+      if (!x_on_device_)
+        FLASHKM_CUDA_CHECK(cudaMemcpyAsync(x_dev_.get(), x, sizeof(float) * n * d,
+                                           cudaMemcpyHostToDevice, res_.compute));
+      row_norms(x_resident(), n, int(d), shift_.get(), xnorm_.get(), res_.compute);
       if (mma)
-        split_rows(x_dev_.get(), n, int(d), shift_.get(), int(dpad_), x_scale_exp_, x16_hi_.get(),
+        split_rows(x_resident(), n, int(d), shift_.get(), int(dpad_), x_scale_exp_, x16_hi_.get(),
                    x16_lo_.get(), res_.compute);
     }
     res_.sync();
@@ -219,8 +228,8 @@ class CudaEngine final : public Engine {
       Engine::kmeanspp(seed, centroids);
       return;
     }
-    kmeanspp_device(x_, x_dev_.get(), n_, d_, k_, seed, res_.compute, dist64_.get(),
-                    block_inertia_.get(), centroids);
+    kmeanspp_device(x_on_device_ ? nullptr : x_, x_resident(), n_, d_, k_, seed, res_.compute,
+                    dist64_.get(), block_inertia_.get(), centroids);
   }
 
   void set_centroids(const float* centroids) override {
@@ -343,7 +352,7 @@ class CudaEngine final : public Engine {
       // Resident data: the sort of the last assign() is still in the scratch arrays.
       FLASHKM_THROW_IF_NOT(resident_ && sorted_, "CUDA engine: update() called before assign()");
       clear_sums();
-      accumulate_sorted(x_dev_.get(), n_, int(d_), int(k_), update_scratch(), sums_.get(),
+      accumulate_sorted(x_resident(), n_, int(d_), int(k_), update_scratch(), sums_.get(),
                         counts_.get(), res_.compute);
     }
     sums_ready_ = false;
@@ -393,7 +402,18 @@ class CudaEngine final : public Engine {
       const size_t other = size_t(n_) * 40 + size_t(k_) * d_ * 24 + (size_t(1) << 30);
       budget = free_bytes > other ? (free_bytes - other) / 10 * 9 : 0;
     }
-    if (size_t(n_) * row_bytes <= budget) {
+    if (x_on_device_) {
+      // The caller's rows are resident already; flashkm adds their norms and fp16 split.
+      const size_t need = size_t(n_) * (row_bytes - sizeof(float) * d_);
+      FLASHKM_THROW_IF_NOT(need <= budget,
+                           "x is device memory: its per-row arrays (norms%s) need %.1f MB of "
+                           "device memory, above the %.1f MB available (device_memory_budget "
+                           "or free memory); pass host memory to have it streamed",
+                           split_bytes ? ", fp16 split" : "", double(need) / 1e6,
+                           double(budget) / 1e6);
+      resident_ = true;
+      chunk_rows_ = n_;
+    } else if (size_t(n_) * row_bytes <= budget) {
       resident_ = true;
       chunk_rows_ = n_;
     } else {
@@ -450,7 +470,7 @@ class CudaEngine final : public Engine {
       c_scale_exp_.allocate(1, b);
     }
     if (resident_) {
-      x_dev_.allocate(n_ * d_, b);
+      if (!x_on_device_) x_dev_.allocate(n_ * d_, b);
     } else {
       for (int s = 0; s < 2; ++s) {
         stage_[s].allocate(chunk_rows_ * d_, b);
@@ -496,7 +516,7 @@ class CudaEngine final : public Engine {
   template <class Fn>
   void for_each_chunk(Fn&& fn) {
     if (resident_) {
-      fn(static_cast<const float*>(x_dev_.get()), int64_t(0), n_, int64_t(0));
+      fn(x_resident(), int64_t(0), n_, int64_t(0));
       return;
     }
     for (int64_t c = 0; c < nchunks_; ++c) {
@@ -522,6 +542,7 @@ class CudaEngine final : public Engine {
   int x_scale_exp_ = 0;
   int64_t kpad_ = 0, dpad_ = 0;
   bool resident_ = true;
+  const bool x_on_device_;  ///< x is the caller's device memory, used in place
   int64_t chunk_rows_ = 0, nchunks_ = 1;
   bool have_centroids_ = false;
   bool sums_ready_ = false;  ///< sums_ / counts_ hold the labels of the last assign()
@@ -537,6 +558,8 @@ class CudaEngine final : public Engine {
   DeviceArray<double> c_norm_sq_, c_max_norm_, sums_;
   DeviceArray<long long> counts_;
   DeviceArray<float> x_dev_, stage_[2];
+  /// The resident rows: the caller's device memory or the uploaded copy.
+  const float* x_resident() const { return x_on_device_ ? x_ : x_dev_.get(); }
   DeviceArray<uint16_t> x16_hi_, x16_lo_, c16_hi_, c16_lo_;  // fp16 bit patterns
   DeviceArray<float> c_max_abs_;
   DeviceArray<int> c_scale_exp_;
@@ -548,8 +571,8 @@ class CudaEngine final : public Engine {
 }  // namespace cuda
 
 std::unique_ptr<Engine> make_cuda_engine(int64_t n, int64_t d, int64_t k, const float* x,
-                                         const KMeansParams& p) {
-  return std::make_unique<cuda::CudaEngine>(n, d, k, x, p);
+                                         const KMeansParams& p, bool x_on_device) {
+  return std::make_unique<cuda::CudaEngine>(n, d, k, x, p, x_on_device);
 }
 
 int cuda_device_count() {

@@ -104,7 +104,13 @@ void kmeanspp_device(const float* x_host, const float* x_dev, int64_t n, int64_t
 
   int64_t pick = static_cast<int64_t>(rng() % static_cast<uint64_t>(n));
   for (int64_t c = 0; c < k; ++c) {
-    std::memcpy(centroids + c * d, x_host + pick * d, sizeof(float) * d);
+    if (x_host != nullptr) {
+      std::memcpy(centroids + c * d, x_host + pick * d, sizeof(float) * d);
+    } else {
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(centroids + c * d, x_dev + pick * d, sizeof(float) * d,
+                                         cudaMemcpyDeviceToHost, stream));
+      FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream));
+    }
     if (c + 1 == k) break;
     // The chosen point is already on the device: its row of x is the centroid.
     kmeanspp_step_kernel<<<unsigned(nblocks), kThreads, 0, stream>>>(x_dev, n, int(d),
