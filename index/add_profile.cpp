@@ -26,7 +26,9 @@ void record_add(const AddProfile& one) {
   total.vectors += one.vectors;
   total.assign_s += one.assign_s;
   total.encode_s += one.encode_s;
+  total.ingested += one.ingested;
   total.build_s += one.build_s;
+  total.finish_s += one.finish_s;
   total.write_s += one.write_s;
   total.total_s += one.total_s;
 }

@@ -26,6 +26,7 @@
 
 #include "flashkm/index.h"
 #include "index/add_profile.h"
+#include "index/ingest_policy.h"
 #include "index/keys.h"
 #include "index/list_cache.h"
 #include "index/rocksdb_invlists.h"
@@ -409,11 +410,13 @@ struct IvfIndex::Impl {
     g.pool.push_back(std::move(s));
   }
 
-  // Commits batch and, atomically with it for readers, the new manifest / sizes / versions.
-  void commit(rocksdb::WriteBatch* batch, const proto::Manifest& m, std::vector<int64_t> new_sizes,
+  // Commits a write (write_fn: a DB::Write or an ingestion) and, atomically with it for
+  // readers, the new manifest / sizes / versions.
+  template <typename WriteFn>
+  void commit(WriteFn&& write_fn, const proto::Manifest& m, std::vector<int64_t> new_sizes,
               const std::vector<uint32_t>& touched) {
     std::unique_lock<std::shared_mutex> lock(state_mu);
-    check_status(store->write(batch), dir, "writing the batch");
+    check_status(write_fn(), dir, "writing the batch");
     manifest = m;
     sizes = std::move(new_sizes);
     if (gen && !touched.empty()) {
@@ -548,68 +551,104 @@ struct IvfIndex::Impl {
       }
     }
     const size_t cs = g.templ->code_size;
-    // Each column family's puts go in key order: RocksDB inserts a batch into its memtables in
-    // batch order, and sorted inserts reuse the skiplist's search path (several times faster
-    // than the same entries in random order).
-    std::vector<int64_t> by_id(n), by_list(n);
+    const size_t nlist = sizes.size();
+    // Every column family's entries are produced in key order: an SST file requires it, and
+    // RocksDB inserts a WriteBatch into its memtables in batch order, where sorted inserts reuse
+    // the skiplist's search path (several times faster than the same entries in random order).
+    std::vector<int64_t> by_id(n);
     std::iota(by_id.begin(), by_id.end(), 0);
-    std::sort(by_id.begin(), by_id.end(), [&](int64_t a, int64_t b) { return ids[a] < ids[b]; });
-    by_list = by_id;
-    std::stable_sort(by_list.begin(), by_list.end(),
-                     [&](int64_t a, int64_t b) { return lists[a] < lists[b]; });
-    rocksdb::WriteBatch& batch = add_batch;
-    batch.Clear();  // keeps the buffer
+    if (!std::is_sorted(ids.begin(), ids.end())) {
+      std::sort(by_id.begin(), by_id.end(), [&](int64_t a, int64_t b) { return ids[a] < ids[b]; });
+    }
+    // lists: (list, id) order. Entry i >= 0 puts vector i's code; ~i deletes the old entry of
+    // ids[i], for an upsert that moves it to another list (in the same list the put replaces
+    // it). A counting sort by list of the entries in id order.
+    auto moved = [&](int64_t i) { return old_lists[i] >= 0 && old_lists[i] != lists[i]; };
     std::vector<int64_t> new_sizes = sizes;
-    std::vector<char> touched_flag(new_sizes.size(), 0);
-    auto cf_lists = g.cfs.lists.get(), cf_idmap = g.cfs.idmap.get(), cf_vec = store->vectors();
-    int64_t added = 0;
+    std::vector<int64_t> start(nlist + 1, 0);
+    int64_t added = 0, entries = n;
     for (int64_t i = 0; i < n; ++i) {
-      if (old_lists[i] >= 0) {
-        check_status(
-            batch.Delete(cf_lists, index::list_key(uint32_t(old_lists[i]), uint64_t(ids[i]))), dir,
-            "building the batch");
-        --new_sizes[old_lists[i]];
-        touched_flag[old_lists[i]] = 1;
-      } else {
+      ++start[size_t(lists[i]) + 1];
+      ++new_sizes[size_t(lists[i])];
+      if (old_lists[i] < 0) {
         ++added;
+      } else {
+        --new_sizes[size_t(old_lists[i])];
+      }
+      if (moved(i)) {
+        ++start[size_t(old_lists[i]) + 1];
+        ++entries;
       }
     }
-    for (int64_t i : by_list) {
-      uint32_t l = uint32_t(lists[i]);
-      check_status(
-          batch.Put(cf_lists, index::list_key(l, uint64_t(ids[i])), bytes_of(&codes[i * cs], cs)),
-          dir, "building the batch");
-      ++new_sizes[l];
-      touched_flag[l] = 1;
-    }
-    for (int64_t i : by_id) {
-      check_status(batch.Put(cf_vec, index::id_key(uint64_t(ids[i])),
-                             bytes_of(x + i * d, sizeof(float) * d)),
-                   dir, "building the batch");
-    }
-    for (int64_t i : by_id) {
-      check_status(
-          batch.Put(cf_idmap, index::id_key(uint64_t(ids[i])), be32_value(uint32_t(lists[i]))), dir,
-          "building the batch");
-    }
     std::vector<uint32_t> touched;
-    for (size_t l = 0; l < touched_flag.size(); ++l) {
-      if (!touched_flag[l]) continue;
-      touched.push_back(uint32_t(l));
-      check_status(batch.Put(store->meta(), index::list_size_key(g.g, uint32_t(l)),
-                             be64_value(uint64_t(new_sizes[l]))),
-                   dir, "building the batch");
+    for (size_t l = 0; l < nlist; ++l) {
+      if (start[l + 1] > 0) touched.push_back(uint32_t(l));
+      start[l + 1] += start[l];
+    }
+    std::vector<int64_t> by_list(static_cast<size_t>(entries));
+    for (int64_t i : by_id) {
+      if (moved(i)) by_list[size_t(start[size_t(old_lists[i])]++)] = ~i;
+      by_list[size_t(start[size_t(lists[i])]++)] = i;
     }
     m.set_ntotal(m.ntotal() + added);
-    int64_t max_id = n ? *std::max_element(ids.begin(), ids.end()) : -1;
+    int64_t max_id = ids[size_t(by_id.back())];
     m.set_next_id(std::max(m.next_id(), max_id + 1));
     m.set_write_count(m.write_count() + 1);
-    put_manifest(&batch, m);
-    prof.build_s = seconds_since(t_build);
-    auto t_write = Clock::now();
-    commit(&batch, m, std::move(new_sizes), touched);
-    prof.write_s = seconds_since(t_write);
-    if (batch.GetDataSize() > kKeepBatchBytes) batch = rocksdb::WriteBatch();
+
+    auto cf_lists = g.cfs.lists.get(), cf_idmap = g.cfs.idmap.get(), cf_vec = store->vectors();
+    auto fill = [&](auto* sink) {
+      for (int64_t e : by_list) {
+        if (e < 0) {
+          const int64_t i = ~e;
+          check_status(
+              sink->Delete(cf_lists, index::list_key(uint32_t(old_lists[i]), uint64_t(ids[i]))),
+              dir, "building the batch");
+        } else {
+          check_status(sink->Put(cf_lists, index::list_key(uint32_t(lists[e]), uint64_t(ids[e])),
+                                 bytes_of(&codes[e * cs], cs)),
+                       dir, "building the batch");
+        }
+      }
+      for (int64_t i : by_id) {
+        check_status(sink->Put(cf_vec, index::id_key(uint64_t(ids[i])),
+                               bytes_of(x + i * d, sizeof(float) * d)),
+                     dir, "building the batch");
+      }
+      for (int64_t i : by_id) {
+        check_status(
+            sink->Put(cf_idmap, index::id_key(uint64_t(ids[i])), be32_value(uint32_t(lists[i]))),
+            dir, "building the batch");
+      }
+      // meta: "manifest" sorts before the "size" records.
+      check_status(sink->Put(store->meta(), index::kManifestKey, m.SerializeAsString()), dir,
+                   "building the batch");
+      for (uint32_t l : touched) {
+        check_status(sink->Put(store->meta(), index::list_size_key(g.g, l),
+                               be64_value(uint64_t(new_sizes[l]))),
+                     dir, "building the batch");
+      }
+    };
+    if (n >= index::ingest_min_vectors()) {
+      std::unique_ptr<index::Ingestion> ing = store->new_ingestion();
+      fill(ing.get());
+      prof.build_s = seconds_since(t_build);
+      auto t_finish = Clock::now();
+      check_status(ing->finish(), dir, "writing the SST files");
+      prof.finish_s = seconds_since(t_finish);
+      auto t_write = Clock::now();
+      commit([&] { return store->ingest(ing.get()); }, m, std::move(new_sizes), touched);
+      prof.write_s = seconds_since(t_write);
+      prof.ingested = 1;
+    } else {
+      rocksdb::WriteBatch& batch = add_batch;
+      batch.Clear();  // keeps the buffer
+      fill(&batch);
+      prof.build_s = seconds_since(t_build);
+      auto t_write = Clock::now();
+      commit([&] { return store->write(&batch); }, m, std::move(new_sizes), touched);
+      prof.write_s = seconds_since(t_write);
+      if (batch.GetDataSize() > kKeepBatchBytes) batch = rocksdb::WriteBatch();
+    }
     prof.calls = 1;
     prof.vectors = n;
     prof.total_s = seconds_since(t_call);
@@ -657,7 +696,7 @@ struct IvfIndex::Impl {
     m.set_ntotal(m.ntotal() - removed);
     m.set_write_count(m.write_count() + 1);
     put_manifest(&batch, m);
-    commit(&batch, m, std::move(new_sizes), touched);
+    commit([&] { return store->write(&batch); }, m, std::move(new_sizes), touched);
     return removed;
   }
 

@@ -22,6 +22,10 @@
 //                                                           pre-transforms)
 //   idmap.<g>           be64 id                          -> be32 list_no
 //
+// Beside RocksDB's files the directory holds the folder "ingest" (kIngestDir): SST files of
+// large adds before RocksDB ingests them (index/store.h, Ingestion); never part of the index,
+// emptied by every read-write open.
+//
 // <g> is the decimal generation number, e.g. "lists.3". Big-endian keys make RocksDB's bytewise
 // order equal numeric order, so one list is one contiguous key range sorted by id, and a
 // generation's meta records form contiguous ranges. Ids are faiss idx_t values >= 0.
@@ -39,6 +43,7 @@ constexpr uint32_t kFormatVersion = 1;
 constexpr const char* kMetaCF = "meta";
 constexpr const char* kVectorsCF = "vectors";
 constexpr const char* kManifestKey = "manifest";
+constexpr const char* kIngestDir = "ingest";
 
 /// Column family names of a generation.
 std::string lists_cf_name(uint64_t generation);

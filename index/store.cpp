@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "index/keys.h"
 
@@ -105,8 +106,105 @@ rocksdb::Status Store::open(const std::string& dir, const StoreOptions& o,
       st->cfs_[names[i]] = st->wrap(handles[i]);
     }
   }
+  if (!o.read_only) {
+    // Only with the directory lock held: the staging files of a live writer are not ours.
+    s = st->reset_staging();
+    if (!s.ok()) return s;
+  }
   *out = std::move(st);
   return rocksdb::Status::OK();
+}
+
+std::string Store::staging_dir() const { return dir_ + "/" + kIngestDir; }
+
+rocksdb::Status Store::reset_staging() {
+  std::error_code ec;
+  std::filesystem::remove_all(staging_dir(), ec);
+  if (!ec) std::filesystem::create_directory(staging_dir(), ec);
+  if (ec) return rocksdb::Status::IOError("resetting " + staging_dir(), ec.message());
+  return rocksdb::Status::OK();
+}
+
+std::unique_ptr<Ingestion> Store::new_ingestion() const {
+  return std::unique_ptr<Ingestion>(new Ingestion(this, ingestions_.fetch_add(1)));
+}
+
+Ingestion::~Ingestion() {
+  for (File& f : files_) {
+    f.writer.reset();
+    std::error_code ec;  // best effort: the next read-write open empties the folder anyway
+    std::filesystem::remove(f.path, ec);
+  }
+}
+
+rocksdb::Status Ingestion::file_of(rocksdb::ColumnFamilyHandle* cf,
+                                   rocksdb::SstFileWriter** writer) {
+  for (File& f : files_) {
+    if (f.cf != cf) continue;
+    if (!f.writer) return rocksdb::Status::InvalidArgument("ingestion: file already finished");
+    *writer = f.writer.get();
+    return rocksdb::Status::OK();
+  }
+  File f;
+  f.cf = cf;
+  f.path = store_->staging_dir() + "/" + std::to_string(seq_) + "-" + cf->GetName() + ".sst";
+  // The column family's own options (comparator, table format, filters), so the file is what
+  // a flush of that family would write. Pages stay cached: adds are often read back soon.
+  f.writer = std::make_unique<rocksdb::SstFileWriter>(
+      rocksdb::EnvOptions(), store_->db()->GetOptions(cf), cf, /*invalidate_page_cache=*/false);
+  *writer = f.writer.get();
+  files_.push_back(std::move(f));
+  return files_.back().writer->Open(files_.back().path);
+}
+
+rocksdb::Status Ingestion::Put(rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice& key,
+                               const rocksdb::Slice& value) {
+  rocksdb::SstFileWriter* w = nullptr;
+  rocksdb::Status s = file_of(cf, &w);
+  return s.ok() ? w->Put(key, value) : s;
+}
+
+rocksdb::Status Ingestion::Delete(rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice& key) {
+  rocksdb::SstFileWriter* w = nullptr;
+  rocksdb::Status s = file_of(cf, &w);
+  return s.ok() ? w->Delete(key) : s;
+}
+
+rocksdb::Status Ingestion::finish() {
+  for (File& f : files_) {
+    if (!f.writer) continue;
+    rocksdb::Status s = f.writer->Finish();  // fsyncs the file
+    if (!s.ok()) return s;
+    f.writer.reset();
+  }
+  return rocksdb::Status::OK();
+}
+
+rocksdb::Status Store::ingest(Ingestion* ing) const {
+  rocksdb::Status s = ing->finish();
+  if (!s.ok() || ing->files_.empty()) return s;
+  if (!write_options_.sync) {
+    // Writes before this one may still sit unsynced in the WAL while the ingested files are
+    // fsynced; syncing it first keeps what survives a power loss a prefix of the writes.
+    s = db_->SyncWAL();
+    if (!s.ok()) return s;
+  }
+  std::vector<rocksdb::IngestExternalFileArg> args;
+  for (const Ingestion::File& f : ing->files_) {
+    rocksdb::IngestExternalFileArg a;
+    a.column_family = f.cf;
+    a.external_files = {f.path};
+    a.options.move_files = true;
+    // The sequence number lives in the MANIFEST only; the file is not rewritten in place.
+    a.options.write_global_seqno = false;
+    a.options.snapshot_consistency = true;
+    a.options.allow_global_seqno = true;
+    a.options.allow_blocking_flush = true;
+    args.push_back(std::move(a));
+  }
+  s = db_->IngestExternalFiles(args);
+  if (s.ok()) ing->files_.clear();  // moved into the DB (RocksDB removed the staging links)
+  return s;
 }
 
 Store::~Store() {

@@ -9,7 +9,9 @@
 #pragma once
 
 #include <rocksdb/db.h>
+#include <rocksdb/sst_file_writer.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -27,6 +29,41 @@ using CFPtr = std::shared_ptr<rocksdb::ColumnFamilyHandle>;
 struct GenerationCFs {
   uint64_t generation = 0;
   CFPtr lists, centroids, idmap;
+};
+
+class Store;
+
+/// The files of one atomic ingestion (Store::ingest): one SST file per column family, each
+/// filled in strictly increasing key order (column families may interleave). The interface is
+/// WriteBatch's Put / Delete, so the same code can fill either. Files live in the index's
+/// staging folder (keys.h) until ingested; whatever is not ingested is deleted by the
+/// destructor, or, after a crash, by the next read-write open. Not thread safe.
+class Ingestion {
+ public:
+  ~Ingestion();
+  Ingestion(const Ingestion&) = delete;
+  Ingestion& operator=(const Ingestion&) = delete;
+
+  rocksdb::Status Put(rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice& key,
+                      const rocksdb::Slice& value);
+  /// A tombstone: hides the key's older value once ingested.
+  rocksdb::Status Delete(rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice& key);
+  /// Completes every file and fsyncs it (Store::ingest does it when not done yet).
+  rocksdb::Status finish();
+
+ private:
+  friend class Store;
+  struct File {
+    rocksdb::ColumnFamilyHandle* cf = nullptr;
+    std::string path;
+    std::unique_ptr<rocksdb::SstFileWriter> writer;  // null once finished
+  };
+  Ingestion(const Store* store, uint64_t seq) : store_(store), seq_(seq) {}
+  rocksdb::Status file_of(rocksdb::ColumnFamilyHandle* cf, rocksdb::SstFileWriter** writer);
+
+  const Store* store_;
+  uint64_t seq_;
+  std::vector<File> files_;
 };
 
 struct StoreOptions {
@@ -71,10 +108,27 @@ class Store {
     return db_->Write(write_options_, batch);
   }
 
+  /// A new, empty set of SST files for ingest(). Writer only.
+  std::unique_ptr<Ingestion> new_ingestion() const;
+  /// Commits ingestion's files (finished or not) with one DB::IngestExternalFiles: every column
+  /// family's file or none lands, also across a crash (RocksDB records the ingestion as one
+  /// atomic group in its MANIFEST); the files are moved (hard-linked) into the DB. Once it
+  /// returns OK the data is durable, power loss included (RocksDB fsyncs the files, the
+  /// directory and its MANIFEST). Readers holding a snapshot taken before do not see the data:
+  /// each file gets a sequence number above every existing snapshot (snapshot_consistency).
+  /// Writes made earlier through write() stay ordered before it: their WAL is synced first,
+  /// and memtables overlapping a file are flushed by RocksDB. The ingestion is then empty.
+  rocksdb::Status ingest(Ingestion* ingestion) const;
+  /// The staging folder of ingestions (dir/kIngestDir).
+  std::string staging_dir() const;
+
  private:
   Store() = default;
   CFPtr wrap(rocksdb::ColumnFamilyHandle* h);
   rocksdb::Status drop_cf_locked(const std::string& name);
+  /// Empties the staging folder (creating it if needed): files of ingestions a crash
+  /// interrupted. RocksDB deletes any of them it had linked into the DB but not recorded.
+  rocksdb::Status reset_staging();
 
   std::string dir_;
   bool read_only_ = false;
@@ -83,7 +137,8 @@ class Store {
   std::shared_ptr<rocksdb::DB> db_;
   CFPtr meta_, vectors_;
   mutable std::mutex mu_;
-  std::map<std::string, CFPtr> cfs_;  // per-generation column families by name
+  std::map<std::string, CFPtr> cfs_;             // per-generation column families by name
+  mutable std::atomic<uint64_t> ingestions_{0};  // names staging files
 };
 
 /// True when s is RocksDB's "directory already locked" error (another writer holds it).

@@ -4,16 +4,19 @@
 //   bench_index [--n 1000000] [--d 128] [--nq 1000] [--nlist 1024] [--codes Flat,PQ16np]
 //               [--iters 10] [--dir /tmp/flashkm-bench-index] [--json bench_index.json]
 //               [--batch 100000] [--add-threads 2] [--train-points 0] [--search 1]
-//               [--trained-cache DIR]
+//               [--trained-cache DIR] [--ingest-min N]
 //
 // Adds: n vectors in add() calls of --batch vectors (each one atomic, durable WriteBatch),
 // issued by --add-threads threads taking batches in turn; with 2 threads one call's encoding
-// overlaps another's commit. add vectors/s = n / wall time of all adds. The stage split
-// (index/add_profile.h) is the mean per call: assign (exact coarse assignment), encode (PQ
-// codes), build (WriteBatch), write (DB::Write: log + memtables), other (checks, waiting for
-// the writer lock); with several threads the stages of different calls overlap, so they add
-// up to more than the wall time per batch. --search 0 measures adds only; --trained-cache DIR
-// keeps the trained, empty index in DIR-<codes> and reuses it on the next run.
+// overlaps another's commit. add vectors/s = n / wall time of all adds. Calls of at least
+// --ingest-min vectors (default: index/ingest_policy.h) are committed by SST ingestion, smaller
+// ones by a WriteBatch. The stage split (index/add_profile.h) is the mean per call: assign
+// (exact coarse assignment), encode (PQ codes), build (WriteBatch, or the SST files' entries),
+// finish (completing and fsyncing the SST files), write (DB::Write: log + memtables, or
+// DB::IngestExternalFiles), other (checks, waiting for the writer lock); with several threads
+// the stages of different calls overlap, so they add up to more than the wall time per batch.
+// --search 0 measures adds only; --trained-cache DIR keeps the trained, empty index in
+// DIR-<codes> and reuses it on the next run.
 //
 // Data: flashkm::make_blobs (4 * nlist Gaussian blobs, spread 4), queries from the same
 // distribution; ground truth by brute force (faiss::knn_L2sqr). Recall@10 = |top10 & true
@@ -41,6 +44,7 @@
 #include "flashkm/index.h"
 #include "flashkm/io.h"
 #include "index/add_profile.h"
+#include "index/ingest_policy.h"
 
 namespace {
 
@@ -58,6 +62,7 @@ struct Args {
   int64_t batch = 100000;    // vectors per add() call (one atomic WriteBatch each)
   int64_t train_points = 0;  // 0: train on all n points
   int add_threads = 2;
+  int64_t ingest_min = flashkm::index::kDefaultIngestMinVectors;
   bool search = true;
   std::string trained_cache;  // reuse trained, empty indexes kept here (<cache>-<codes>)
   std::string dir = "/tmp/flashkm-bench-index";
@@ -80,6 +85,8 @@ Args parse(int argc, char** argv) {
       a.batch = std::atoll(v.c_str());
     else if (k == "--add-threads")
       a.add_threads = std::max(1, std::atoi(v.c_str()));
+    else if (k == "--ingest-min")
+      a.ingest_min = std::atoll(v.c_str());
     else if (k == "--train-points")
       a.train_points = std::atoll(v.c_str());
     else if (k == "--search")
@@ -133,11 +140,12 @@ struct Row {
 int main(int argc, char** argv) {
   Args a = parse(argc, argv);
   const int k = 10;
+  flashkm::index::set_ingest_min_vectors(a.ingest_min);
   std::printf(
       "bench_index: n=%lld d=%lld nq=%lld nlist=%lld threads=%d, adds of %lld vectors from %d "
-      "thread(s)\n",
+      "thread(s), ingested from %lld vectors per call\n",
       (long long)a.n, (long long)a.d, (long long)a.nq, (long long)a.nlist, omp_get_max_threads(),
-      (long long)a.batch, a.add_threads);
+      (long long)a.batch, a.add_threads, (long long)a.ingest_min);
   std::vector<float> all(size_t(a.n + a.nq) * a.d);
   flashkm::make_blobs(a.n + a.nq, a.d, 4 * a.nlist, 1234, 4.0, all.data());
   const float* xb = all.data();
@@ -226,15 +234,15 @@ int main(int argc, char** argv) {
         "to RocksDB; in-memory faiss add %.0f vectors/s), export %.1f s\n",
         factory.c_str(), train_s, info.iterations, info.train_seconds, add_s, double(a.n) / add_s,
         mem_add_s > 0 ? double(a.n) / mem_add_s : 0.0, export_s);
-    // Stages of IvfIndex::add, per call of a.batch vectors (index/add_profile.h). encode is
-    // the time the caller waits for codes; build is the batch serialisation left over after
-    // what overlaps the encoding; write is DB::Write (log + memtables).
+    // Stages of IvfIndex::add, per call of a.batch vectors (index/add_profile.h).
     const double per = ap.calls ? 1.0 / double(ap.calls) : 0;
     std::printf(
-        "  add stages, mean per call of %lld vectors: assign %.3f s, encode %.3f s, build %.3f "
-        "s, write %.3f s, other (checks, lock wait) %.3f s, total %.3f s\n",
-        (long long)a.batch, ap.assign_s * per, ap.encode_s * per, ap.build_s * per,
-        ap.write_s * per, (ap.total_s - ap.assign_s - ap.encode_s - ap.build_s - ap.write_s) * per,
+        "  add stages, mean per call of %lld vectors (%lld of %lld calls ingested): assign %.3f "
+        "s, encode %.3f s, build %.3f s, finish %.3f s, write %.3f s, other (checks, lock wait) "
+        "%.3f s, total %.3f s\n",
+        (long long)a.batch, (long long)ap.ingested, (long long)ap.calls, ap.assign_s * per,
+        ap.encode_s * per, ap.build_s * per, ap.finish_s * per, ap.write_s * per,
+        (ap.total_s - ap.assign_s - ap.encode_s - ap.build_s - ap.finish_s - ap.write_s) * per,
         ap.total_s * per);
     json +=
         std::string(ci ? "," : "") + "{\"factory\":\"" + factory +
@@ -242,10 +250,14 @@ int main(int argc, char** argv) {
         ",\"add_per_s\":" + std::to_string(double(a.n) / add_s) +
         ",\"memory_add_per_s\":" + std::to_string(mem_add_s > 0 ? double(a.n) / mem_add_s : 0.0) +
         ",\"add_batch\":" + std::to_string(a.batch) +
+        ",\"add_threads\":" + std::to_string(a.add_threads) +
+        ",\"ingest_min\":" + std::to_string(a.ingest_min) +
+        ",\"add_calls\":" + std::to_string(ap.calls) +
+        ",\"ingested_calls\":" + std::to_string(ap.ingested) +
         ",\"add_stage_s\":{\"assign\":" + std::to_string(ap.assign_s) +
         ",\"encode\":" + std::to_string(ap.encode_s) + ",\"build\":" + std::to_string(ap.build_s) +
-        ",\"write\":" + std::to_string(ap.write_s) + ",\"total\":" + std::to_string(ap.total_s) +
-        "},\"search\":[";
+        ",\"finish\":" + std::to_string(ap.finish_s) + ",\"write\":" + std::to_string(ap.write_s) +
+        ",\"total\":" + std::to_string(ap.total_s) + "},\"search\":[";
     bool first = true;
     for (int nprobe : a.search ? std::vector<int>{8, 32} : std::vector<int>{}) {
       for (int which = 0; which < 2; ++which) {

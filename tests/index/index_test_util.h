@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "index/ingest_policy.h"
 #include "tests/temp_dir.h"
 
 namespace flashkm {
@@ -84,6 +85,21 @@ inline std::unique_ptr<faiss::IndexIVF> in_memory_reference(const faiss::IndexIV
   ref->add_core(n, xs.data(), is.data(), assign.data());
   return ref;
 }
+
+/// Sets the size from which adds are committed by SST ingestion (index/ingest_policy.h) for the
+/// lifetime of the guard.
+class IngestMinVectors {
+ public:
+  explicit IngestMinVectors(int64_t n) : old_(index::ingest_min_vectors()) {
+    index::set_ingest_min_vectors(n);
+  }
+  ~IngestMinVectors() { index::set_ingest_min_vectors(old_); }
+  IngestMinVectors(const IngestMinVectors&) = delete;
+  IngestMinVectors& operator=(const IngestMinVectors&) = delete;
+
+ private:
+  int64_t old_;
+};
 
 }  // namespace testing
 }  // namespace flashkm

@@ -11,11 +11,13 @@
 #include <rocksdb/write_batch.h>
 
 #include <atomic>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <thread>
 
 #include "flashkm/index.h"
+#include "index/add_profile.h"
 #include "index/keys.h"
 #include "index/store.h"
 #include "manifest.pb.h"
@@ -394,6 +396,105 @@ TEST(IvfIndex, ReclusterKeepsEveryVectorOnce) {
   EXPECT_EQ(store->generations(), std::vector<uint64_t>{3});  // old generations are gone
 }
 
+// True when the staging folder of SST ingestions (index/keys.h) exists and holds nothing.
+bool staging_is_empty(const std::string& dir) {
+  std::filesystem::path p = std::filesystem::path(dir) / index::kIngestDir;
+  return std::filesystem::is_directory(p) && std::filesystem::is_empty(p);
+}
+
+// Large adds and upserts are committed by SST ingestion (index/ingest_policy.h), small ones and
+// removes by WriteBatches. Interleaved, they give exactly the in-memory faiss index of the final
+// vectors (an ingested upsert that moves an id to another list deletes its old entry with a
+// tombstone: no id is left in two lists), before and after reopen, with the list sizes and the
+// raw vectors to match; no staging file outlives a call.
+class IvfIndexIngest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(IvfIndexIngest, IngestedAndBatchedWritesEqualInMemory) {
+  testing::IngestMinVectors ingest_from(500);
+  TempDir tmp;
+  std::string dir = tmp.file("idx");
+  std::vector<float> x = testing::skewed_blobs(5000, kD, 24, 101);
+  std::vector<float> xq = testing::skewed_blobs(40, kD, 24, 102);
+  auto idx = IvfIndex::create(dir, kD, GetParam());
+  idx->train(5000, x.data(), quick_train());
+  std::map<int64_t, std::vector<float>> vectors;
+  auto keep = [&](int64_t n, const float* src, const int64_t* ids, int64_t first) {
+    for (int64_t i = 0; i < n; ++i) {
+      vectors[ids ? ids[i] : first + i].assign(src + i * kD, src + (i + 1) * kD);
+    }
+  };
+  index::reset_add_profile();
+  int64_t first = idx->add(1000, x.data());  // ingested
+  keep(1000, x.data(), nullptr, first);
+  EXPECT_TRUE(staging_is_empty(dir));
+  first = idx->add(100, &x[1000 * kD]);  // batch
+  keep(100, &x[1000 * kD], nullptr, first);
+  // Ingested with ids given in descending order.
+  std::vector<int64_t> ids(600);
+  for (int64_t i = 0; i < 600; ++i) ids[i] = 90000 - 7 * i;
+  idx->add(600, &x[1100 * kD], ids.data());
+  keep(600, &x[1100 * kD], ids.data(), 0);
+  // A duplicate rejects the whole (large) call and writes nothing.
+  std::vector<int64_t> dup(600);
+  for (int64_t i = 0; i < 600; ++i) dup[i] = 200000 + i;
+  dup[599] = 90000;
+  EXPECT_THROW(idx->add(600, &x[1700 * kD], dup.data()), Error);
+  EXPECT_TRUE(staging_is_empty(dir));
+  // Ingested upsert: 300 present ids get vectors from elsewhere (mostly other lists), 400 new.
+  std::vector<int64_t> up;
+  for (int64_t i = 0; i < 300; ++i) up.push_back(i % 2 ? 3 * i : 90000 - 7 * i);
+  for (int64_t i = 0; i < 400; ++i) up.push_back(100000 + i);
+  idx->upsert(700, &x[2300 * kD], up.data());
+  keep(700, &x[2300 * kD], up.data(), 0);
+  // Batched remove (present, absent) and upsert.
+  std::vector<int64_t> rm = {0, 1, 2, 90000, 100399, 555555};
+  for (int64_t i = 0; i < 150; ++i) rm.push_back(100000 + 2 * i);
+  int64_t expected_removed = 0;
+  for (int64_t id : std::set<int64_t>(rm.begin(), rm.end())) expected_removed += vectors.erase(id);
+  EXPECT_EQ(idx->remove(int64_t(rm.size()), rm.data()), expected_removed);
+  std::vector<int64_t> up2 = {5, 6, 100001, 300000};
+  idx->upsert(4, &x[3000 * kD], up2.data());
+  keep(4, &x[3000 * kD], up2.data(), 0);
+  first = idx->add(1500, &x[3100 * kD]);  // ingested, ids after the largest
+  EXPECT_EQ(first, 300001);
+  keep(1500, &x[3100 * kD], nullptr, first);
+  index::AddProfile prof = index::add_profile();
+  EXPECT_EQ(prof.calls, 6);
+  EXPECT_EQ(prof.ingested, 4) << "the SST path did not run";
+  EXPECT_TRUE(staging_is_empty(dir));
+
+  auto check = [&](const IvfIndex& i) {
+    EXPECT_EQ(i.ntotal(), int64_t(vectors.size()));
+    std::vector<int64_t> expect_ids;
+    for (const auto& kv : vectors) expect_ids.push_back(kv.first);
+    EXPECT_EQ(ids_in_lists(i, tmp.file("ids.faiss")), expect_ids);
+    auto ref = oracle(i, tmp, vectors);
+    IvfIndexInfo info = i.info();
+    for (size_t l = 0; l < info.list_sizes.size(); ++l) {
+      EXPECT_EQ(info.list_sizes[l], int64_t(ref->invlists->list_size(l))) << "list " << l;
+    }
+    for (int nprobe : {1, 5, 24}) expect_same_as(i, *ref, xq, 10, nprobe);
+    std::vector<float> v(kD);
+    for (const auto& kv : vectors) {
+      ASSERT_TRUE(i.get_vector(kv.first, v.data())) << "id " << kv.first;
+      ASSERT_EQ(v, kv.second) << "id " << kv.first;
+    }
+    for (int64_t id : {int64_t(0), int64_t(90000), int64_t(200000)}) {
+      EXPECT_FALSE(i.get_vector(id, v.data())) << "id " << id;
+    }
+  };
+  check(*idx);
+  idx.reset();
+  check(*IvfIndex::open(dir));
+  IvfIndexOptions ro;
+  ro.read_only = true;
+  check(*IvfIndex::open(dir, ro));
+  EXPECT_TRUE(staging_is_empty(dir));
+}
+
+INSTANTIATE_TEST_SUITE_P(Codes, IvfIndexIngest,
+                         ::testing::Values("IVF24,Flat", "IVF24,PQ4np", "IVF24,SQ8"));
+
 TEST(IvfIndex, ExportImportRoundTrip) {
   TempDir tmp;
   const int64_t n = 1500;
@@ -465,9 +566,18 @@ TEST(IvfIndex, ImportOfAStockFaissIndexKeepsItsListsAndCodes) {
   EXPECT_FALSE(IvfIndex::exists(tmp.file("dup")));
 }
 
+// The write tests below run twice: every add committed by a WriteBatch, and every add committed
+// by SST ingestion (index/ingest_policy.h).
+class IvfIndexWrites : public ::testing::TestWithParam<int64_t> {};
+
+std::string commit_path_name(const ::testing::TestParamInfo<int64_t>& p) {
+  return p.param == 1 ? "Ingested" : "WriteBatch";
+}
+
 // Batches commit in order; a consistent snapshot therefore finds a prefix of them. Each query
 // is one batch's marker vector (exact search: Flat, all lists probed).
-TEST(IvfIndex, SearchesDuringWritesSeeConsistentSnapshots) {
+TEST_P(IvfIndexWrites, SearchesDuringWritesSeeConsistentSnapshots) {
+  testing::IngestMinVectors ingest_from(GetParam());
   TempDir tmp;
   std::string dir = tmp.file("idx");
   const int batches = 60, per = 50;
@@ -494,6 +604,7 @@ TEST(IvfIndex, SearchesDuringWritesSeeConsistentSnapshots) {
       ++searches;
     }
   };
+  index::reset_add_profile();
   std::vector<std::thread> readers;
   for (int t = 0; t < 3; ++t) readers.emplace_back(reader);
   for (int b = 0; b < batches; ++b) {
@@ -507,13 +618,15 @@ TEST(IvfIndex, SearchesDuringWritesSeeConsistentSnapshots) {
   EXPECT_GT(searches.load(), 10);
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(idx->ntotal(), batches * per);
+  EXPECT_EQ(index::add_profile().ingested, GetParam() == 1 ? batches : 0);
 }
 
 // add() from several threads: the calls encode concurrently and commit one at a time, while a
 // recluster switches generations under them (a call encoded for the old generation must encode
 // again). Every call's vectors land whole under the ids it was handed, and the index answers
 // exactly like an in-memory faiss index of the final generation holding the same vectors.
-TEST(IvfIndex, ConcurrentAddsLandWholeAndMatchInMemory) {
+TEST_P(IvfIndexWrites, ConcurrentAddsLandWholeAndMatchInMemory) {
+  testing::IngestMinVectors ingest_from(GetParam());
   TempDir tmp;
   std::string dir = tmp.file("idx");
   const int threads = 3, calls_per_thread = 12, per = 40;
@@ -524,6 +637,7 @@ TEST(IvfIndex, ConcurrentAddsLandWholeAndMatchInMemory) {
   idx->train(n, x.data(), quick_train());
   std::map<int64_t, std::vector<float>> vectors;
   std::mutex vectors_mu;
+  index::reset_add_profile();
   std::vector<std::thread> adders;
   for (int t = 0; t < threads; ++t) {
     adders.emplace_back([&, t] {
@@ -542,6 +656,7 @@ TEST(IvfIndex, ConcurrentAddsLandWholeAndMatchInMemory) {
   }
   for (auto& t : adders) t.join();
   ASSERT_EQ(int64_t(vectors.size()), n) << "ids handed out twice";
+  EXPECT_EQ(index::add_profile().ingested, GetParam() == 1 ? threads * calls_per_thread : 0);
   EXPECT_EQ(vectors.begin()->first, 0);
   EXPECT_EQ(vectors.rbegin()->first, n - 1);
   EXPECT_EQ(idx->ntotal(), n);
@@ -553,6 +668,10 @@ TEST(IvfIndex, ConcurrentAddsLandWholeAndMatchInMemory) {
   auto ref = oracle(*idx, tmp, vectors);
   for (int nprobe : {1, 8}) expect_same_as(*idx, *ref, xq, 10, nprobe);
 }
+
+INSTANTIATE_TEST_SUITE_P(CommitPath, IvfIndexWrites,
+                         ::testing::Values(index::kDefaultIngestMinVectors, int64_t(1)),
+                         commit_path_name);
 
 // Pre-transforms (OPQ, PCA): the trained transform is stored with the generation, applied to
 // added vectors and to queries, kept across reopen and recluster. Oracle: faiss's own
