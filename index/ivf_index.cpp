@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <mutex>
 #include <numeric>
 #include <random>
@@ -596,7 +597,14 @@ struct IvfIndex::Impl {
     m.set_write_count(m.write_count() + 1);
 
     auto cf_lists = g.cfs.lists.get(), cf_idmap = g.cfs.idmap.get(), cf_vec = store->vectors();
-    auto fill = [&](auto* sink) {
+    auto fill_vectors = [&](auto* sink) {
+      for (int64_t i : by_id) {
+        check_status(sink->Put(cf_vec, index::id_key(uint64_t(ids[i])),
+                               bytes_of(x + i * d, sizeof(float) * d)),
+                     dir, "building the batch");
+      }
+    };
+    auto fill_others = [&](auto* sink) {
       for (int64_t e : by_list) {
         if (e < 0) {
           const int64_t i = ~e;
@@ -608,11 +616,6 @@ struct IvfIndex::Impl {
                                  bytes_of(&codes[e * cs], cs)),
                        dir, "building the batch");
         }
-      }
-      for (int64_t i : by_id) {
-        check_status(sink->Put(cf_vec, index::id_key(uint64_t(ids[i])),
-                               bytes_of(x + i * d, sizeof(float) * d)),
-                     dir, "building the batch");
       }
       for (int64_t i : by_id) {
         check_status(
@@ -630,10 +633,21 @@ struct IvfIndex::Impl {
     };
     if (n >= index::ingest_min_vectors()) {
       std::unique_ptr<index::Ingestion> ing = store->new_ingestion();
-      fill(ing.get());
+      const std::vector<rocksdb::ColumnFamilyHandle*> others = {cf_lists, cf_idmap, store->meta()};
+      check_status(ing->start(cf_vec), dir, "creating the SST files");
+      for (auto* cf : others) check_status(ing->start(cf), dir, "creating the SST files");
+      // The raw vectors, most of the bytes, are written and synced on a second thread
+      // meanwhile (a single caller leaves the other cores idle here). If the rest throws, the
+      // future's destructor waits for that thread before ing goes away.
+      std::future<void> vectors_done = std::async(std::launch::async, [&] {
+        fill_vectors(ing.get());
+        check_status(ing->finish(cf_vec), dir, "writing the SST files");
+      });
+      fill_others(ing.get());
       prof.build_s = seconds_since(t_build);
       auto t_finish = Clock::now();
-      check_status(ing->finish(), dir, "writing the SST files");
+      for (auto* cf : others) check_status(ing->finish(cf), dir, "writing the SST files");
+      vectors_done.get();
       prof.finish_s = seconds_since(t_finish);
       auto t_write = Clock::now();
       commit([&] { return store->ingest(ing.get()); }, m, std::move(new_sizes), touched);
@@ -642,7 +656,8 @@ struct IvfIndex::Impl {
     } else {
       rocksdb::WriteBatch& batch = add_batch;
       batch.Clear();  // keeps the buffer
-      fill(&batch);
+      fill_others(&batch);
+      fill_vectors(&batch);
       prof.build_s = seconds_since(t_build);
       auto t_write = Clock::now();
       commit([&] { return store->write(&batch); }, m, std::move(new_sizes), touched);

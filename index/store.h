@@ -37,7 +37,10 @@ class Store;
 /// filled in strictly increasing key order (column families may interleave). The interface is
 /// WriteBatch's Put / Delete, so the same code can fill either. Files live in the index's
 /// staging folder (keys.h) until ingested; whatever is not ingested is deleted by the
-/// destructor, or, after a crash, by the next read-write open. Not thread safe.
+/// destructor, or, after a crash, by the next read-write open.
+///
+/// Thread safety: once every column family's file is started (start()), Put / Delete / finish
+/// of different column families may run on different threads; nothing else may overlap.
 class Ingestion {
  public:
   ~Ingestion();
@@ -48,8 +51,11 @@ class Ingestion {
                       const rocksdb::Slice& value);
   /// A tombstone: hides the key's older value once ingested.
   rocksdb::Status Delete(rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice& key);
-  /// Completes every file and fsyncs it (Store::ingest does it when not done yet).
-  rocksdb::Status finish();
+  /// Opens cf's file (Put and Delete open it on first use).
+  rocksdb::Status start(rocksdb::ColumnFamilyHandle* cf);
+  /// Completes cf's file, or every file when cf is null, and fsyncs it (Store::ingest
+  /// finishes what is not finished yet).
+  rocksdb::Status finish(rocksdb::ColumnFamilyHandle* cf = nullptr);
 
  private:
   friend class Store;
