@@ -5,6 +5,9 @@
 // Usage: bench_kmeans_cuda [--shapes NxDxK,...] [--iters I] [--precision exact|fast]
 //                          [--tiles RxC] [--budget-mb M] [--json FILE] [--dump DIR]
 //                          [--verbose]  (the engine's per-pass certification counts)
+//                          [--variants "NAME=VALUE[,NAME=VALUE...] ..."]
+// --variants runs each shape once per listed environment (set while its engine is built,
+// e.g. FLASHKM_CUDA_STREAM=staged), on the same data; "-" is the environment as it is.
 // --dump writes x.f32 / init.f32 (raw little-endian float32) for peer scripts.
 #include <cuda_runtime.h>
 
@@ -117,6 +120,7 @@ int main(int argc, char** argv) {
                                {1000000, 768, 1024, 3},
                                {1000000, 128, 65536, 2}};
   std::string json_path = "bench_kmeans_cuda.json", dump_dir;
+  std::vector<std::string> variants = {"-"};
   flashkm::KMeansParams base;
   int iters = 0;
   for (int a = 1; a < argc; ++a) {
@@ -138,7 +142,17 @@ int main(int argc, char** argv) {
       base.verbose = true;
     else if (arg == "--dump")
       dump_dir = val, ++a;
-    else {
+    else if (arg == "--variants") {
+      variants.clear();
+      const std::string list = val;
+      for (size_t pos = 0; pos < list.size();) {
+        size_t end = list.find(' ', pos);
+        if (end == std::string::npos) end = list.size();
+        if (end > pos) variants.push_back(list.substr(pos, end - pos));
+        pos = end + 1;
+      }
+      ++a;
+    } else {
       std::fprintf(stderr, "unknown argument %s\n", arg.c_str());
       return 2;
     }
@@ -163,7 +177,7 @@ int main(int argc, char** argv) {
     const Shape& s = shapes[si];
     double t0 = now_ms();
     const std::vector<float> x = make_data(s.n, s.d);
-    std::vector<float> c = initial_centroids(x, s.n, s.d, s.k);
+    const std::vector<float> c0 = initial_centroids(x, s.n, s.d, s.k);
     const double gen_ms = now_ms() - t0;
     if (!dump_dir.empty()) {
       const std::string tag = dump_dir + "/" + std::to_string(s.n) + "x" + std::to_string(s.d) +
@@ -171,69 +185,90 @@ int main(int argc, char** argv) {
       FILE* f = std::fopen((tag + ".x.f32").c_str(), "wb");
       FILE* g = std::fopen((tag + ".init.f32").c_str(), "wb");
       if (!f || !g || std::fwrite(x.data(), 4, x.size(), f) != x.size() ||
-          std::fwrite(c.data(), 4, c.size(), g) != c.size()) {
+          std::fwrite(c0.data(), 4, c0.size(), g) != c0.size()) {
         std::fprintf(stderr, "cannot write %s\n", tag.c_str());
         return 1;
       }
       std::fclose(f);
       std::fclose(g);
     }
-    flashkm::KMeansParams p = base;
-    p.n_clusters = int(s.k);
-    const size_t free0 = free_device_bytes();
-    size_t min_free = free0;
-    t0 = now_ms();
-    auto e = flashkm::detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
-    const double setup_ms = now_ms() - t0;
-    min_free = std::min(min_free, free_device_bytes());
-    std::vector<int64_t> counts(s.k);
-    std::vector<double> it_ms, as_ms, up_ms;
-    int64_t fixups = 0, changed = 0;
-    double inertia = 0;
-    for (int it = 0; it <= s.iters; ++it) {  // iteration 0 is the warm-up
-      const double a = now_ms();
-      e->set_centroids(c.data());
-      const flashkm::detail::AssignOutcome out = e->assign(nullptr);
-      const double b = now_ms();
-      e->update(c.data(), counts.data());
-      const double u = now_ms();
+    for (const std::string& variant : variants) {
+      std::vector<std::string> set_names;
+      for (size_t pos = 0; variant != "-" && pos < variant.size();) {
+        size_t end = variant.find(',', pos);
+        if (end == std::string::npos) end = variant.size();
+        const std::string kv = variant.substr(pos, end - pos);
+        const size_t eq = kv.find('=');
+        if (eq == std::string::npos) {
+          std::fprintf(stderr, "bad variant '%s' (expected NAME=VALUE)\n", kv.c_str());
+          return 2;
+        }
+        set_names.push_back(kv.substr(0, eq));
+        setenv(set_names.back().c_str(), kv.substr(eq + 1).c_str(), 1);
+        pos = end + 1;
+      }
+      std::vector<float> c = c0;  // every variant starts from the same centroids
+      flashkm::KMeansParams p = base;
+      p.n_clusters = int(s.k);
+      const size_t free0 = free_device_bytes();
+      size_t min_free = free0;
+      t0 = now_ms();
+      auto e = flashkm::detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+      const double setup_ms = now_ms() - t0;
       min_free = std::min(min_free, free_device_bytes());
-      if (it == 0) continue;
-      it_ms.push_back(u - a);
-      as_ms.push_back(b - a);
-      up_ms.push_back(u - b);
-      fixups += out.fixups;
-      changed = out.changed;
-      inertia = out.inertia;
+      std::vector<int64_t> counts(s.k);
+      std::vector<double> it_ms, as_ms, up_ms;
+      int64_t fixups = 0, changed = 0;
+      double inertia = 0;
+      for (int it = 0; it <= s.iters; ++it) {  // iteration 0 is the warm-up
+        const double a = now_ms();
+        e->set_centroids(c.data());
+        const flashkm::detail::AssignOutcome out = e->assign(nullptr);
+        const double b = now_ms();
+        e->update(c.data(), counts.data());
+        const double u = now_ms();
+        min_free = std::min(min_free, free_device_bytes());
+        if (it == 0) continue;
+        it_ms.push_back(u - a);
+        as_ms.push_back(b - a);
+        up_ms.push_back(u - b);
+        fixups += out.fixups;
+        changed = out.changed;
+        inertia = out.inertia;
+      }
+      const double flop = 2.0 * s.n * s.k * s.d;
+      const double it_med = median(it_ms), as_med = median(as_ms), up_med = median(up_ms);
+      const double fix_frac = double(fixups) / (double(s.n) * s.iters);
+      const double extra_gb = double(free0 - min_free) / 1e9;
+      char line[512];
+      std::snprintf(line, sizeof(line),
+                    "%10lld %4lld %6lld | %9.2f %9.2f %8.2f | %7.1f %7.1f | %8.4f%% | %6.2f GB | "
+                    "setup %.0f ms | %s",
+                    (long long)s.n, (long long)s.d, (long long)s.k, it_med, as_med, up_med,
+                    flop / it_med / 1e9, flop / as_med / 1e9, 100 * fix_frac, extra_gb, setup_ms,
+                    variant.c_str());
+      rows.push_back(line);
+      std::printf("%s\n", line);
+      std::fflush(stdout);
+      char js[1024];
+      std::snprintf(js, sizeof(js),
+                    "%s{\"variant\": \"%s\", \"n\": %lld, \"d\": %lld, \"k\": %lld, \"iters\": %d, "
+                    "\"iter_ms\": %.4f, "
+                    "\"assign_ms\": %.4f, \"update_ms\": %.4f, \"tflops_iter\": %.3f, "
+                    "\"tflops_assign\": %.3f, \"fixup_fraction\": %.6g, \"extra_gpu_gb\": %.3f, "
+                    "\"setup_ms\": %.1f, \"datagen_ms\": %.1f, \"last_changed\": %lld, "
+                    "\"last_inertia\": %.10g}",
+                    json.back() == '[' ? "" : ", ", variant.c_str(), (long long)s.n, (long long)s.d,
+                    (long long)s.k, s.iters, it_med, as_med, up_med, flop / it_med / 1e9,
+                    flop / as_med / 1e9, fix_frac, extra_gb, setup_ms, gen_ms, (long long)changed,
+                    inertia);
+      json += js;
+      for (const auto& name : set_names) unsetenv(name.c_str());
     }
-    const double flop = 2.0 * s.n * s.k * s.d;
-    const double it_med = median(it_ms), as_med = median(as_ms), up_med = median(up_ms);
-    const double fix_frac = double(fixups) / (double(s.n) * s.iters);
-    const double extra_gb = double(free0 - min_free) / 1e9;
-    char line[512];
-    std::snprintf(line, sizeof(line),
-                  "%9lld %4lld %6lld | %9.2f %9.2f %8.2f | %7.1f %7.1f | %8.4f%% | %6.2f GB | "
-                  "setup %.0f ms",
-                  (long long)s.n, (long long)s.d, (long long)s.k, it_med, as_med, up_med,
-                  flop / it_med / 1e9, flop / as_med / 1e9, 100 * fix_frac, extra_gb, setup_ms);
-    rows.push_back(line);
-    std::printf("%s\n", line);
-    std::fflush(stdout);
-    char js[768];
-    std::snprintf(js, sizeof(js),
-                  "%s{\"n\": %lld, \"d\": %lld, \"k\": %lld, \"iters\": %d, \"iter_ms\": %.4f, "
-                  "\"assign_ms\": %.4f, \"update_ms\": %.4f, \"tflops_iter\": %.3f, "
-                  "\"tflops_assign\": %.3f, \"fixup_fraction\": %.6g, \"extra_gpu_gb\": %.3f, "
-                  "\"setup_ms\": %.1f, \"datagen_ms\": %.1f, \"last_changed\": %lld, "
-                  "\"last_inertia\": %.10g}",
-                  si ? ", " : "", (long long)s.n, (long long)s.d, (long long)s.k, s.iters, it_med,
-                  as_med, up_med, flop / it_med / 1e9, flop / as_med / 1e9, fix_frac, extra_gb,
-                  setup_ms, gen_ms, (long long)changed, inertia);
-    json += js;
   }
   json += "]}\n";
   std::printf(
-      "\n        N    d      K |   iter ms assign ms upd ms | TF/s it TF/s as |   fixups "
+      "\n         N    d      K |   iter ms assign ms upd ms | TF/s it TF/s as |   fixups "
       "| extra GPU\n");
   for (const auto& r : rows) std::printf("%s\n", r.c_str());
   FILE* f = std::fopen(json_path.c_str(), "w");

@@ -1,5 +1,7 @@
-"""The two device ceilings of bench/NOTES-cuda.md: copy bandwidth (read + write bytes) and
-dense matrix-product rates (fp32, tf32, fp16) through torch, medians of 10 timed runs."""
+"""The device ceilings of bench/NOTES-cuda.md: copy bandwidth (read + write bytes), dense
+matrix-product rates (fp32, tf32, fp16) through torch, and host-to-device bandwidth from
+pinned and from pageable memory (the floor of streaming data that lives in host memory);
+medians of 10 timed runs (5 for the host copies)."""
 import torch
 
 
@@ -29,3 +31,12 @@ for name, dt, tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, T
     b = torch.randn(8192, 8192, device="cuda", dtype=dt)
     ms = median_ms(lambda: a @ b)
     print(f"matmul {name}: {2 * 8192 ** 3 / ms / 1e9:.0f} TFLOP/s")
+
+for name, pinned in (("pinned", True), ("pageable", False)):
+    host = torch.empty(1 << 30, dtype=torch.float32, pin_memory=pinned)  # 4 GiB
+    host.fill_(1.0)  # touch every page: first-touch faults are not the copy
+    dev = torch.empty(host.shape, dtype=torch.float32, device="cuda")
+    ms = median_ms(lambda: dev.copy_(host, non_blocking=pinned), reps=5)
+    gbs = host.numel() * 4 / (ms * 1e-3) / 1e9
+    print(f"h2d {name}: {gbs:.1f} GB/s; 100M x 128 float32 (51.2 GB): {51.2 / gbs:.2f} s")
+    del host, dev

@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine: the steps named on the command line, in order, each
 # writing its log under $OUT. Run from the repository root with build-cuda's test_cuda and
-# bench_kmeans_cuda and .devrt (bench/NOTES-cuda.md: pack-device-runtime.sh) carried.
+# bench_kmeans_cuda and .devc (bench/NOTES-cuda.md: pack-device-runtime.sh) carried.
 #   sass      HGMMA / HMMA counts per kernel of test_cuda (is the wgmma pass really wgmma?)
 #   tests     test_cuda (GTEST_FILTER narrows it)
 #   ab        same-machine A/B of variants ($AB: a FLASHKM_CUDA_MATH value plus environment;
 #             binary $BENCH, default build-cuda's), Exact and Fast, on $SHAPES, twice, the
 #             second round in reverse order
-#   ncu       device time per kernel of one iteration ($NCU_SHAPE, $NCU_PRECISION)
-#   bench     the issue's four shapes, Exact and Fast, with the default pass (--verbose)
-#   sanitize  compute-sanitizer memcheck on all tests, racecheck on a subset
+#   ncu       device time per kernel of one iteration, for each of $NCU_SHAPES and
+#             $NCU_PRECISION ($NCU_KERNELS: an ncu --kernel-name filter, e.g. regex:wgmma)
+#   bench     the issue's four shapes, Exact and Fast, with the default pass (--verbose);
+#             the Exact run dumps data and initial centroids for peers into /tmp/flashkm-dump
+#             when $DUMP is set; $BENCH_VARIANTS: bench_kmeans_cuda --variants
+#   ceilings  bench/cuda/ceilings.py (copy, matmul, host-to-device rates)
+#   peers     bench/cuda/peers.py on the dumped shapes (the flash-kmeans wheel carried in .whl)
+#   host      $HOST_SHAPE (default 100M x 128, K 4096) from host memory, Exact, one engine
+#             per environment of $HOST_VARIANTS (bench_kmeans_cuda --variants), same data;
+#             $HOST_ARGS: more bench arguments (e.g. --budget-mb 512)
+#   sanitize  compute-sanitizer memcheck on $MEMCHECK_FILTER (default all tests), racecheck
+#             on a subset
 set -u
 OUT=${OUT:-/tmp/flashkm-out}
 mkdir -p "$OUT"
-export LD_LIBRARY_PATH=$PWD/.devrt/lib:${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=$PWD/.devc/lib:${LD_LIBRARY_PATH:-}
 T=build-cuda/tests/cuda/test_cuda
 B=${BENCH:-build-cuda/bench/cuda/bench_kmeans_cuda}
 SHAPES=${SHAPES:-1000000x128x1024,1000000x768x1024}
@@ -56,13 +65,15 @@ for step in "$@"; do
       done
       ;;
     ncu)
-      # Per-kernel device time of one timed iteration (after the warm-up) on $NCU_SHAPE.
+      # Per-kernel device time of one timed iteration (after the warm-up).
+      for shape in $(echo ${NCU_SHAPES:-1000000x768x1024} | tr ',' ' '); do
       for p in ${NCU_PRECISION:-exact}; do
         timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
-          "$B" --shapes "${NCU_SHAPE:-1000000x768x1024}" --iters 1 --precision $p \
-          --json /dev/null >"$OUT/ncu_$p.csv" 2>"$OUT/ncu_$p.err"
-        echo "ncu exit $? ($p)"
-        python3 - "$OUT/ncu_$p.csv" <<'PY'
+          ${NCU_KERNELS:+--kernel-name $NCU_KERNELS} \
+          "$B" --shapes "$shape" --iters 1 --precision $p \
+          --json /dev/null >"$OUT/ncu_${shape}_$p.csv" 2>"$OUT/ncu.err"
+        echo "ncu exit $? ($shape $p)"
+        python3 - "$OUT/ncu_${shape}_$p.csv" <<'PY'
 import csv, re, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 14 and r[12] == "gpu__time_duration.sum"]
 runs = {}
@@ -76,20 +87,48 @@ for k, v in sorted(tot.items(), key=lambda kv: -kv[1]):
 print(f"{sum(v for k, v in tot.items() if len(runs[k]) > 1):10.1f} us  per iteration (kernels launched more than once)")
 PY
       done
+      done
       ;;
     bench)
+      mkdir -p /tmp/flashkm-dump
       for p in exact fast; do
-        timeout 500 "$B" --iters 3 --precision $p --verbose --json /dev/null \
+        dump=; [ $p = exact ] && [ -n "${DUMP:-}" ] && dump="--dump /tmp/flashkm-dump"
+        timeout 500 "$B" --iters 3 --precision $p --verbose --json "$OUT/bench_$p.json" $dump \
+          ${BENCH_VARIANTS:+--variants "$BENCH_VARIANTS"} \
           >"$OUT/bench_$p.log" 2>&1 || echo "bench exit $?"
         grep -E 'recomputed' "$OUT/bench_$p.log" | sort | uniq -c | sort -rn | head -20
+        grep -E 'MB of device memory' "$OUT/bench_$p.log"
         row "final $p" "$OUT/bench_$p.log"
       done
+      ;;
+    ceilings)
+      timeout 200 python3 bench/cuda/ceilings.py 2>&1 | tee "$OUT/ceilings.txt"
+      ;;
+    peers)
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target \
+        /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+      shapes=$(ls /tmp/flashkm-dump/*.x.f32 | sed 's|.*/||; s|\.x\.f32||' | paste -sd,)
+      PYTHONUNBUFFERED=1 timeout 600 python3 bench/cuda/peers.py /tmp/flashkm-dump "$shapes" \
+        --iters 5 --json "$OUT/peers.json" >"$OUT/peers.log" 2>&1
+      echo "peers exit $?"
+      tail -8 "$OUT/peers.log"
+      rm -rf /tmp/flashkm-dump
+      ;;
+    host)
+      # One data set, one engine per variant of $HOST_VARIANTS (bench --variants).
+      TIMEV=; [ -x /usr/bin/time ] && TIMEV="/usr/bin/time -v"
+      $TIMEV timeout 580 "$B" --shapes "${HOST_SHAPE:-100000000x128x4096}" --iters 3 \
+        --precision exact --verbose --variants "${HOST_VARIANTS:--}" --json "$OUT/host.json" ${HOST_ARGS:-} \
+        >"$OUT/host.log" 2>&1 || echo "host bench exit $?"
+      grep -E 'MB of device memory|Maximum resident' "$OUT/host.log" | sort -u
+      row host "$OUT/host.log"
       ;;
     sanitize)
       timeout 400 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$T" \
         --gtest_brief=1 --gtest_filter="${MEMCHECK_FILTER:-*}" >"$OUT/memcheck.log" 2>&1
       echo "memcheck exit $?"
       tail -3 "$OUT/memcheck.log"
+      [ "${RACECHECK:-1}" = 1 ] || continue
       timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 "$T" --gtest_brief=1 \
         --gtest_filter='*TileShapes*:*Ties*:*Streaming*:*EdgeShapes*:*FastPrecision*:CudaTensor*:*ManyUncertified*' \
         >"$OUT/racecheck.log" 2>&1

@@ -1,12 +1,15 @@
 // The CUDA backend of the Lloyd driver (see kernels/engine.h): data-sized state lives on the
-// device; data that does not fit is streamed from host memory in chunks through pinned
-// double buffers, the copy of chunk i+1 overlapping the kernels of chunk i.
+// device; data that does not fit is streamed from host memory in chunks into two device
+// buffers, the copy of chunk i+1 overlapping the kernels of chunk i. The copies read the
+// caller's rows directly once they are page-locked in place (cudaHostRegister), else they go
+// through two pinned staging buffers filled by host threads.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -63,6 +66,47 @@ class PinnedArray {
 
  private:
   T* p_ = nullptr;
+};
+
+/// Page-locks a caller's host range in place for the engine's lifetime (declared first in the
+/// engine, so it is released last, after every stream and buffer).
+class HostRegistration {
+ public:
+  HostRegistration() = default;
+  HostRegistration(const HostRegistration&) = delete;
+  HostRegistration& operator=(const HostRegistration&) = delete;
+  ~HostRegistration() {
+    // Every assign() ends with the compute stream synchronized, and it waits for each copy,
+    // so no transfer reads the range any more. Errors at teardown cannot be reported.
+    if (p_) cudaHostUnregister(p_);
+  }
+  /// Returns the driver's answer; on failure the (non-sticky) error is cleared. A range
+  /// whose ends are already known to the driver (page-locked by another engine, or pinned)
+  /// is not asked for: the refusal would be reported as an API error by compute-sanitizer.
+  cudaError_t lock(void* p, size_t bytes) {
+    FLASHKM_ASSERT(p_ == nullptr);
+    const char* ends[2] = {static_cast<const char*>(p), static_cast<const char*>(p) + bytes - 1};
+    for (const char* e : ends) {
+      cudaPointerAttributes attr;
+      FLASHKM_CUDA_CHECK(cudaPointerGetAttributes(&attr, e));
+      if (attr.type != cudaMemoryTypeUnregistered) return cudaErrorHostMemoryAlreadyRegistered;
+    }
+    cudaError_t err = cudaHostRegister(p, bytes, cudaHostRegisterDefault);
+    if (err != cudaSuccess) {
+      cudaGetLastError();  // then try the form for read-only mappings
+      err = cudaHostRegister(p, bytes, cudaHostRegisterReadOnly);
+    }
+    if (err == cudaSuccess) {
+      p_ = p;
+    } else {
+      cudaGetLastError();
+    }
+    return err;
+  }
+  bool locked() const { return p_ != nullptr; }
+
+ private:
+  void* p_ = nullptr;
 };
 
 /// Streams and events of one engine: `compute` runs every kernel in order; `copy` moves
@@ -139,22 +183,53 @@ float max_abs_centred(int64_t n, int64_t d, const float* x, const std::vector<do
   return *std::max_element(part.begin(), part.end());
 }
 
-// Copies rows of x into pinned memory with a few threads: one thread cannot keep up with
-// the host-to-device copy.
-void parallel_copy(float* dst, const float* src, size_t count) {
-  const size_t workers = count < (size_t(1) << 20) ? 1 : 8;
+// Runs fn(begin, end) on consecutive ranges of [0, count) with every hardware thread when
+// the work is large (cost: count x unit bytes), else on the calling thread.
+template <class Fn>
+void parallel_ranges(size_t count, size_t unit, Fn&& fn) {
+  const size_t workers =
+      count * unit < (size_t(4) << 20) ? 1 : std::max(1u, std::thread::hardware_concurrency());
   if (workers == 1) {
-    std::memcpy(dst, src, sizeof(float) * count);
+    fn(size_t(0), count);
     return;
   }
   std::vector<std::thread> pool;
   const size_t per = (count + workers - 1) / workers;
   for (size_t w = 0; w < workers; ++w) {
     const size_t b = w * per, e = std::min(count, b + per);
-    if (b < e) pool.emplace_back([=] { std::memcpy(dst + b, src + b, sizeof(float) * (e - b)); });
+    if (b < e) pool.emplace_back([&fn, b, e] { fn(b, e); });
   }
   for (auto& t : pool) t.join();
 }
+
+// Copies floats between host arrays with every hardware thread: one thread cannot keep up
+// with the host-to-device copy, and with 8 the staged stream ran at 37.6 GB/s against the
+// bus's 53.8 (bench/NOTES-cuda.md, run 29).
+void parallel_copy(float* dst, const float* src, size_t count) {
+  parallel_ranges(count, sizeof(float), [=](size_t b, size_t e) {
+    std::memcpy(dst + b, src + b, sizeof(float) * (e - b));
+  });
+}
+
+/// How streamed chunks leave host memory: FLASHKM_CUDA_STREAM=staged always copies through
+/// the pinned staging buffers, =registered requires page-locking the caller's rows in place
+/// (throws when the driver refuses), unset tries in place and falls back to staging. Tests
+/// run both paths; results are identical.
+enum class HostPath { Auto, Staged, Registered };
+
+HostPath host_path() {
+  const char* env = std::getenv("FLASHKM_CUDA_STREAM");
+  if (env == nullptr) return HostPath::Auto;
+  if (std::strcmp(env, "staged") == 0) return HostPath::Staged;
+  if (std::strcmp(env, "registered") == 0) return HostPath::Registered;
+  FLASHKM_THROW("FLASHKM_CUDA_STREAM=%s: expected staged or registered", env);
+}
+
+/// Largest streamed chunk: 1 GiB of float32 rows. Small enough that the first copy, the only
+/// one nothing overlaps, is short, and that copies and kernels pipeline over many chunks
+/// (run 29: 100M x 128 rows in 3 budget-sized chunks of 46M rows took 2.0 s an iteration,
+/// in 18 chunks 1.36 s); large enough that per-chunk launches do not matter.
+constexpr size_t kMaxChunkBytes = size_t(1) << 30;
 
 class CudaEngine final : public Engine {
  public:
@@ -185,6 +260,7 @@ class CudaEngine final : public Engine {
     kpad_ = (k + kCentroidPad - 1) / kCentroidPad * kCentroidPad;
     dpad_ = (d + kMmaDepth - 1) / kMmaDepth * kMmaDepth;
     plan_memory(p.device_memory_budget);
+    if (!resident_) register_host_rows();
     allocate();
 
     std::vector<double> shift(d, 0.0);
@@ -215,8 +291,11 @@ class CudaEngine final : public Engine {
     if (p.verbose)
       std::fprintf(stderr,
                    "flashkm cuda: %s, %s data (%lld rows a chunk), %.1f MB of device memory\n",
-                   pass_name(), resident_ ? "resident" : "streamed", (long long)chunk_rows_,
-                   double(res_.device_bytes) / 1e6);
+                   pass_name(),
+                   resident_          ? "resident"
+                   : host_registered_ ? "streamed from page-locked host rows"
+                                      : "streamed through pinned staging buffers",
+                   (long long)chunk_rows_, double(res_.device_bytes) / 1e6);
   }
 
   // k-means++ on the device when the data is resident (the same picks as the CPU's), in the
@@ -232,8 +311,12 @@ class CudaEngine final : public Engine {
                     dist64_.get(), block_inertia_.get(), centroids);
   }
 
+  // The centroids cross the bus through a pinned buffer: a copy from pageable memory ran at
+  // 5.7 GB/s (run 29: 5.9 ms for K 65536 x 128), one from pinned memory at 53.8.
   void set_centroids(const float* centroids) override {
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(c_raw_.get(), centroids, sizeof(float) * k_ * d_,
+    res_.sync();  // the buffer's previous upload has landed
+    parallel_copy(c_host_.get(), centroids, size_t(k_ * d_));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(c_raw_.get(), c_host_.get(), sizeof(float) * k_ * d_,
                                        cudaMemcpyHostToDevice, res_.compute));
     prepare_centroids(c_raw_.get(), shift_.get(), int(k_), int(d_), int(kpad_), params_.metric,
                       c_shifted_t_.get(), c_beta_.get(), c_raw_t_.get(), c_norm_sq_.get(),
@@ -357,16 +440,19 @@ class CudaEngine final : public Engine {
     }
     sums_ready_ = false;
     compute_means(sums_.get(), counts_.get(), int(k_), int(d_), means_dev_.get(), res_.compute);
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(means_host_.get(), means_dev_.get(), sizeof(float) * k_ * d_,
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(c_host_.get(), means_dev_.get(), sizeof(float) * k_ * d_,
                                        cudaMemcpyDeviceToHost, res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(counts_host_.get(), counts_.get(), sizeof(long long) * k_,
                                        cudaMemcpyDeviceToHost, res_.compute));
     res_.sync();
-    for (int64_t c = 0; c < k_; ++c) {
-      counts[c] = counts_host_.get()[c];
-      if (counts[c] > 0)
-        std::memcpy(centroids + c * d_, means_host_.get() + c * d_, sizeof(float) * d_);
-    }
+    const long long* cnt = counts_host_.get();
+    const float* means = c_host_.get();
+    parallel_ranges(size_t(k_), sizeof(float) * d_, [&](size_t b, size_t e) {
+      for (size_t c = b; c < e; ++c) {
+        counts[c] = cnt[c];
+        if (cnt[c] > 0) std::memcpy(centroids + c * d_, means + c * d_, sizeof(float) * d_);
+      }
+    });
   }
 
   void get_labels(int32_t* labels) override {
@@ -388,7 +474,7 @@ class CudaEngine final : public Engine {
   }
 
   // Resident when the data (x and its row norms) fits the budget; otherwise chunks of a
-  // multiple of kReduceBlock rows, two staged at a time.
+  // multiple of kReduceBlock rows (at most kMaxChunkBytes of x), two on the device at a time.
   void plan_memory(size_t user_budget) {
     // Per row: x, its norm, and for the tensor-core pass its fp16 hi / lo split.
     const size_t split_bytes = math_ != AssignMath::Ffma ? 2 * sizeof(uint16_t) * dpad_ : 0;
@@ -418,10 +504,27 @@ class CudaEngine final : public Engine {
       chunk_rows_ = n_;
     } else {
       resident_ = false;
-      const int64_t rows = int64_t(budget / (row_bytes + sizeof(float) * d_));
+      const int64_t fit = int64_t(budget / (row_bytes + sizeof(float) * d_));
+      const int64_t rows = std::min<int64_t>(fit, int64_t(kMaxChunkBytes / (sizeof(float) * d_)));
       chunk_rows_ = std::max<int64_t>(kReduceBlock, rows / kReduceBlock * kReduceBlock);
     }
     nchunks_ = std::max<int64_t>(1, (n_ + chunk_rows_ - 1) / chunk_rows_);
+  }
+
+  // Page-locks the caller's rows in place, so that chunk copies read them directly at the
+  // bus's rate, with no host copy into staging buffers. The driver may refuse (memory
+  // already registered, e.g. by another engine, read-only mappings on some systems, lock
+  // limits): the engine then stages, unless FLASHKM_CUDA_STREAM=registered.
+  void register_host_rows() {
+    const HostPath path = host_path();
+    if (path == HostPath::Staged) return;
+    const size_t bytes = sizeof(float) * size_t(n_) * size_t(d_);
+    const cudaError_t err = host_rows_.lock(const_cast<float*>(x_), bytes);
+    FLASHKM_THROW_IF_NOT(err == cudaSuccess || path != HostPath::Registered,
+                         "FLASHKM_CUDA_STREAM=registered: cudaHostRegister of %zu bytes of rows "
+                         "failed: %s",
+                         bytes, cudaGetErrorString(err));
+    host_registered_ = host_rows_.locked();
   }
 
   void allocate() {
@@ -459,7 +562,7 @@ class CudaEngine final : public Engine {
     sums_.allocate(k_ * d_, b);
     counts_.allocate(k_, b);
     means_dev_.allocate(k_ * d_, b);
-    means_host_.allocate(k_ * d_);
+    c_host_.allocate(k_ * d_);
     counts_host_.allocate(k_);
     if (math_ != AssignMath::Ffma) {
       x16_hi_.allocate(chunk_rows_ * dpad_, b);
@@ -474,7 +577,7 @@ class CudaEngine final : public Engine {
     } else {
       for (int s = 0; s < 2; ++s) {
         stage_[s].allocate(chunk_rows_ * d_, b);
-        pinned_[s].allocate(chunk_rows_ * d_);
+        if (!host_registered_) pinned_[s].allocate(chunk_rows_ * d_);
       }
     }
   }
@@ -510,9 +613,10 @@ class CudaEngine final : public Engine {
   }
 
   // Calls fn(device rows, first row, row count, chunk number) on the compute stream for
-  // every chunk in ascending order. Streaming: the host copies chunk i into pinned buffer
-  // i % 2 while the device still works on chunk i - 1; events keep a buffer from being
-  // overwritten before the copy out of it, and the kernels reading it, are done.
+  // every chunk in ascending order. Streaming: chunk i is copied into device buffer i % 2
+  // while the device still works on chunk i - 1; events keep a buffer from being
+  // overwritten before the kernels reading it are done. Staged, the host first copies the
+  // chunk into pinned buffer i % 2, once the previous copy out of it has finished.
   template <class Fn>
   void for_each_chunk(Fn&& fn) {
     if (resident_) {
@@ -522,12 +626,15 @@ class CudaEngine final : public Engine {
     for (int64_t c = 0; c < nchunks_; ++c) {
       const int b = int(c % 2);
       const int64_t off = c * chunk_rows_, rows = std::min(chunk_rows_, n_ - off);
-      FLASHKM_CUDA_CHECK(cudaEventSynchronize(res_.h2d_done[b]));
-      parallel_copy(pinned_[b].get(), x_ + off * d_, size_t(rows * d_));
+      const float* src = x_ + off * d_;
+      if (!host_registered_) {
+        FLASHKM_CUDA_CHECK(cudaEventSynchronize(res_.h2d_done[b]));
+        parallel_copy(pinned_[b].get(), src, size_t(rows * d_));
+        src = pinned_[b].get();
+      }
       FLASHKM_CUDA_CHECK(cudaStreamWaitEvent(res_.copy, res_.compute_done[b], 0));
-      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(stage_[b].get(), pinned_[b].get(),
-                                         sizeof(float) * rows * d_, cudaMemcpyHostToDevice,
-                                         res_.copy));
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(stage_[b].get(), src, sizeof(float) * rows * d_,
+                                         cudaMemcpyHostToDevice, res_.copy));
       FLASHKM_CUDA_CHECK(cudaEventRecord(res_.h2d_done[b], res_.copy));
       FLASHKM_CUDA_CHECK(cudaStreamWaitEvent(res_.compute, res_.h2d_done[b], 0));
       fn(static_cast<const float*>(stage_[b].get()), off, rows, c);
@@ -535,6 +642,7 @@ class CudaEngine final : public Engine {
     }
   }
 
+  HostRegistration host_rows_;  // first: released after everything that may read the rows
   Resources res_;
   int sm_count_ = 0;
   AssignMath math_ = AssignMath::Ffma;
@@ -542,7 +650,8 @@ class CudaEngine final : public Engine {
   int x_scale_exp_ = 0;
   int64_t kpad_ = 0, dpad_ = 0;
   bool resident_ = true;
-  const bool x_on_device_;  ///< x is the caller's device memory, used in place
+  bool host_registered_ = false;  ///< x_ is page-locked in place (streamed data only)
+  const bool x_on_device_;        ///< x is the caller's device memory, used in place
   int64_t chunk_rows_ = 0, nchunks_ = 1;
   bool have_centroids_ = false;
   bool sums_ready_ = false;  ///< sums_ / counts_ hold the labels of the last assign()
@@ -563,7 +672,8 @@ class CudaEngine final : public Engine {
   DeviceArray<uint16_t> x16_hi_, x16_lo_, c16_hi_, c16_lo_;  // fp16 bit patterns
   DeviceArray<float> c_max_abs_;
   DeviceArray<int> c_scale_exp_;
-  PinnedArray<float> pinned_[2], means_host_;
+  PinnedArray<float> pinned_[2];
+  PinnedArray<float> c_host_;  ///< centroids on their way to the device, means on their way back
   PinnedArray<long long> counts_host_;
 };
 

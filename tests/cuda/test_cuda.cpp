@@ -25,11 +25,22 @@ namespace {
 using detail::AssignOutcome;
 using detail::Engine;
 
-// Selects the CUDA first-pass arithmetic for engines created while it lives.
-class MathScope {
+// Sets an environment variable of the CUDA engine for engines created while it lives.
+class EnvScope {
  public:
-  explicit MathScope(const std::string& math) { setenv("FLASHKM_CUDA_MATH", math.c_str(), 1); }
-  ~MathScope() { unsetenv("FLASHKM_CUDA_MATH"); }
+  EnvScope(const char* name, const std::string& value) : name_(name) {
+    setenv(name, value.c_str(), 1);
+  }
+  ~EnvScope() { unsetenv(name_); }
+
+ private:
+  const char* name_;
+};
+
+// Selects the CUDA first-pass arithmetic for engines created while it lives.
+class MathScope : public EnvScope {
+ public:
+  explicit MathScope(const std::string& math) : EnvScope("FLASHKM_CUDA_MATH", math) {}
 };
 
 class CudaMath : public ::testing::TestWithParam<std::string> {
@@ -315,24 +326,59 @@ TEST_P(CudaMath, FreshEnginesSeeTheWholeUpload) {
   }
 }
 
+// Streamed chunks leave host memory either straight from the caller's rows, page-locked in
+// place, or through pinned staging buffers (FLASHKM_CUDA_STREAM); both must equal resident
+// data bit for bit.
 TEST_P(CudaMath, StreamingMatchesResident) {
-  for (Metric m : {Metric::L2, Metric::InnerProduct}) {
-    const Shape s{5500, 16, 60, m, 41};
-    SCOPED_TRACE(describe(s));
-    const std::vector<float> x = make_data(s);
-    KMeansParams p = params_for(s);
-    auto resident = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
-    // Room for about one 1024-row chunk (x twice, norms, the fp16 split), so 6 chunks
-    // stream through.
-    p.device_memory_budget = 1024 * (2 * sizeof(float) * s.d + sizeof(double) + 4 * 32);
-    auto streamed = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
-    std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
-    for (int it = 0; it < 3; ++it) {
-      Step a = run_step(*resident, c), b = run_step(*streamed, c);
-      expect_same(a, b, "iteration " + std::to_string(it));
-      c = a.centroids;
+  for (const char* path : {"registered", "staged"}) {
+    for (Metric m : {Metric::L2, Metric::InnerProduct}) {
+      const Shape s{5500, 16, 60, m, 41};
+      SCOPED_TRACE(describe(s) + " host path " + path);
+      const std::vector<float> x = make_data(s);
+      KMeansParams p = params_for(s);
+      auto resident = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+      // Room for about one 1024-row chunk (x twice, norms, the fp16 split), so 6 chunks
+      // stream through.
+      p.device_memory_budget = 1024 * (2 * sizeof(float) * s.d + sizeof(double) + 4 * 32);
+      EnvScope scope("FLASHKM_CUDA_STREAM", path);
+      auto streamed = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+      std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+      for (int it = 0; it < 3; ++it) {
+        Step a = run_step(*resident, c), b = run_step(*streamed, c);
+        expect_same(a, b, "iteration " + std::to_string(it));
+        c = a.centroids;
+      }
     }
   }
+}
+
+// The rows of one array can be page-locked only once: a second streamed engine on them
+// falls back to staging (unless told to require the lock), and the lock is released with
+// the engine that holds it, so a later engine gets it again.
+TEST_P(CudaMath, SecondStreamedEngineOnTheSameRowsStages) {
+  const Shape s{3000, 8, 20, Metric::L2, 43};
+  SCOPED_TRACE(describe(s));
+  const std::vector<float> x = make_data(s);
+  KMeansParams p = params_for(s);
+  auto resident = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+  const std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+  const Step want = run_step(*resident, c);
+  // Room for about one 1024-row chunk of x (twice) and its norms: streamed with every first
+  // pass (the FFMA pass keeps no fp16 split, so the budget above would hold all its rows).
+  p.device_memory_budget = 1024 * (2 * sizeof(float) * s.d + sizeof(double));
+  {
+    auto first = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);   // locks the rows
+    auto second = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);  // stages
+    {
+      EnvScope scope("FLASHKM_CUDA_STREAM", "registered");
+      EXPECT_THROW(detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p), Error);
+    }
+    expect_same(run_step(*first, c), want, "first streamed engine");
+    expect_same(run_step(*second, c), want, "second streamed engine");
+  }
+  EnvScope scope("FLASHKM_CUDA_STREAM", "registered");
+  auto again = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+  expect_same(run_step(*again, c), want, "engine after the lock was released");
 }
 
 TEST_P(CudaMath, EmptyClusterRowsAreUntouched) {
