@@ -172,6 +172,34 @@ Chain clone_chain(const std::string& dir, const Chain& chain) {
   return out;
 }
 
+// The index_factory name of a trained pre-transform that an import can reverse ("PCAR32",
+// "RR128"), or "" for any other: import needs the raw vectors back, and only a linear map with
+// orthonormal rows (a rotation, or a projection onto some of its axes) has a reverse in faiss.
+// Whitening (PCAW) has none, although faiss's read_index marks it orthonormal, so the rows are
+// checked here. faiss writes an OPQ matrix as a plain LinearTransform; such maps are named RR
+// (same shapes): the name only tells recluster() the IVF's input dimension, the stored matrix
+// is the file's.
+std::string transform_factory(const faiss::VectorTransform& t) {
+  auto* lt = dynamic_cast<const faiss::LinearTransform*>(&t);
+  if (lt == nullptr || !t.is_trained || t.d_out > t.d_in) return "";
+  const size_t din = size_t(t.d_in), dout = size_t(t.d_out);
+  for (size_t i = 0; i < dout; ++i) {
+    for (size_t j = 0; j <= i; ++j) {
+      double dot = 0;
+      for (size_t k = 0; k < din; ++k) dot += double(lt->A[i * din + k]) * lt->A[j * din + k];
+      if (std::fabs(dot - (i == j ? 1.0 : 0.0)) > 1e-4) return "";
+    }
+  }
+  const std::string d_out = std::to_string(t.d_out);
+  if (auto* opq = dynamic_cast<const faiss::OPQMatrix*>(&t)) {
+    return "OPQ" + std::to_string(opq->M) + "_" + d_out;
+  }
+  if (auto* pca = dynamic_cast<const faiss::PCAMatrix*>(&t)) {
+    return std::string("PCA") + (pca->random_rotation ? "R" : "") + d_out;
+  }
+  return "RR" + d_out;
+}
+
 // ivf behind its chain as one faiss index (borrowing both; own_fields stays false).
 std::unique_ptr<faiss::IndexPreTransform> borrowed_pretransform(const Chain& chain,
                                                                 faiss::IndexIVF* ivf) {
@@ -1220,16 +1248,23 @@ void IvfIndex::export_faiss(const std::string& path) const {
 std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
                                                  const std::string& dir,
                                                  const IvfIndexOptions& options) {
-  std::unique_ptr<faiss::Index> idx(faiss_call(
+  std::unique_ptr<faiss::Index> file(faiss_call(
       faiss_path, "read the file", [&] { return faiss::read_index(faiss_path.c_str()); }));
-  auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx.get());
-  FLASHKM_THROW_IF_NOT(ivf != nullptr, "%s: not an IndexIVF, expected an IVF index file",
+  Chain chain;
+  std::unique_ptr<faiss::IndexIVF> templ = split_index(std::move(file), &chain);
+  faiss::IndexIVF* ivf = templ.get();
+  FLASHKM_THROW_IF_NOT(ivf != nullptr,
+                       "%s: not an IndexIVF (or an IndexPreTransform over one), expected an IVF "
+                       "index file",
                        faiss_path.c_str());
   std::string codes;
   if (dynamic_cast<faiss::IndexIVFFlat*>(ivf)) {
     codes = "Flat";
   } else if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(ivf)) {
-    codes = "PQ" + std::to_string(pq->pq.M) + "x" + std::to_string(pq->pq.nbits);
+    // "np": a recluster() retrains the codebooks without polysemous training, which only
+    // reorders code words for Hamming filtering (flashkm's searches do not use it) and costs
+    // minutes; faiss files do not record whether the original index had it.
+    codes = "PQ" + std::to_string(pq->pq.M) + "x" + std::to_string(pq->pq.nbits) + "np";
   } else if (auto* sq = dynamic_cast<faiss::IndexIVFScalarQuantizer*>(ivf)) {
     switch (sq->sq.qtype) {
       case faiss::ScalarQuantizer::QT_8bit:
@@ -1253,19 +1288,36 @@ std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
                        "(8, 6, 4 bits or fp16)",
                        faiss_path.c_str());
   FLASHKM_THROW_IF_NOT(ivf->is_trained, "%s: the index is not trained", faiss_path.c_str());
+  FLASHKM_THROW_IF_NOT(dynamic_cast<faiss::IndexFlat*>(ivf->quantizer) != nullptr,
+                       "%s: the coarse quantizer is not flat, expected \"IVF<nlist>,<codes>\"",
+                       faiss_path.c_str());
   FLASHKM_THROW_IF_NOT(
       ivf->metric_type == faiss::METRIC_L2 || ivf->metric_type == faiss::METRIC_INNER_PRODUCT,
       "%s: metric %d, expected L2 or inner product", faiss_path.c_str(), int(ivf->metric_type));
   Metric metric = ivf->metric_type == faiss::METRIC_L2 ? Metric::L2 : Metric::InnerProduct;
-  std::string factory = "IVF" + std::to_string(ivf->nlist) + "," + codes;
-  const int64_t d = ivf->d;
+  // The factory string names the pre-transforms too: recluster() rebuilds the IVF from it
+  // (the trained chain itself is stored with the generation and kept).
+  std::string factory;
+  for (size_t i = 0; i < chain.size(); ++i) {
+    std::string t = transform_factory(*chain[i]);
+    FLASHKM_THROW_IF_NOT(!t.empty(),
+                         "%s: pre-transform %zu cannot be imported, expected a trained linear "
+                         "map with orthonormal rows (OPQ, PCA, PCAR, RR): the raw vectors are "
+                         "rebuilt through its reverse, which whitening and other transforms "
+                         "lack",
+                         faiss_path.c_str(), i);
+    factory += t + ",";
+  }
+  factory += "IVF" + std::to_string(ivf->nlist) + "," + codes;
+  const int64_t d = input_d(chain, *ivf);
 
-  // Vectors and ids, decoded list by list.
+  // Vectors and ids, decoded list by list (in the IVF's space, after the pre-transforms).
   std::vector<int64_t> ids;
   std::vector<float> x;
+  const size_t dt = size_t(ivf->d);
   ids.reserve(size_t(ivf->ntotal));
-  x.reserve(size_t(ivf->ntotal * d));
-  std::vector<float> buf(d);
+  x.reserve(size_t(ivf->ntotal) * dt);
+  std::vector<float> buf(dt);
   for (size_t l = 0; l < ivf->nlist; ++l) {
     size_t ls = ivf->invlists->list_size(l);
     faiss::InvertedLists::ScopedIds lids(ivf->invlists, l);
@@ -1277,6 +1329,18 @@ std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
       ids.push_back(lids[o]);
       x.insert(x.end(), buf.begin(), buf.end());
     }
+  }
+  // Back through the pre-transforms, last first (faiss's IndexPreTransform::reverse_chain):
+  // exact up to rounding for a rotation (OPQ, RR), the projection onto the kept components for
+  // a PCA that drops some.
+  for (size_t i = chain.size(); i-- > 0;) {
+    const faiss::VectorTransform& t = *chain[i];
+    std::vector<float> prev(ids.size() * size_t(t.d_in));
+    faiss_call(faiss_path, "reverse a pre-transform", [&] {
+      if (!ids.empty()) t.reverse_transform(int64_t(ids.size()), x.data(), prev.data());
+      return 0;
+    });
+    x.swap(prev);
   }
 
   {
@@ -1293,8 +1357,6 @@ std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
   ivf->own_invlists = false;
   ivf->replace_invlists(new faiss::ArrayInvertedLists(ivf->nlist, ivf->code_size), true);
   ivf->ntotal = 0;
-  idx.release();
-  std::unique_ptr<faiss::IndexIVF> templ(ivf);
 
   std::unique_ptr<IvfIndex> out = create(dir, d, factory, metric, options);
   try {
@@ -1317,11 +1379,11 @@ std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
     proto::Manifest m = impl.manifest;
     m.set_ntotal(int64_t(ids.size()));
     m.set_next_id(ids.empty() ? 0 : *std::max_element(ids.begin(), ids.end()) + 1);
-    m.set_vectors_reconstructed(codes != "Flat");
+    m.set_vectors_reconstructed(codes != "Flat" || !chain.empty());
     impl.manifest = m;
     index::QuantizerTraining t;
     t.init = "imported";
-    impl.build_and_flip(Chain(), std::move(templ), factory, t, Clock::now(), source);
+    impl.build_and_flip(std::move(chain), std::move(templ), factory, t, Clock::now(), source);
   } catch (...) {
     // The directory is ours (create() refuses existing ones): leave nothing half imported.
     out.reset();

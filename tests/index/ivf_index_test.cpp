@@ -1,6 +1,8 @@
 // IvfIndex end to end: search through RocksDB lists equals an in-memory faiss index built from
 // the same parameters and vectors; add/upsert/remove; open checks; recluster; export/import;
 // readers during writes.
+#include <faiss/AutoTune.h>
+#include <faiss/IVFlib.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexPreTransform.h>
 #include <faiss/VectorTransform.h>
@@ -542,7 +544,7 @@ TEST(IvfIndex, ImportOfAStockFaissIndexKeepsItsListsAndCodes) {
   faiss::write_index(f.get(), file.c_str());
   auto imp = IvfIndex::import_faiss(file, tmp.file("imported"));
   EXPECT_TRUE(imp->info().vectors_reconstructed);
-  EXPECT_EQ(imp->info().factory, "IVF10,PQ4x4");
+  EXPECT_EQ(imp->info().factory, "IVF10,PQ4x4np");
   // Same lists and codes, in id order: compare against faiss with its lists sorted by id.
   auto sorted = exported(*imp, tmp.file("back.faiss"));
   for (size_t l = 0; l < f->nlist; ++l) {
@@ -761,6 +763,104 @@ TEST_P(IvfIndexPreTransform, StoredAppliedAndKept) {
   int64_t first = idx->add(50, more.data());
   for (int64_t i = 0; i < 50; ++i) vectors[first + i].assign(&more[i * kD], &more[(i + 1) * kD]);
   expect_same_as_pretransformed(*idx, tmp, vectors, xq);
+}
+
+// A stock faiss file whose IVF sits behind pre-transforms (built, trained and filled by faiss
+// alone) imports with its transform stored exactly as train() stores one: the imported index
+// answers every query exactly like the file (same transform, quantizer, codes and id-ordered
+// lists), also after reopen; its raw vectors are the codes decoded back through the transform;
+// it takes adds and reclusters like any other.
+TEST_P(IvfIndexPreTransform, ImportOfAStockFaissFile) {
+  TempDir tmp;
+  const int64_t n = 2500;
+  std::vector<float> x = testing::skewed_blobs(n, kD, 30, 65);
+  std::vector<float> xq = testing::skewed_blobs(30, kD, 30, 66);
+  std::unique_ptr<faiss::Index> f(faiss::index_factory(kD, GetParam()));
+  for (faiss::VectorTransform* t : dynamic_cast<faiss::IndexPreTransform&>(*f).chain) {
+    if (auto* opq = dynamic_cast<faiss::OPQMatrix*>(t)) opq->niter = 3;  // its quality is moot here
+  }
+  f->train(n, x.data());
+  f->add(n, x.data());  // ids 0..n-1 in insertion order: every list is in id order
+  const std::string file = tmp.file("stock.faiss");
+  faiss::write_index(f.get(), file.c_str());
+  faiss::ivflib::extract_index_ivf(f.get())->make_direct_map(true);  // for f->reconstruct
+  const std::string dir = tmp.file("imported");
+  auto expect_same_as_file = [&](const IvfIndex& idx) {
+    const int64_t nq = int64_t(xq.size()) / kD;
+    const int k = 10;
+    for (int nprobe : {1, 16}) {
+      faiss::ParameterSpace().set_index_parameter(f.get(), "nprobe", nprobe);
+      std::vector<float> da(nq * k), db(nq * k);
+      std::vector<int64_t> la(nq * k), lb(nq * k);
+      idx.search(nq, xq.data(), k, nprobe, da.data(), la.data());
+      f->search(nq, xq.data(), k, db.data(), lb.data());
+      for (int64_t i = 0; i < nq * k; ++i) {
+        ASSERT_EQ(la[i], lb[i]) << "query " << i / k << " rank " << i % k << " nprobe " << nprobe;
+        ASSERT_EQ(da[i], db[i]) << "query " << i / k << " rank " << i % k << " nprobe " << nprobe;
+      }
+    }
+  };
+  {
+    auto imp = IvfIndex::import_faiss(file, dir);
+    IvfIndexInfo info = imp->info();
+    // faiss reads an OPQ matrix back as a plain LinearTransform, which import names RR.
+    const std::map<std::string, std::string> factory = {{"OPQ4_8,IVF16,PQ4np", "RR8,IVF16,PQ4x8np"},
+                                                        {"PCA8,IVF16,Flat", "PCA8,IVF16,Flat"},
+                                                        {"PCAR8,IVF16,SQ8", "PCAR8,IVF16,SQ8"}};
+    EXPECT_EQ(info.factory, factory.at(GetParam()));
+    EXPECT_EQ(info.d, kD);
+    EXPECT_EQ(info.ntotal, n);
+    EXPECT_TRUE(info.vectors_reconstructed);
+    expect_same_as_file(*imp);
+  }
+  auto imp = IvfIndex::open(dir);
+  expect_same_as_file(*imp);
+  // Raw vectors: the file's reconstruction (codes decoded, then the chain reversed).
+  std::vector<float> v(kD), r(kD);
+  for (int64_t id : {int64_t(0), int64_t(17), n - 1}) {
+    ASSERT_TRUE(imp->get_vector(id, v.data()));
+    f->reconstruct(id, r.data());
+    for (int j = 0; j < kD; ++j) EXPECT_NEAR(v[j], r[j], 1e-4f) << "id " << id << " dim " << j;
+  }
+  imp->recluster(0, quick_train());
+  EXPECT_EQ(imp->info().generation, 2u);
+  EXPECT_EQ(imp->ntotal(), n);
+  imp->export_faiss(tmp.file("re.faiss"));
+  std::unique_ptr<faiss::Index> re(faiss::read_index(tmp.file("re.faiss").c_str()));
+  const faiss::IndexIVF* re_ivf = faiss::ivflib::extract_index_ivf(re.get());
+  std::vector<int64_t> ids, all(n);
+  std::iota(all.begin(), all.end(), 0);
+  for (size_t l = 0; l < re_ivf->nlist; ++l) {
+    const auto* p = re_ivf->invlists->get_ids(l);
+    ids.insert(ids.end(), p, p + re_ivf->invlists->list_size(l));
+  }
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, all) << "every vector once after the recluster";
+  EXPECT_EQ(imp->add(5, x.data()), n);
+}
+
+TEST(IvfIndex, ImportRefusesPreTransformsItCannotReverse) {
+  TempDir tmp;
+  const int64_t n = 1000;
+  std::vector<float> x = testing::skewed_blobs(n, kD, 10, 67);
+  // Whitening: faiss marks the read-back matrix orthonormal and "reverses" it with the wrong map.
+  for (const char* factory : {"PCAW8,IVF8,Flat", "PCA8,L2norm,IVF8,Flat"}) {
+    std::unique_ptr<faiss::Index> f(faiss::index_factory(kD, factory));
+    f->train(n, x.data());
+    f->add(n, x.data());
+    const std::string file = tmp.file("stock.faiss");
+    faiss::write_index(f.get(), file.c_str());
+    try {
+      IvfIndex::import_faiss(file, tmp.file("dst"));
+      FAIL() << factory << " must be refused";
+    } catch (const Error& e) {
+      const std::string bad = std::string(factory).find("L2norm") != std::string::npos
+                                  ? "pre-transform 1"
+                                  : "pre-transform 0";
+      EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << factory << ": " << e.what();
+    }
+    EXPECT_FALSE(IvfIndex::exists(tmp.file("dst"))) << factory;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Factories, IvfIndexPreTransform,
