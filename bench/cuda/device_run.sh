@@ -18,7 +18,7 @@
 #             per environment of $HOST_VARIANTS (bench_kmeans_cuda --variants), same data;
 #             $HOST_ARGS: more bench arguments (e.g. --budget-mb 512)
 #   sanitize  compute-sanitizer memcheck on $MEMCHECK_FILTER (default all tests), racecheck
-#             on a subset
+#             on $RACECHECK_FILTER (default a subset; RACECHECK=0 skips it)
 set -u
 OUT=${OUT:-/tmp/flashkm-out}
 mkdir -p "$OUT"
@@ -124,13 +124,13 @@ PY
       row host "$OUT/host.log"
       ;;
     sanitize)
-      timeout 400 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$T" \
+      timeout ${MEMCHECK_TIMEOUT:-400} compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$T" \
         --gtest_brief=1 --gtest_filter="${MEMCHECK_FILTER:-*}" >"$OUT/memcheck.log" 2>&1
       echo "memcheck exit $?"
       tail -3 "$OUT/memcheck.log"
       [ "${RACECHECK:-1}" = 1 ] || continue
       timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 "$T" --gtest_brief=1 \
-        --gtest_filter='*TileShapes*:*Ties*:*Streaming*:*EdgeShapes*:*FastPrecision*:CudaTensor*:*ManyUncertified*' \
+        --gtest_filter="${RACECHECK_FILTER:-*TileShapes*:*Ties*:*Streaming*:*EdgeShapes*:*FastPrecision*:CudaTensor*:*ManyUncertified*}" \
         >"$OUT/racecheck.log" 2>&1
       echo "racecheck exit $?"
       tail -3 "$OUT/racecheck.log"

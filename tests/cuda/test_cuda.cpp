@@ -258,6 +258,10 @@ TEST_P(CudaMath, EdgeShapes) {
   check_against_cpu_and_oracle({1025, 5, 1, Metric::L2, 14}, 2, ffma());     // k = 1
   check_against_cpu_and_oracle({60, 3, 60, Metric::L2, 15}, 2, ffma());      // n == k
   check_against_cpu_and_oracle({64, 16, 64, Metric::InnerProduct, 16}, 2, ffma());
+  // Clusters of ~700 rows and rows of 300 coordinates: the finalize pass stages several
+  // batches of rows and several coordinate chunks per cluster.
+  check_against_cpu_and_oracle({2000, 300, 3, Metric::L2, 17}, 2, ffma());
+  check_against_cpu_and_oracle({2000, 300, 3, Metric::InnerProduct, 18}, 2, ffma());
 }
 
 TEST_P(CudaMath, TileShapesAreBitIdentical) {
