@@ -258,8 +258,8 @@ TEST_P(CudaMath, EdgeShapes) {
   check_against_cpu_and_oracle({1025, 5, 1, Metric::L2, 14}, 2, ffma());     // k = 1
   check_against_cpu_and_oracle({60, 3, 60, Metric::L2, 15}, 2, ffma());      // n == k
   check_against_cpu_and_oracle({64, 16, 64, Metric::InnerProduct, 16}, 2, ffma());
-  // Clusters of ~700 rows and rows of 300 coordinates: the finalize pass stages several
-  // batches of rows and several coordinate chunks per cluster.
+  // Clusters of ~700 rows and rows of 300 coordinates: the cluster sums stage several
+  // batches of ids per cluster over several coordinate blocks, finalize several chunks.
   check_against_cpu_and_oracle({2000, 300, 3, Metric::L2, 17}, 2, ffma());
   check_against_cpu_and_oracle({2000, 300, 3, Metric::InnerProduct, 18}, 2, ffma());
 }
@@ -368,7 +368,7 @@ TEST_P(CudaMath, SecondStreamedEngineOnTheSameRowsStages) {
   const std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
   const Step want = run_step(*resident, c);
   // Room for about one 1024-row chunk of x (twice) and its norms: streamed with every first
-  // pass (the FFMA pass keeps no fp16 split, so the budget above would hold all its rows).
+  // pass (the FFMA pass keeps no fp16 split, so a budget counting one would hold its rows).
   p.device_memory_budget = 1024 * (2 * sizeof(float) * s.d + sizeof(double));
   {
     auto first = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);   // locks the rows
