@@ -11,7 +11,8 @@
 #             $NCU_PRECISION ($NCU_KERNELS: an ncu --kernel-name filter, e.g. regex:wgmma)
 #   bench     the four shapes, Exact and Fast, with the default pass (--verbose);
 #             the Exact run dumps data and initial centroids for peers into /tmp/flashkm-dump
-#             when $DUMP is set; $BENCH_VARIANTS: bench_kmeans_cuda --variants
+#             when $DUMP is set; $BENCH_VARIANTS: bench_kmeans_cuda --variants; $BENCH_SHAPES:
+#             other shapes than the four
 #   ceilings  bench/cuda/ceilings.py (copy, matmul, host-to-device rates)
 #   peers     bench/cuda/peers.py on the dumped shapes (the flash-kmeans wheel carried in .whl)
 #   host      $HOST_SHAPE (default 100M x 128, K 4096) from host memory, Exact, one engine
@@ -94,6 +95,7 @@ PY
       for p in exact fast; do
         dump=; [ $p = exact ] && [ -n "${DUMP:-}" ] && dump="--dump /tmp/flashkm-dump"
         timeout 500 "$B" --iters 3 --precision $p --verbose --json "$OUT/bench_$p.json" $dump \
+          ${BENCH_SHAPES:+--shapes "$BENCH_SHAPES"} \
           ${BENCH_VARIANTS:+--variants "$BENCH_VARIANTS"} \
           >"$OUT/bench_$p.log" 2>&1 || echo "bench exit $?"
         grep -E 'recomputed' "$OUT/bench_$p.log" | sort | uniq -c | sort -rn | head -20

@@ -324,6 +324,10 @@ __global__ void __launch_bounds__(kWindowThreads) window_fixup_kernel(const Assi
 
 constexpr int kFinalizeThreads = 256;
 constexpr int kFinalizeChunk = 32;  // coordinates staged per step
+// Row loads a thread keeps in flight while staging: one at a time, the gather of rows in
+// label order ran at 1.2 TB/s (0.42 ms at 1M x 128); 16 took it to 0.27 ms, and 2.1 -> 1.3
+// ms at 768-d. Staging 64 or 128 coordinates a step gained less (bench/NOTES-cuda.md, run 34).
+constexpr int kFinalizeLoads = 16;
 
 // Exact distance of each row to its label (detail::exact_l2 / exact_ip), visiting rows in
 // label order (sorted_labels / sorted_ids) so that neighbouring threads read the same
@@ -350,9 +354,23 @@ __global__ void __launch_bounds__(kFinalizeThreads)
   for (int j0 = 0; j0 < d; j0 += kFinalizeChunk) {
     const int jn = min(kFinalizeChunk, d - j0);
     __syncthreads();
-    for (int e = tid; e < kFinalizeThreads * kFinalizeChunk; e += kFinalizeThreads) {
-      const int r = e / kFinalizeChunk, jj = e % kFinalizeChunk;
-      if (jj < jn && rows_of[r] >= 0) xs[r][jj] = a.x[int64_t(rows_of[r]) * d + j0 + jj];
+    // Thread tid stages coordinate tid % C of rows tid / C + i * T / C: a warp reads 32
+    // consecutive coordinates of one row.
+    static_assert(kFinalizeThreads % kFinalizeChunk == 0 && kFinalizeChunk % kFinalizeLoads == 0,
+                  "whole rows per pass, whole batches of loads");
+    constexpr int RS = kFinalizeThreads / kFinalizeChunk;
+    const int sj = tid % kFinalizeChunk, r0 = tid / kFinalizeChunk;
+    if (sj < jn) {
+      for (int i0 = 0; i0 < kFinalizeChunk; i0 += kFinalizeLoads) {
+        float v[kFinalizeLoads];
+#pragma unroll
+        for (int u = 0; u < kFinalizeLoads; ++u) {
+          const int rr = rows_of[r0 + (i0 + u) * RS];
+          v[u] = rr >= 0 ? a.x[int64_t(rr) * d + j0 + sj] : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < kFinalizeLoads; ++u) xs[r0 + (i0 + u) * RS][sj] = v[u];
+      }
     }
     __syncthreads();
     if (valid) {
