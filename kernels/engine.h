@@ -58,7 +58,8 @@ class Engine {
   Engine(int64_t n, int64_t d, int64_t k, const float* x, const KMeansParams& p)
       : n_(n), d_(d), k_(k), x_(x), params_(p) {}
   int64_t n_, d_, k_;
-  const float* x_;  ///< host data, n x d, not owned
+  const float* x_;  ///< data, n x d, not owned: host memory, or device memory for a CUDA
+                    ///< engine made with x_on_device
   KMeansParams params_;
 };
 
@@ -77,13 +78,16 @@ int cuda_device_count();
 
 /// True when p points into CUDA device memory (cudaMalloc, a stream-ordered pool, a
 /// framework's GPU tensor), which the host cannot read; false for host memory of every kind
-/// (pageable, pinned, memory-mapped files, managed memory) and always without CUDA. Throws
-/// flashkm::Error when p is device memory of another device than the current one.
+/// (pageable, pinned, memory-mapped files, managed memory), and without asking the runtime
+/// (which would create a context) while no device has an active primary context; always
+/// false without CUDA. Throws flashkm::Error when p is device memory of another device than
+/// the current one, or when the runtime cannot tell.
 bool is_device_pointer(const void* p);
 
-/// Data in device memory (cuda/device_input.cu; throw without CUDA). Both wait for the work
-/// already queued on the device and read x on a stream of their own.
-/// Index of the first non-finite value of x[0, count), or -1; *value receives that value.
+/// Data in device memory (cuda/device_input.cu; throw without CUDA), read on streams of their
+/// own. Index of the first non-finite value of x[0, count), or -1; *value receives that value.
+/// It first waits for all work queued on the device (the caller's writes to x), so it is
+/// what fit and assign call first on device data.
 int64_t device_first_nonfinite(const float* x, int64_t count, float* value);
 /// Copies rows[0, m) of x (rows of d floats, device) to out (m x d, host).
 void device_gather_rows(const float* x, int64_t d, const int64_t* rows, int64_t m, float* out);

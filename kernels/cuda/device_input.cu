@@ -1,5 +1,7 @@
 // Data given in device memory: where a pointer lives, the input checks and the initial rows
 // read on the device, and the engine's set-up reductions (device_input.h).
+#include <cuda.h>  // driver API types only: its entry points are looked up at run time
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -21,15 +23,14 @@ unsigned grid_for(int64_t work) {
   return unsigned(std::max<int64_t>(1, std::min<int64_t>((work + kThreads - 1) / kThreads, 4096)));
 }
 
-/// Scratch device memory and a private stream for one call; freed on every path.
+/// Scratch device memory for one call; freed on every path.
 class Scratch {
  public:
-  Scratch() { FLASHKM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)); }
+  Scratch() = default;
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   ~Scratch() {
     for (void* p : owned_) cudaFree(p);  // teardown errors cannot be reported from here
-    cudaStreamDestroy(stream);
   }
   template <class T>
   T* alloc(size_t count) {
@@ -38,11 +39,62 @@ class Scratch {
     owned_.push_back(p);
     return static_cast<T*>(p);
   }
-  cudaStream_t stream = nullptr;
 
  private:
   std::vector<void*> owned_;
 };
+
+/// A private non-blocking stream for one call.
+class Stream {
+ public:
+  Stream() { FLASHKM_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  ~Stream() { cudaStreamDestroy(s_); }
+  operator cudaStream_t() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+// Device memory exists in this process only once some device's context does. Asking the
+// runtime about a pointer creates the current device's primary context (GPU memory, start-up
+// time, and a forked child can no longer use CUDA), which host data on device=cpu must not
+// cost: so the driver is asked first, without creating anything, whether any primary context
+// is active. Libraries that make their own (non-primary) contexts are not seen.
+bool any_primary_context_active() {
+  using GetState = CUresult (*)(CUdevice, unsigned int*, int*);
+  using DeviceGet = CUresult (*)(CUdevice*, int);
+  static const auto lookup = [](const char* name) -> void* {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    if (cudaGetDriverEntryPointByVersion(name, &fn, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    return fn;
+  };
+  static const GetState get_state =
+      reinterpret_cast<GetState>(lookup("cuDevicePrimaryCtxGetState"));
+  static const DeviceGet device_get = reinterpret_cast<DeviceGet>(lookup("cuDeviceGet"));
+  if (get_state == nullptr || device_get == nullptr) return true;  // cannot tell: ask the runtime
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  for (int i = 0; i < count; ++i) {
+    CUdevice dev;
+    unsigned int flags = 0;
+    int active = 0;
+    if (device_get(&dev, i) != CUDA_SUCCESS || get_state(dev, &flags, &active) != CUDA_SUCCESS)
+      return true;
+    if (active) return true;
+  }
+  return false;
+}
 
 // Each thread walks its elements in ascending order, so its first non-finite one is its
 // smallest; atomicMin on an integer index is order-free.
@@ -106,12 +158,16 @@ __global__ void max_abs_centred_kernel(const float* x, long long count, long lon
 }  // namespace
 
 bool is_device_pointer(const void* p) {
+  if (!any_primary_context_active()) return false;
   cudaPointerAttributes attr;
   const cudaError_t err = cudaPointerGetAttributes(&attr, p);
   if (err != cudaSuccess) {
-    // No driver or no device: nothing can be device memory.
     cudaGetLastError();
-    return false;
+    // Not knowing is not "host": reading device memory on the host would crash.
+    FLASHKM_THROW(
+        "cannot tell whether x (%p) is host or device memory: "
+        "cudaPointerGetAttributes failed: %s (%s)",
+        p, cudaGetErrorName(err), cudaGetErrorString(err));
   }
   if (attr.type != cudaMemoryTypeDevice) return false;
   int current = 0;
@@ -127,13 +183,14 @@ int64_t device_first_nonfinite(const float* x, int64_t count, float* value) {
   // The caller's writes to x may still be queued on streams of its own.
   FLASHKM_CUDA_CHECK(cudaDeviceSynchronize());
   Scratch s;
+  Stream stream;
   unsigned long long* first = s.alloc<unsigned long long>(1);
-  FLASHKM_CUDA_CHECK(cudaMemsetAsync(first, 0xff, sizeof(unsigned long long), s.stream));
-  first_nonfinite_kernel<<<grid_for(count), kThreads, 0, s.stream>>>(x, count, first);
+  FLASHKM_CUDA_CHECK(cudaMemsetAsync(first, 0xff, sizeof(unsigned long long), stream));
+  first_nonfinite_kernel<<<grid_for(count), kThreads, 0, stream>>>(x, count, first);
   FLASHKM_CUDA_CHECK_LAUNCH(first_nonfinite_kernel);
   unsigned long long host = 0;
-  FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&host, first, sizeof(host), cudaMemcpyDeviceToHost, s.stream));
-  FLASHKM_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  FLASHKM_CUDA_CHECK(cudaMemcpyAsync(&host, first, sizeof(host), cudaMemcpyDeviceToHost, stream));
+  FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream));
   if (host == ULLONG_MAX) return -1;
   FLASHKM_CUDA_CHECK(cudaMemcpy(value, x + host, sizeof(float), cudaMemcpyDeviceToHost));
   return static_cast<int64_t>(host);
@@ -141,16 +198,17 @@ int64_t device_first_nonfinite(const float* x, int64_t count, float* value) {
 
 void device_gather_rows(const float* x, int64_t d, const int64_t* rows, int64_t m, float* out) {
   Scratch s;
+  Stream stream;
   long long* rows_dev = s.alloc<long long>(m);
   float* out_dev = s.alloc<float>(size_t(m) * d);
   static_assert(sizeof(long long) == sizeof(int64_t), "row indices are copied as they are");
   FLASHKM_CUDA_CHECK(
-      cudaMemcpyAsync(rows_dev, rows, sizeof(int64_t) * m, cudaMemcpyHostToDevice, s.stream));
-  gather_rows_kernel<<<grid_for(m * d), kThreads, 0, s.stream>>>(x, d, rows_dev, m, out_dev);
+      cudaMemcpyAsync(rows_dev, rows, sizeof(int64_t) * m, cudaMemcpyHostToDevice, stream));
+  gather_rows_kernel<<<grid_for(m * d), kThreads, 0, stream>>>(x, d, rows_dev, m, out_dev);
   FLASHKM_CUDA_CHECK_LAUNCH(gather_rows_kernel);
   FLASHKM_CUDA_CHECK(
-      cudaMemcpyAsync(out, out_dev, sizeof(float) * m * d, cudaMemcpyDeviceToHost, s.stream));
-  FLASHKM_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+      cudaMemcpyAsync(out, out_dev, sizeof(float) * m * d, cudaMemcpyDeviceToHost, stream));
+  FLASHKM_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 namespace cuda {

@@ -16,6 +16,7 @@
 #include "kernels/engine.h"
 
 #ifdef FLASHKM_WITH_CUDA
+#include <cuda.h>  // driver API types; the entry point is looked up at run time
 #include <cuda_runtime.h>
 
 namespace flashkm {
@@ -176,6 +177,39 @@ TEST(DeviceInputPointer, HostMemoryOfEveryKindIsHost) {
   EXPECT_TRUE(detail::is_device_pointer(dev));
   EXPECT_TRUE(detail::is_device_pointer(dev + 3));  // inside an allocation
   cudaFree(dev);
+}
+
+// Whether device 0's primary context is active, asked of the driver without creating one.
+bool primary_context_active() {
+  using GetState = CUresult (*)(CUdevice, unsigned int*, int*);
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult found;
+  EXPECT_EQ(cudaGetDriverEntryPointByVersion("cuDevicePrimaryCtxGetState", &fn, 12000,
+                                             cudaEnableDefault, &found),
+            cudaSuccess);
+  unsigned int flags = 0;
+  int active = 0;
+  EXPECT_EQ(reinterpret_cast<GetState>(fn)(0, &flags, &active), CUDA_SUCCESS);
+  return active != 0;
+}
+
+// Host data on device=cpu must not start CUDA: a context holds GPU memory, and a process forked
+// after it can no longer use CUDA. Only a process that has no context yet can show it, so the
+// device run also runs this test alone; in the full suite an earlier test made one (skip).
+TEST(DeviceInputPointer, HostDataOnCpuStartsNoContext) {
+  if (detail::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  if (primary_context_active()) GTEST_SKIP() << "a context exists already (run this test alone)";
+  const int64_t n = 500, d = 8;
+  const std::vector<float> x = blobs(n, d, 2, 0.f);
+  KMeansParams p;
+  p.n_clusters = 5;
+  p.device = Device::CPU;
+  KMeans km(d, p);
+  km.fit(n, x.data());
+  std::vector<int32_t> labels(n);
+  km.assign(n, x.data(), labels.data());
+  EXPECT_FALSE(detail::is_device_pointer(x.data()));
+  EXPECT_FALSE(primary_context_active());
 }
 
 INSTANTIATE_TEST_SUITE_P(FirstPass, DeviceInput, ::testing::Values("ffma", "fp16", "fp16-sync"),
