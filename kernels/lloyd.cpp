@@ -234,6 +234,7 @@ void KMeans::assign(int64_t n, const float* x, int32_t* labels, float* distances
   KMeansParams p = params_;
   p.n_clusters = static_cast<int>(k);
   p.bounds = false;  // one pass: nothing to carry to a next one
+  p.max_iter = 0;    // tells the backend so (the CUDA one then streams without page-locking)
   auto engine = make_engine(on_device || use_cuda(p.device), n, d_, k, x, on_device, p);
   engine->set_centroids(centroids_.data());
   engine->assign(distances);

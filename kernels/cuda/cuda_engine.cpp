@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -76,8 +77,8 @@ class HostRegistration {
   HostRegistration(const HostRegistration&) = delete;
   HostRegistration& operator=(const HostRegistration&) = delete;
   ~HostRegistration() {
-    // Every assign() ends with the compute stream synchronized, and it waits for each copy,
-    // so no transfer reads the range any more. Errors at teardown cannot be reported.
+    // ~CudaEngine synchronized both streams first, so no transfer reads the range any more.
+    // Errors at teardown cannot be reported.
     if (p_) cudaHostUnregister(p_);
   }
   /// Returns the driver's answer; on failure the (non-sticky) error is cleared. A range
@@ -108,6 +109,40 @@ class HostRegistration {
  private:
   void* p_ = nullptr;
 };
+
+/// True when [p, p + bytes) lies in private anonymous mappings (the heap, malloc'd or
+/// anonymous mmap'd memory), the only host memory page-locked in place. A file mapping is
+/// staged instead: pinning would read the whole file into RAM at once, a private writable
+/// mapping would lose copy-on-write (twice its memory), and the driver marks every pinned
+/// page dirty on release, so a shared mapping's file would be written back in full.
+bool private_anonymous(const void* p, size_t bytes) {
+  std::FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (maps == nullptr) return false;
+  uintptr_t next = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t end = next + bytes;
+  bool covered = false;
+  char line[4096];
+  // Lines are sorted by address: walk the mappings that cover [next, end) without a hole.
+  while (!covered && std::fgets(line, sizeof line, maps) != nullptr) {
+    unsigned long lo = 0, hi = 0, offset = 0, inode = 0;
+    char perms[8] = {0}, dev[32] = {0};
+    int name = 0;
+    if (std::sscanf(line, "%lx-%lx %7s %lx %31s %lu %n", &lo, &hi, perms, &offset, dev, &inode,
+                    &name) < 6)
+      continue;
+    if (hi <= next) continue;
+    if (lo > next) break;
+    const char* path = line + name;
+    const bool anonymous =
+        inode == 0 && perms[3] == 'p' &&
+        (path[0] == '\0' || path[0] == '\n' || std::strncmp(path, "[heap]", 6) == 0);
+    if (!anonymous) break;
+    next = hi;
+    covered = next >= end;
+  }
+  std::fclose(maps);
+  return covered;
+}
 
 /// Streams and events of one engine: `compute` runs every kernel in order; `copy` moves
 /// streamed chunks; events pace the two staging buffers.
@@ -141,11 +176,10 @@ class Resources {
 
 // Column means in float64 exactly as the CPU backend computes them (per kReduceBlock rows,
 // then the blocks in order), so both backends centre the data identically.
-std::vector<double> column_mean(int64_t n, int64_t d, const float* x) {
+std::vector<double> column_mean(int64_t n, int64_t d, const float* x, unsigned threads) {
   const int64_t nblocks = (n + kReduceBlock - 1) / kReduceBlock;
   std::vector<double> part(nblocks * d, 0.0);
-  const int64_t workers =
-      std::max<int64_t>(1, std::min<int64_t>(nblocks, std::thread::hardware_concurrency()));
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(nblocks, threads));
   std::vector<std::thread> pool;
   for (int64_t w = 0; w < workers; ++w) {
     pool.emplace_back([&, w] {
@@ -165,9 +199,9 @@ std::vector<double> column_mean(int64_t n, int64_t d, const float* x) {
 }
 
 // Largest |float(x - shift)| over the data: sets the tensor-core pass's power-of-two scale.
-float max_abs_centred(int64_t n, int64_t d, const float* x, const std::vector<double>& shift) {
-  const int64_t workers =
-      std::max<int64_t>(1, std::min<int64_t>(n / 4096 + 1, std::thread::hardware_concurrency()));
+float max_abs_centred(int64_t n, int64_t d, const float* x, const std::vector<double>& shift,
+                      unsigned threads) {
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(n / 4096 + 1, threads));
   std::vector<float> part(workers, 0.f);
   std::vector<std::thread> pool;
   for (int64_t w = 0; w < workers; ++w) {
@@ -183,12 +217,11 @@ float max_abs_centred(int64_t n, int64_t d, const float* x, const std::vector<do
   return *std::max_element(part.begin(), part.end());
 }
 
-// Runs fn(begin, end) on consecutive ranges of [0, count) with every hardware thread when
-// the work is large (cost: count x unit bytes), else on the calling thread.
+// Runs fn(begin, end) on consecutive ranges of [0, count) with `threads` threads when the
+// work is large (cost: count x unit bytes), else on the calling thread.
 template <class Fn>
-void parallel_ranges(size_t count, size_t unit, Fn&& fn) {
-  const size_t workers =
-      count * unit < (size_t(4) << 20) ? 1 : std::max(1u, std::thread::hardware_concurrency());
+void parallel_ranges(size_t count, size_t unit, unsigned threads, Fn&& fn) {
+  const size_t workers = count * unit < (size_t(4) << 20) ? 1 : std::max(1u, threads);
   if (workers == 1) {
     fn(size_t(0), count);
     return;
@@ -202,11 +235,11 @@ void parallel_ranges(size_t count, size_t unit, Fn&& fn) {
   for (auto& t : pool) t.join();
 }
 
-// Copies floats between host arrays with every hardware thread: one thread cannot keep up
-// with the host-to-device copy, and with 8 the staged stream ran at 37.6 GB/s against the
-// bus's 53.8 (bench/NOTES-cuda.md, run 29).
-void parallel_copy(float* dst, const float* src, size_t count) {
-  parallel_ranges(count, sizeof(float), [=](size_t b, size_t e) {
+// Copies floats between host arrays with `threads` threads: one thread cannot keep up with
+// the host-to-device copy, and with 8 the staged stream ran at 37.6 GB/s against the bus's
+// 53.8 (bench/NOTES-cuda.md, run 29).
+void parallel_copy(float* dst, const float* src, size_t count, unsigned threads) {
+  parallel_ranges(count, sizeof(float), threads, [=](size_t b, size_t e) {
     std::memcpy(dst + b, src + b, sizeof(float) * (e - b));
   });
 }
@@ -266,8 +299,9 @@ class CudaEngine final : public Engine {
     std::vector<double> shift(d, 0.0);
     if (p.metric == Metric::L2)
       shift = x_on_device_ ? column_mean_device(x, n, d, kReduceBlock, res_.compute)
-                           : column_mean(n, d, x);
-    if (mma && !x_on_device_) x_scale_exp_ = mma_scale_exp(max_abs_centred(n, d, x, shift));
+                           : column_mean(n, d, x, host_threads());
+    if (mma && !x_on_device_)
+      x_scale_exp_ = mma_scale_exp(max_abs_centred(n, d, x, shift, host_threads()));
     // Copies go on the compute stream, ordered before the kernels that read them: a plain
     // cudaMemcpy from pageable memory may return before its DMA lands, and the non-blocking
     // compute stream does not wait for it (the last rows of x were then read stale, now and
@@ -298,6 +332,14 @@ class CudaEngine final : public Engine {
                    (long long)chunk_rows_, double(res_.device_bytes) / 1e6);
   }
 
+  // An exception can leave copies or kernels queued (an assign() cut short, a callback that
+  // throws after set_centroids): they finish before any buffer, or the page-locked rows they
+  // read, is released. Errors cannot be reported from here.
+  ~CudaEngine() override {
+    cudaStreamSynchronize(res_.copy);
+    cudaStreamSynchronize(res_.compute);
+  }
+
   // k-means++ on the device when the data is resident (the same picks as the CPU's), in the
   // assignment's float64 scratch, which holds n and n / kReduceBlock values then and is free
   // until the first assign(); streamed data keeps the host implementation.
@@ -315,7 +357,7 @@ class CudaEngine final : public Engine {
   // 5.7 GB/s (run 29: 5.9 ms for K 65536 x 128), one from pinned memory at 53.8.
   void set_centroids(const float* centroids) override {
     res_.sync();  // the buffer's previous upload has landed
-    parallel_copy(c_host_.get(), centroids, size_t(k_ * d_));
+    parallel_copy(c_host_.get(), centroids, size_t(k_ * d_), host_threads());
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(c_raw_.get(), c_host_.get(), sizeof(float) * k_ * d_,
                                        cudaMemcpyHostToDevice, res_.compute));
     prepare_centroids(c_raw_.get(), shift_.get(), int(k_), int(d_), int(kpad_), params_.metric,
@@ -447,7 +489,7 @@ class CudaEngine final : public Engine {
     res_.sync();
     const long long* cnt = counts_host_.get();
     const float* means = c_host_.get();
-    parallel_ranges(size_t(k_), sizeof(float) * d_, [&](size_t b, size_t e) {
+    parallel_ranges(size_t(k_), sizeof(float) * d_, host_threads(), [&](size_t b, size_t e) {
       for (size_t c = b; c < e; ++c) {
         counts[c] = cnt[c];
         if (cnt[c] > 0) std::memcpy(centroids + c * d_, means + c * d_, sizeof(float) * d_);
@@ -518,7 +560,15 @@ class CudaEngine final : public Engine {
   void register_host_rows() {
     const HostPath path = host_path();
     if (path == HostPath::Staged) return;
+    // One pass (assign(), or fit with max_iter = 0): locking costs more than it saves (run
+    // 30: 1.4 s more set-up for 51.2 GB, a pass 0.95 s in place against 1.24 s staged).
+    if (path == HostPath::Auto && params_.max_iter == 0) return;
     const size_t bytes = sizeof(float) * size_t(n_) * size_t(d_);
+    const bool anonymous = private_anonymous(x_, bytes);
+    FLASHKM_THROW_IF_NOT(anonymous || path != HostPath::Registered,
+                         "FLASHKM_CUDA_STREAM=registered: the rows are not (all) private "
+                         "anonymous memory (a file mapping?), which is never page-locked");
+    if (!anonymous) return;
     const cudaError_t err = host_rows_.lock(const_cast<float*>(x_), bytes);
     FLASHKM_THROW_IF_NOT(err == cudaSuccess || path != HostPath::Registered,
                          "FLASHKM_CUDA_STREAM=registered: cudaHostRegister of %zu bytes of rows "
@@ -629,7 +679,7 @@ class CudaEngine final : public Engine {
       const float* src = x_ + off * d_;
       if (!host_registered_) {
         FLASHKM_CUDA_CHECK(cudaEventSynchronize(res_.h2d_done[b]));
-        parallel_copy(pinned_[b].get(), src, size_t(rows * d_));
+        parallel_copy(pinned_[b].get(), src, size_t(rows * d_), host_threads());
         src = pinned_[b].get();
       }
       FLASHKM_CUDA_CHECK(cudaStreamWaitEvent(res_.copy, res_.compute_done[b], 0));
@@ -651,7 +701,12 @@ class CudaEngine final : public Engine {
   int64_t kpad_ = 0, dpad_ = 0;
   bool resident_ = true;
   bool host_registered_ = false;  ///< x_ is page-locked in place (streamed data only)
-  const bool x_on_device_;        ///< x is the caller's device memory, used in place
+  /// Host threads for copies and set-up reductions: KMeansParams::threads, 0 = all.
+  unsigned host_threads() const {
+    return params_.threads > 0 ? unsigned(params_.threads)
+                               : std::max(1u, std::thread::hardware_concurrency());
+  }
+  const bool x_on_device_;  ///< x is the caller's device memory, used in place
   int64_t chunk_rows_ = 0, nchunks_ = 1;
   bool have_centroids_ = false;
   bool sums_ready_ = false;  ///< sums_ / counts_ hold the labels of the last assign()

@@ -76,15 +76,17 @@ bool any_primary_context_active() {
     }
     return fn;
   };
-  static const GetState get_state =
-      reinterpret_cast<GetState>(lookup("cuDevicePrimaryCtxGetState"));
-  static const DeviceGet device_get = reinterpret_cast<DeviceGet>(lookup("cuDeviceGet"));
-  if (get_state == nullptr || device_get == nullptr) return true;  // cannot tell: ask the runtime
+  // No driver or no device: no device memory either.
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
+  if (count == 0) return false;
+  static const GetState get_state =
+      reinterpret_cast<GetState>(lookup("cuDevicePrimaryCtxGetState"));
+  static const DeviceGet device_get = reinterpret_cast<DeviceGet>(lookup("cuDeviceGet"));
+  if (get_state == nullptr || device_get == nullptr) return true;  // cannot tell: ask the runtime
   for (int i = 0; i < count; ++i) {
     CUdevice dev;
     unsigned int flags = 0;

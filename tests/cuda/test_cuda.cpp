@@ -5,6 +5,8 @@
 // pass has its own bound, so only its results, not its fix-up count, must match. Every test
 // skips without a GPU.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -383,6 +385,40 @@ TEST_P(CudaMath, SecondStreamedEngineOnTheSameRowsStages) {
   EnvScope scope("FLASHKM_CUDA_STREAM", "registered");
   auto again = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
   expect_same(run_step(*again, c), want, "engine after the lock was released");
+}
+
+// Rows in a file mapping are streamed through the staging buffers, never page-locked in
+// place (that would read the whole file in at once, and the driver marks every pinned page
+// dirty on release, so the file would be written back): the forced in-place path refuses
+// them, the default stages them, with the same results as resident rows.
+TEST_P(CudaMath, FileMappedRowsAreStagedNotLocked) {
+  const Shape s{3000, 8, 20, Metric::L2, 47};
+  SCOPED_TRACE(describe(s));
+  const std::vector<float> x = make_data(s);
+  char path[] = "/tmp/flashkm-mapped-XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  const size_t bytes = x.size() * sizeof(float);
+  ASSERT_EQ(write(fd, x.data(), bytes), ssize_t(bytes));
+  void* map = mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  const float* mapped = static_cast<const float*>(map);
+  KMeansParams p = params_for(s);
+  const std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+  auto resident = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+  const Step want = run_step(*resident, c);
+  p.device_memory_budget = 1024 * (2 * sizeof(float) * s.d + sizeof(double));  // streamed
+  {
+    EnvScope scope("FLASHKM_CUDA_STREAM", "registered");
+    EXPECT_THROW(detail::make_cuda_engine(s.n, s.d, s.k, mapped, p), Error);
+  }
+  {
+    auto staged = detail::make_cuda_engine(s.n, s.d, s.k, mapped, p);
+    expect_same(run_step(*staged, c), want, "file-mapped rows");
+  }
+  munmap(map, bytes);
+  close(fd);
+  unlink(path);
 }
 
 TEST_P(CudaMath, EmptyClusterRowsAreUntouched) {
