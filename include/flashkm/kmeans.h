@@ -111,7 +111,10 @@ struct KMeansParams {
   /// move little, gain most. Memory: 12 bytes per point.
   bool bounds = true;
   /// Upper bound on bytes of device memory flashkm may hold for data (0 = free memory less a
-  /// margin). Data that does not fit is streamed from host memory in chunks.
+  /// margin). Host data that does not fit is streamed in chunks: for a fit of private
+  /// anonymous memory (a std::vector, malloc) the rows are page-locked in place for the fit's
+  /// duration when the driver allows it; otherwise (file mappings, one-pass assign, memory
+  /// already pinned) they are copied through pinned staging buffers.
   size_t device_memory_budget = 0;
   IterationCallback callback;  ///< optional progress hook
   bool verbose = false;        ///< print one line per iteration on stderr
