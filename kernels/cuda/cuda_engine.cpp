@@ -264,6 +264,17 @@ HostPath host_path() {
 /// in 18 chunks 1.36 s); large enough that per-chunk launches do not matter.
 constexpr size_t kMaxChunkBytes = size_t(1) << 30;
 
+/// FLASHKM_CUDA_ROW_SPLIT=arrays keeps the rows' fp16 split in device arrays (4 dpad bytes a
+/// row, split_rows) where the wgmma pass would split them in shared memory; tests compare
+/// the two (identical halves, so identical values, fix-up counts and labels).
+bool row_split_arrays_forced() {
+  const char* env = std::getenv("FLASHKM_CUDA_ROW_SPLIT");
+  if (env == nullptr) return false;
+  FLASHKM_THROW_IF_NOT(std::strcmp(env, "arrays") == 0,
+                       "FLASHKM_CUDA_ROW_SPLIT=%s: expected arrays (or unset)", env);
+  return true;
+}
+
 class CudaEngine final : public Engine {
  public:
   // x_on_device: x is device memory (is_device_pointer) and is used in place as the resident
@@ -292,6 +303,9 @@ class CudaEngine final : public Engine {
     }
     kpad_ = (k + kCentroidPad - 1) / kCentroidPad * kCentroidPad;
     dpad_ = (d + kMmaDepth - 1) / kMmaDepth * kMmaDepth;
+    split_arrays_ =
+        mma && !(math_ == AssignMath::Fp16Wgmma && !row_split_arrays_forced() &&
+                 wgmma_splits_rows(mma_shape_, p.precision == Precision::Exact, int(dpad_)));
     plan_memory(p.device_memory_budget);
     if (!resident_) register_host_rows();
     allocate();
@@ -311,13 +325,12 @@ class CudaEngine final : public Engine {
     if (mma && x_on_device_)
       x_scale_exp_ = mma_scale_exp(max_abs_centred_device(x, n, d, shift_.get(), res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(labels_.get(), 0xff, sizeof(int) * n, res_.compute));
-    fill_iota(ids_in_.get(), chunk_rows_, res_.compute);
     if (resident_) {
       if (!x_on_device_)
         FLASHKM_CUDA_CHECK(cudaMemcpyAsync(x_dev_.get(), x, sizeof(float) * n * d,
                                            cudaMemcpyHostToDevice, res_.compute));
       row_norms(x_resident(), n, int(d), shift_.get(), xnorm_.get(), res_.compute);
-      if (mma)
+      if (split_arrays_)
         split_rows(x_resident(), n, int(d), shift_.get(), int(dpad_), x_scale_exp_, x16_hi_.get(),
                    x16_lo_.get(), res_.compute);
     }
@@ -384,7 +397,7 @@ class CudaEngine final : public Engine {
     for_each_chunk([&](const float* xd, int64_t off, int64_t rows, int64_t chunk) {
       if (!resident_) {
         row_norms(xd, rows, int(d_), shift_.get(), xnorm_.get(), res_.compute);
-        if (mma)
+        if (split_arrays_)
           split_rows(xd, rows, int(d_), shift_.get(), int(dpad_), x_scale_exp_, x16_hi_.get(),
                      x16_lo_.get(), res_.compute);
       }
@@ -407,9 +420,11 @@ class CudaEngine final : public Engine {
       a.recheck_count = recheck_count_.get();
       if (mma) {
         SplitRows xs;
-        const int64_t xoff = resident_ ? off * dpad_ : 0;
-        xs.hi = x16_hi_.get() + xoff;
-        xs.lo = x16_lo_.get() + xoff;
+        if (split_arrays_) {
+          const int64_t xoff = resident_ ? off * dpad_ : 0;
+          xs.hi = x16_hi_.get() + xoff;
+          xs.lo = x16_lo_.get() + xoff;
+        }
         xs.dpad = int(dpad_);
         xs.scale_exp = x_scale_exp_;
         SplitCentroids cs;
@@ -428,6 +443,7 @@ class CudaEngine final : public Engine {
       // Sorting by label here serves the finalize pass (rows of one centroid together) and
       // the update (the sort-inverse order).
       const UpdateScratch scratch = update_scratch();
+      fill_iota(scratch.ids_in, rows, res_.compute);  // its storage held the recheck list
       sort_by_label(cand_.get(), rows, int(k_), scratch, res_.compute);
       launch_finalize(a, scratch.keys_out, scratch.ids_out, labels_.get() + off,
                       distances ? dist_.get() : nullptr, dist64_.get(),
@@ -518,16 +534,18 @@ class CudaEngine final : public Engine {
   // Resident when the data (x and its row norms) fits the budget; otherwise chunks of a
   // multiple of kReduceBlock rows (at most kMaxChunkBytes of x), two on the device at a time.
   void plan_memory(size_t user_budget) {
-    // Per row: x, its norm, and for the tensor-core pass its fp16 hi / lo split.
-    const size_t split_bytes = math_ != AssignMath::Ffma ? 2 * sizeof(uint16_t) * dpad_ : 0;
+    // Per row: x, its norm, and for the mma.sync pass (and wgmma on rows too wide to stay in
+    // shared memory) its fp16 hi / lo split.
+    const size_t split_bytes = split_arrays_ ? 2 * sizeof(uint16_t) * dpad_ : 0;
     const size_t row_bytes = sizeof(float) * d_ + sizeof(double) + split_bytes;
     size_t budget = user_budget;
     if (budget == 0) {
       size_t free_bytes = 0, total = 0;
       FLASHKM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
-      // Leave room for the per-point arrays (labels, sort buffers: ~40 bytes a point), the
-      // centroid arrays and a 1 GiB margin for the runtime and other users.
-      const size_t other = size_t(n_) * 40 + size_t(k_) * d_ * 24 + (size_t(1) << 30);
+      // Leave room for the per-point arrays (labels, distances, candidate lists shared with
+      // the sort: 44 bytes a point, a little more where CUB's temporary storage outgrows the
+      // candidate slots), the centroid arrays and a 1 GiB margin for the runtime and others.
+      const size_t other = size_t(n_) * 48 + size_t(k_) * d_ * 24 + (size_t(1) << 30);
       budget = free_bytes > other ? (free_bytes - other) / 10 * 9 : 0;
     }
     if (x_on_device_) {
@@ -587,22 +605,19 @@ class CudaEngine final : public Engine {
     dist64_.allocate(chunk_rows_, b);
     fix_counts_.allocate(nchunks_, b);
     cand_.allocate(chunk_rows_, b);
+    // The candidate lists live from the assignment pass to the end of the fix-ups; the sort
+    // by label, which follows, takes their storage (update_scratch), so they cost no more
+    // device memory than the sort's own buffers (bench/NOTES-cuda.md, run 36).
     fix_list_.allocate(chunk_rows_, b);
     win_list_.allocate(chunk_rows_, b);
+    recheck_list_.allocate(chunk_rows_, b);
     win_counts_.allocate(nchunks_, b);
-    cand_top_.allocate(chunk_rows_ * kTop, b);
-    if (math_ == AssignMath::Fp16Wgmma) {
-      recheck_list_.allocate(chunk_rows_, b);
-      recheck_count_.allocate(1, b);
-    }
+    sort_temp_bytes_ = sort_temp_bytes(chunk_rows_);
+    cand_top_.allocate(std::max<size_t>(chunk_rows_ * kTop, (sort_temp_bytes_ + 3) / 4), b);
+    if (math_ == AssignMath::Fp16Wgmma) recheck_count_.allocate(1, b);
     xnorm_.allocate(chunk_rows_, b);
-    keys_out_.allocate(chunk_rows_, b);
-    ids_in_.allocate(chunk_rows_, b);
-    ids_out_.allocate(chunk_rows_, b);
     seg_begin_.allocate(k_, b);
     seg_end_.allocate(k_, b);
-    sort_temp_bytes_ = sort_temp_bytes(chunk_rows_);
-    sort_temp_.allocate(sort_temp_bytes_, b);
     c_raw_.allocate(k_ * d_, b);
     c_raw_t_.allocate(k_ * d_, b);
     c_shifted_t_.allocate(kpad_ * d_, b);
@@ -614,9 +629,11 @@ class CudaEngine final : public Engine {
     means_dev_.allocate(k_ * d_, b);
     c_host_.allocate(k_ * d_);
     counts_host_.allocate(k_);
-    if (math_ != AssignMath::Ffma) {
+    if (split_arrays_) {
       x16_hi_.allocate(chunk_rows_ * dpad_, b);
       x16_lo_.allocate(chunk_rows_ * dpad_, b);
+    }
+    if (math_ != AssignMath::Ffma) {
       c16_hi_.allocate(kpad_ * dpad_, b);
       c16_lo_.allocate(kpad_ * dpad_, b);
       c_max_abs_.allocate(k_, b);
@@ -637,14 +654,18 @@ class CudaEngine final : public Engine {
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(counts_.get(), 0, sizeof(long long) * k_, res_.compute));
   }
 
+  // The sort's buffers share storage with the candidate lists, which are dead by then: the
+  // ids come in through the recheck list, sorted keys and ids go to the fix and window
+  // lists, and CUB's temporary storage is the candidate slots (allocated large enough).
+  // The sorted keys and ids stay there until update() (resident data) has read them.
   UpdateScratch update_scratch() const {
     UpdateScratch s;
-    s.keys_out = keys_out_.get();
-    s.ids_in = ids_in_.get();
-    s.ids_out = ids_out_.get();
+    s.keys_out = fix_list_.get();
+    s.ids_in = recheck_list_.get();
+    s.ids_out = win_list_.get();
     s.seg_begin = seg_begin_.get();
     s.seg_end = seg_end_.get();
-    s.sort_temp = sort_temp_.get();
+    s.sort_temp = cand_top_.get();
     s.sort_temp_bytes = sort_temp_bytes_;
     return s;
   }
@@ -700,6 +721,9 @@ class CudaEngine final : public Engine {
   int x_scale_exp_ = 0;
   int64_t kpad_ = 0, dpad_ = 0;
   bool resident_ = true;
+  /// The rows' fp16 split lives in device arrays (x16_hi_ / x16_lo_); else the wgmma pass
+  /// splits the float32 rows while staging them into shared memory.
+  bool split_arrays_ = false;
   bool host_registered_ = false;  ///< x_ is page-locked in place (streamed data only)
   /// Host threads for copies and set-up reductions: KMeansParams::threads, 0 = all.
   unsigned host_threads() const {
@@ -716,8 +740,7 @@ class CudaEngine final : public Engine {
   DeviceArray<double> shift_, xnorm_, block_inertia_, dist64_;
   DeviceArray<int> labels_, changed_, fix_counts_, cand_, fix_list_;
   DeviceArray<int> win_list_, win_counts_, cand_top_, recheck_list_, recheck_count_;
-  DeviceArray<int> keys_out_, ids_in_, ids_out_, seg_begin_, seg_end_;
-  DeviceArray<unsigned char> sort_temp_;
+  DeviceArray<int> seg_begin_, seg_end_;
   DeviceArray<float> c_raw_, c_raw_t_, c_shifted_t_, c_beta_, means_dev_, dist_;
   DeviceArray<double> c_norm_sq_, c_max_norm_, sums_;
   DeviceArray<long long> counts_;

@@ -78,11 +78,13 @@ struct AssignArgs {
 void launch_flash_assign(int shape, const AssignArgs& a, cudaStream_t stream);
 
 /// Row data of the tensor-core pass: float(x - shift) * 2^scale_exp split into fp16 hi and
-/// lo = fp16(v - hi), rows x dpad each, zero padded (dpad: multiple of kMmaDepth).
+/// lo = fp16(v - hi), rows x dpad each, zero padded (dpad: multiple of kMmaDepth). hi and lo
+/// null: the wgmma pass splits the float32 rows (AssignArgs::x) itself while staging them
+/// into shared memory (only where wgmma_splits_rows is true).
 constexpr int kMmaDepth = 64;
 struct SplitRows {
-  const void* hi = nullptr;  ///< __half
-  const void* lo = nullptr;  ///< __half
+  const void* hi = nullptr;  ///< __half, or null
+  const void* lo = nullptr;  ///< __half, or null
   int dpad = 0;
   int scale_exp = 0;
 };
@@ -121,6 +123,11 @@ void launch_mma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
 /// shared memory, screens then collects (a.recheck_list). sm_count sizes the collecting grid.
 void launch_wgmma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
                          const SplitCentroids& cs, int sm_count, cudaStream_t stream);
+
+/// True when launch_wgmma_assign with this shape and precision keeps a block's rows resident
+/// in shared memory at this dpad (Exact: d <= 256, Fast: d <= 1024 at 128 rows), and so can
+/// take SplitRows without arrays (it splits the float32 rows itself; same halves, bit for bit).
+bool wgmma_splits_rows(int shape, bool exact, int dpad);
 
 /// Recomputes the rows of fix_list with the float64 formula over all k centroids, and the
 /// rows of win_list over their candidates only.

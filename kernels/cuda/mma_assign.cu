@@ -24,16 +24,6 @@ namespace {
 // Largest scaled magnitude: fp16 holds up to 65504, and 2^14 leaves room for hi's rounding.
 constexpr int kScaleTarget = 14;
 
-__device__ __forceinline__ float centred(float x, double shift) {
-  return __double2float_rn(__dsub_rn(double(x), shift));
-}
-
-__device__ __forceinline__ void split(float v, __half* hi, __half* lo) {
-  const __half h = __float2half_rn(v);
-  *hi = h;
-  *lo = __float2half_rn(__fsub_rn(v, __half2float(h)));  // v - hi is exact in fp32
-}
-
 __global__ void split_rows_kernel(const float* __restrict__ x, int64_t rows, int d,
                                   const double* __restrict__ shift, int dpad, int scale_exp,
                                   __half* __restrict__ hi, __half* __restrict__ lo) {

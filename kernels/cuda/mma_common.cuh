@@ -1,8 +1,10 @@
 // PRIVATE to kernels/cuda: what the two tensor-core passes (mma_assign.cu: mma.sync;
 // wgmma_assign.cu: sm_90a warpgroup mma) share: the certification bound of their three-product
-// values and the cp.async helpers that feed their shared-memory pipelines.
+// values, the split of the rows into fp16 hi / lo and the cp.async helpers that feed their
+// shared-memory pipelines.
 #pragma once
 
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 namespace flashkm {
@@ -54,6 +56,19 @@ __device__ __forceinline__ double mma_bound(bool ip, bool split, int d, int dpad
     e = dot + u32 * X * C * 1.01;
   }
   return e * 1.01 + 1e-30;
+}
+
+// The centred row coordinate of the tensor-core passes: float(double(x) - shift).
+__device__ __forceinline__ float centred(float x, double shift) {
+  return __double2float_rn(__dsub_rn(double(x), shift));
+}
+
+// v = hi + lo + (a residual below 2^-22 |v|): hi = fp16(v), lo = fp16(v - hi). split_rows and
+// the wgmma pass's in-kernel row staging both call this, so their halves are bit-identical.
+__device__ __forceinline__ void split(float v, __half* hi, __half* lo) {
+  const __half h = __float2half_rn(v);
+  *hi = h;
+  *lo = __float2half_rn(__fsub_rn(v, __half2float(h)));  // v - hi is exact in fp32
 }
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {

@@ -195,6 +195,62 @@ __global__ void __launch_bounds__(WG * 128,
     return kList ? int64_t(a.recheck_list[i]) : i;
   };
   int64_t m0 = 0;  // first row (of the sequence) of the block's current tile
+  // Resident rows without split arrays (xs.hi null) are split here, from the float32 rows,
+  // exactly as split_rows does: the same bytes read (4 a coordinate, as hi + lo), and no
+  // per-row fp16 copy of the data in device memory.
+  const bool split_here = kResident && xs.hi == nullptr;
+  // Vector loads need 16-byte aligned rows: d % 4 == 0 and an aligned base (a caller's device
+  // pointer may be offset).
+  const int d = a.d;
+  const bool vec4 = d % 4 == 0 && (reinterpret_cast<uintptr_t>(a.x) & 15) == 0;
+  // The rows' coordinates c0..c0 + 7 (c0: a multiple of 8) into the hi slice at sa (and the
+  // lo slice P - 1 slices further), scaled and split; zeros past d and past the rows' end.
+  // All loads of the slice are issued before the first conversion, so they are in flight
+  // together.
+  auto split_rows_to_smem = [&](unsigned char* sa, int c0) {
+    constexpr int NR = BM / RS;
+    float f[NR][8];
+    bool valid[NR];
+#pragma unroll
+    for (int r = 0; r < NR; ++r) {
+      const int64_t row = row_at(m0 + r0 + r * RS);
+      valid[r] = row >= 0;
+      const float* src = a.x + (row >= 0 ? row : 0) * d + c0;
+      if (vec4) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const bool in = row >= 0 && c0 + 4 * h < d;
+          const float4 v = in ? __ldg(reinterpret_cast<const float4*>(src) + h)
+                              : make_float4(0.f, 0.f, 0.f, 0.f);
+          f[r][4 * h] = v.x;
+          f[r][4 * h + 1] = v.y;
+          f[r][4 * h + 2] = v.z;
+          f[r][4 * h + 3] = v.w;
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) f[r][j] = row >= 0 && c0 + j < d ? __ldg(src + j) : 0.f;
+      }
+    }
+    double sh[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sh[j] = c0 + j < d ? a.shift[c0 + j] : 0.0;
+#pragma unroll
+    for (int r = 0; r < NR; ++r) {
+      __align__(16) __half hi[8], lo[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float v =
+            valid[r] && c0 + j < d ? ldexpf(centred(f[r][j], sh[j]), xs.scale_exp) : 0.f;
+        split(v, &hi[j], &lo[j]);
+      }
+      unsigned char* dst = sa + r * RS * Traits::kRowBytes;
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(hi);
+      if constexpr (P == 2)
+        *reinterpret_cast<uint4*>(dst + ksteps * Traits::kABytes) =
+            *reinterpret_cast<const uint4*>(lo);
+    }
+  };
   auto issue_rows = [&](unsigned char* sa, const __half* src, int k0) {
 #pragma unroll
     for (int r = 0; r < BM; r += RS) {
@@ -237,14 +293,25 @@ __global__ void __launch_bounds__(WG * 128,
     for (int i = 0; i < NACC2; ++i) acc2[i] = 0.f;
 
     if constexpr (kResident) {
-      for (int p = 0; p < P; ++p)
-        for (int kc = 0; kc < ksteps; ++kc)
-          issue_rows(smem + (p * ksteps + kc) * Traits::kABytes + r0 * Traits::kRowBytes + swz,
-                     xsrc[p], kc * BK + q * 8);
+      if (!split_here) {
+        for (int p = 0; p < P; ++p)
+          for (int kc = 0; kc < ksteps; ++kc)
+            issue_rows(smem + (p * ksteps + kc) * Traits::kABytes + r0 * Traits::kRowBytes + swz,
+                       xsrc[p], kc * BK + q * 8);
+      }
     }
     constexpr int D = S - 2;  // prefetch distance in tiles
 #pragma unroll
     for (int t0 = 0; t0 < D; ++t0) issue(t0);  // tile 0 shares its group with the rows
+    if constexpr (kResident) {
+      // After the first centroid tiles are requested, so their copies overlap these loads.
+      // Plain stores: the first tile's fence.proxy.async and barrier publish them to wgmma.
+      if (split_here) {
+        for (int kc = 0; kc < ksteps; ++kc)
+          split_rows_to_smem(smem + kc * Traits::kABytes + r0 * Traits::kRowBytes + swz,
+                             kc * BK + q * 8);
+      }
+    }
     // Two loops, so that wgmma are in flight only across the inner loop's back edge: with the
     // fold inside one flat loop, ptxas waits for every wgmma at the back edge (C7517).
     for (int nt = 0, tile = 0; nt < ntiles; ++nt) {
@@ -380,13 +447,20 @@ void launch_wgmma(const AssignArgs& a, const SplitRows& xs, const SplitCentroids
 // Exact on resident rows screens first (Top2: a cheap fold, the fold being most of the
 // instructions at small d) and collects candidates only for the rows it cannot certify.
 template <int S, bool kThree>
+bool rows_resident(int dpad) {
+  constexpr MmaTiles t = kMmaShapes[S];
+  return WgmmaTraits<t.centroids, t.rows / 64, kThree, true>::smem_bytes(dpad) <= kSmemOptin;
+}
+
+template <int S, bool kThree>
 void launch_wgmma_shape(const AssignArgs& a, const SplitRows& xs, const SplitCentroids& cs,
                         int sm_count, cudaStream_t stream) {
   constexpr MmaTiles t = kMmaShapes[S];
   static_assert(t.rows % 64 == 0, "a warpgroup owns 64 rows");
   constexpr int BN = t.centroids, WG = t.rows / 64;
   const int64_t tiles = (a.rows + t.rows - 1) / t.rows;
-  const bool resident = WgmmaTraits<BN, WG, kThree, true>::smem_bytes(xs.dpad) <= kSmemOptin;
+  const bool resident = rows_resident<S, kThree>(xs.dpad);
+  FLASHKM_ASSERT(resident || xs.hi != nullptr);  // streamed row slices come from split arrays
   if (!kThree) {
     if (resident) {
       launch_wgmma<BN, WG, true, Role::Fast>(a, xs, cs, tiles, stream);
@@ -404,6 +478,14 @@ void launch_wgmma_shape(const AssignArgs& a, const SplitRows& xs, const SplitCen
 }
 
 }  // namespace
+
+bool wgmma_splits_rows(int shape, bool exact, int dpad) {
+  static_assert(kNumMmaShapes == 2, "add the new shape below");
+  FLASHKM_THROW_IF_NOT(shape >= 0 && shape < kNumMmaShapes,
+                       "tensor-core shape %d is not compiled (0..%d)", shape, kNumMmaShapes - 1);
+  if (shape == 0) return exact ? rows_resident<0, true>(dpad) : rows_resident<0, false>(dpad);
+  return exact ? rows_resident<1, true>(dpad) : rows_resident<1, false>(dpad);
+}
 
 void launch_wgmma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
                          const SplitCentroids& cs, int sm_count, cudaStream_t stream) {

@@ -21,6 +21,10 @@
 #include "flashkm/kmeans.h"
 #include "kernels/engine.h"
 
+#ifdef FLASHKM_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
 namespace flashkm {
 namespace {
 
@@ -615,6 +619,106 @@ TEST(CudaTensorPasses, WgmmaAndMmaSyncAgreeBitForBit) {
   }
   EXPECT_GT(fixups, 0);  // the bound was exercised
 }
+
+#ifdef FLASHKM_WITH_CUDA
+// True on compute capability 9.0, the devices whose fp16 pass is wgmma.
+bool wgmma_device() {
+  int dev = 0;
+  cudaDeviceProp prop;
+  return cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess &&
+         prop.major == 9 && prop.minor == 0;
+}
+
+// The wgmma pass splits resident rows into fp16 hi / lo while staging them into shared
+// memory; FLASHKM_CUDA_ROW_SPLIT=arrays makes the engine split them into device arrays first
+// (split_rows) as the streamed-rows and mma.sync passes do. The halves must be the same, so
+// everything, fix-up counts included, must be bit-identical: d a multiple of 4 (vector
+// loads) and not (d = 130: scalar loads, a partial 64-wide slice), d = 256 (the widest
+// resident Exact rows), d = 300 (Exact streams its rows from the arrays, Fast splits them),
+// both tile shapes, both precisions, inner product, streamed chunks, and rows in device
+// memory at an address that is not 16-byte aligned (scalar loads at d % 4 == 0).
+TEST(CudaTensorPasses, RowSplitInSharedMemoryEqualsSplitArrays) {
+  if (detail::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  if (!wgmma_device()) GTEST_SKIP() << "the in-kernel row split is wgmma's (compute 9.0)";
+  MathScope math("fp16");
+  int64_t fixups = 0;
+  for (const Shape& s :
+       {Shape{3000, 24, 200, Metric::L2, 301, 5.f}, Shape{2000, 130, 70, Metric::L2, 302, 0.f, 3.f},
+        Shape{1500, 256, 129, Metric::L2, 303}, Shape{1200, 300, 90, Metric::L2, 304},
+        Shape{2500, 64, 150, Metric::InnerProduct, 305}}) {
+    const std::vector<float> x = make_data(s);
+    const std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+    for (Precision precision : {Precision::Exact, Precision::Fast}) {
+      for (TileConfig t : {TileConfig{64, 64}, TileConfig{128, 128}}) {
+        for (size_t budget : {size_t(0), size_t(512) * (8 * s.d + 8)}) {
+          SCOPED_TRACE(describe(s) + " precision=" + to_string(precision) +
+                       " tiles=" + std::to_string(t.rows) + " budget=" + std::to_string(budget));
+          KMeansParams p = params_for(s);
+          p.tiles = t;
+          p.precision = precision;
+          p.device_memory_budget = budget;
+          auto in_kernel = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+          std::unique_ptr<Engine> arrays;
+          {
+            EnvScope scope("FLASHKM_CUDA_ROW_SPLIT", "arrays");
+            arrays = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+          }
+          Step a = run_step(*in_kernel, c), b = run_step(*arrays, c);
+          expect_same(a, b, "in-kernel split vs split arrays");
+          expect_same(run_step(*in_kernel, a.centroids), run_step(*arrays, b.centroids),
+                      "second step");
+          fixups += a.out.fixups;
+        }
+      }
+    }
+    // The same rows in device memory, one float past a 16-byte boundary.
+    float* dev = nullptr;
+    ASSERT_EQ(cudaMalloc(&dev, sizeof(float) * (x.size() + 1)), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dev + 1, x.data(), sizeof(float) * x.size(), cudaMemcpyHostToDevice),
+              cudaSuccess);
+    {
+      SCOPED_TRACE(describe(s) + " device rows at an odd address");
+      KMeansParams p = params_for(s);
+      auto host = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+      auto device = detail::make_cuda_engine(s.n, s.d, s.k, dev + 1, p, true);
+      expect_same(run_step(*device, c), run_step(*host, c), "device rows vs host rows");
+    }
+    ASSERT_EQ(cudaFree(dev), cudaSuccess);
+  }
+  EXPECT_GT(fixups, 0);  // the lo halves were exercised by the bound
+}
+
+// Device memory the engine holds (its own count, printed when verbose): with the rows split
+// in shared memory, resident data costs x and 52 bytes a row of scratch; the split arrays
+// would add exactly 4 dpad bytes a row.
+TEST(CudaTensorPasses, ResidentRowsHoldNoSplitArrays) {
+  if (detail::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  if (!wgmma_device()) GTEST_SKIP() << "the in-kernel row split is wgmma's (compute 9.0)";
+  MathScope math("fp16");
+  const Shape s{100000, 128, 1024, Metric::L2, 311};
+  const std::vector<float> x = make_data(s);
+  auto engine_mb = [&](bool arrays) {
+    std::unique_ptr<EnvScope> scope;
+    if (arrays) scope = std::make_unique<EnvScope>("FLASHKM_CUDA_ROW_SPLIT", "arrays");
+    KMeansParams p = params_for(s);
+    p.verbose = true;
+    ::testing::internal::CaptureStderr();
+    auto e = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    const size_t at = log.find(" MB of device memory");
+    EXPECT_NE(at, std::string::npos) << log;
+    EXPECT_NE(log.find("resident"), std::string::npos) << log;
+    const size_t from = log.rfind(' ', at - 1) + 1;
+    return std::stod(log.substr(from, at - from));
+  };
+  const double in_kernel = engine_mb(false), arrays = engine_mb(true);
+  const double x_mb = 4.0 * s.n * s.d / 1e6, split_mb = 4.0 * s.n * 128 / 1e6;
+  EXPECT_NEAR(arrays - in_kernel, split_mb, 0.11);
+  // x, then 52 bytes a row of scratch (labels, norms, distances, candidate lists, which the
+  // sort reuses), and the centroid arrays (K x d x 40 bytes at most).
+  EXPECT_LE(in_kernel, x_mb + 56.0 * s.n / 1e6 + 40.0 * s.k * s.d / 1e6) << "x: " << x_mb;
+}
+#endif  // FLASHKM_WITH_CUDA
 
 // k-means++ on the device picks exactly the CPU's points: the same float64 distances and
 // per-1024-row sums, the same draws. Shapes: n not a multiple of the 1024-row block, d not a
