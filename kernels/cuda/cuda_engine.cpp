@@ -337,12 +337,14 @@ class CudaEngine final : public Engine {
     res_.sync();
     if (p.verbose)
       std::fprintf(stderr,
-                   "flashkm cuda: %s, %s data (%lld rows a chunk), %.1f MB of device memory\n",
+                   "flashkm cuda: %s, %s data (%lld rows a chunk), %.1f MB of device memory "
+                   "(CUB's sort scratch: %.1f MB, in the candidate slots)\n",
                    pass_name(),
                    resident_          ? "resident"
                    : host_registered_ ? "streamed from page-locked host rows"
                                       : "streamed through pinned staging buffers",
-                   (long long)chunk_rows_, double(res_.device_bytes) / 1e6);
+                   (long long)chunk_rows_, double(res_.device_bytes) / 1e6,
+                   double(sort_temp_bytes_) / 1e6);
   }
 
   // An exception can leave copies or kernels queued (an assign() cut short, a callback that

@@ -203,52 +203,69 @@ __global__ void __launch_bounds__(WG * 128,
   // pointer may be offset).
   const int d = a.d;
   const bool vec4 = d % 4 == 0 && (reinterpret_cast<uintptr_t>(a.x) & 15) == 0;
-  // The rows' coordinates c0..c0 + 7 (c0: a multiple of 8) into the hi slice at sa (and the
-  // lo slice P - 1 slices further), scaled and split; zeros past d and past the rows' end.
-  // All loads of the slice are issued before the first conversion, so they are in flight
-  // together.
-  auto split_rows_to_smem = [&](unsigned char* sa, int c0) {
-    constexpr int NR = BM / RS;
-    float f[NR][8];
+  // The scale 2^scale_exp as one float multiplication where 2^scale_exp is a normal float:
+  // the product is then rounded once, exactly like ldexpf's result (a tenth of its
+  // instructions, and this runs on every coordinate of every assignment).
+  const bool mul_scale = xs.scale_exp >= -126 && xs.scale_exp <= 127;
+  const float scale = __int_as_float((mul_scale ? xs.scale_exp + 127 : 127) << 23);
+  // Coordinates c0..c0 + 7 (c0 = kc * 64 + q * 8) of the thread's rows for the k-slices kc0
+  // and kc0 + 1 into the hi slices (and the lo slices ksteps slices further), scaled and
+  // split; zeros past d and past the rows' end. All loads are issued before the first
+  // conversion, so they are in flight together.
+  auto split_rows_to_smem = [&](unsigned char* sa, int kc0) {
+    constexpr int NR = BM / RS, KS = 2;
+    float f[KS][NR][8];
     bool valid[NR];
 #pragma unroll
     for (int r = 0; r < NR; ++r) {
       const int64_t row = row_at(m0 + r0 + r * RS);
       valid[r] = row >= 0;
-      const float* src = a.x + (row >= 0 ? row : 0) * d + c0;
-      if (vec4) {
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const bool in = row >= 0 && c0 + 4 * h < d;
-          const float4 v = in ? __ldg(reinterpret_cast<const float4*>(src) + h)
-                              : make_float4(0.f, 0.f, 0.f, 0.f);
-          f[r][4 * h] = v.x;
-          f[r][4 * h + 1] = v.y;
-          f[r][4 * h + 2] = v.z;
-          f[r][4 * h + 3] = v.w;
+      for (int ks = 0; ks < KS; ++ks) {
+        const int c0 = (kc0 + ks) * BK + q * 8;
+        const float* src = a.x + (row >= 0 ? row : 0) * d + c0;
+        if (vec4) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const bool in = row >= 0 && c0 + 4 * h < d;
+            const float4 v = in ? __ldg(reinterpret_cast<const float4*>(src) + h)
+                                : make_float4(0.f, 0.f, 0.f, 0.f);
+            f[ks][r][4 * h] = v.x;
+            f[ks][r][4 * h + 1] = v.y;
+            f[ks][r][4 * h + 2] = v.z;
+            f[ks][r][4 * h + 3] = v.w;
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < 8; ++j) f[ks][r][j] = row >= 0 && c0 + j < d ? __ldg(src + j) : 0.f;
         }
-      } else {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) f[r][j] = row >= 0 && c0 + j < d ? __ldg(src + j) : 0.f;
       }
     }
-    double sh[8];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) sh[j] = c0 + j < d ? a.shift[c0 + j] : 0.0;
+    for (int ks = 0; ks < KS; ++ks) {
+      if (kc0 + ks >= ksteps) break;
+      const int c0 = (kc0 + ks) * BK + q * 8;
+      double sh[8];
 #pragma unroll
-    for (int r = 0; r < NR; ++r) {
-      __align__(16) __half hi[8], lo[8];
+      for (int j = 0; j < 8; ++j) sh[j] = c0 + j < d ? a.shift[c0 + j] : 0.0;
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const float v =
-            valid[r] && c0 + j < d ? ldexpf(centred(f[r][j], sh[j]), xs.scale_exp) : 0.f;
-        split(v, &hi[j], &lo[j]);
+      for (int r = 0; r < NR; ++r) {
+        __align__(16) __half hi[8], lo[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          float v = 0.f;
+          if (valid[r] && c0 + j < d) {
+            const float u = centred(f[ks][r][j], sh[j]);
+            v = mul_scale ? __fmul_rn(u, scale) : ldexpf(u, xs.scale_exp);
+          }
+          split(v, &hi[j], &lo[j]);
+        }
+        unsigned char* dst = sa + (ks * Traits::kABytes) + r * RS * Traits::kRowBytes;
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(hi);
+        if constexpr (P == 2)
+          *reinterpret_cast<uint4*>(dst + ksteps * Traits::kABytes) =
+              *reinterpret_cast<const uint4*>(lo);
       }
-      unsigned char* dst = sa + r * RS * Traits::kRowBytes;
-      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(hi);
-      if constexpr (P == 2)
-        *reinterpret_cast<uint4*>(dst + ksteps * Traits::kABytes) =
-            *reinterpret_cast<const uint4*>(lo);
     }
   };
   auto issue_rows = [&](unsigned char* sa, const __half* src, int k0) {
@@ -307,9 +324,8 @@ __global__ void __launch_bounds__(WG * 128,
       // After the first centroid tiles are requested, so their copies overlap these loads.
       // Plain stores: the first tile's fence.proxy.async and barrier publish them to wgmma.
       if (split_here) {
-        for (int kc = 0; kc < ksteps; ++kc)
-          split_rows_to_smem(smem + kc * Traits::kABytes + r0 * Traits::kRowBytes + swz,
-                             kc * BK + q * 8);
+        for (int kc = 0; kc < ksteps; kc += 2)
+          split_rows_to_smem(smem + kc * Traits::kABytes + r0 * Traits::kRowBytes + swz, kc);
       }
     }
     // Two loops, so that wgmma are in flight only across the inner loop's back edge: with the

@@ -635,8 +635,9 @@ bool wgmma_device() {
 // everything, fix-up counts included, must be bit-identical: d a multiple of 4 (vector
 // loads) and not (d = 130: scalar loads, a partial 64-wide slice), d = 256 (the widest
 // resident Exact rows), d = 300 (Exact streams its rows from the arrays, Fast splits them),
-// both tile shapes, both precisions, inner product, streamed chunks, and rows in device
-// memory at an address that is not 16-byte aligned (scalar loads at d % 4 == 0).
+// both tile shapes, both precisions, inner product, streamed chunks, rows in device memory
+// at an address that is not 16-byte aligned (scalar loads at d % 4 == 0), and coordinates
+// near 1e-35, whose scale 2^130 is no float (ldexpf instead of one multiplication).
 TEST(CudaTensorPasses, RowSplitInSharedMemoryEqualsSplitArrays) {
   if (detail::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   if (!wgmma_device()) GTEST_SKIP() << "the in-kernel row split is wgmma's (compute 9.0)";
@@ -645,7 +646,8 @@ TEST(CudaTensorPasses, RowSplitInSharedMemoryEqualsSplitArrays) {
   for (const Shape& s :
        {Shape{3000, 24, 200, Metric::L2, 301, 5.f}, Shape{2000, 130, 70, Metric::L2, 302, 0.f, 3.f},
         Shape{1500, 256, 129, Metric::L2, 303}, Shape{1200, 300, 90, Metric::L2, 304},
-        Shape{2500, 64, 150, Metric::InnerProduct, 305}}) {
+        Shape{2500, 64, 150, Metric::InnerProduct, 305},
+        Shape{2000, 40, 50, Metric::L2, 306, 0.f, 1e-36f}}) {
     const std::vector<float> x = make_data(s);
     const std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
     for (Precision precision : {Precision::Exact, Precision::Fast}) {
