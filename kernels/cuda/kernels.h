@@ -125,7 +125,7 @@ void launch_wgmma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
                          const SplitCentroids& cs, int sm_count, cudaStream_t stream);
 
 /// True when launch_wgmma_assign with this shape and precision keeps a block's rows resident
-/// in shared memory at this dpad (Exact: d <= 256, Fast: d <= 1024 at 128 rows), and so can
+/// in shared memory at this dpad (at 128 rows: Exact d <= 256, Fast d <= 704), and so can
 /// take SplitRows without arrays (it splits the float32 rows itself; same halves, bit for bit).
 bool wgmma_splits_rows(int shape, bool exact, int dpad);
 

@@ -455,7 +455,7 @@ void launch_wgmma(const AssignArgs& a, const SplitRows& xs, const SplitCentroids
 }
 
 // Rows stay resident when they fit beside three stages in the 227 KB a block may hold (the
-// sm_90 limit; at 128 rows: d <= 256 in Exact, d <= 1024 in Fast), else they are streamed
+// sm_90 limit; at 128 rows: d <= 256 in Exact, d <= 704 in Fast), else they are streamed
 // with the centroids. Chosen by bench_kmeans_cuda on an H200 (bench/NOTES-cuda.md, runs 16
 // and 20): resident 3.21 ms vs streamed 3.35 ms per Exact assign at 1M x 128, K 1024; four
 // stages (two tiles of prefetch) gained nothing over three; Exact with hi.hi and hi.lo +
