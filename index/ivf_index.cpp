@@ -535,7 +535,7 @@ struct IvfIndex::Impl {
   //
   // Assignment and codes depend only on the generation, so they are computed before taking
   // the writer lock: when several threads add, one call encodes while another commits (the
-  // commit, a single-threaded DB::Write, would otherwise leave the other cores idle). Each call
+  // commit, mostly one thread's work, would otherwise leave the other cores idle). Each call
   // still returns only once its own batch is durable. A re-clustering that lands in between
   // is noticed under the lock and the vectors are encoded again for the new generation.
   int64_t write_vectors(int64_t n, const float* x, const int64_t* ids_in, bool replace) {
