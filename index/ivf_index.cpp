@@ -23,6 +23,7 @@
 #include <random>
 #include <regex>
 #include <shared_mutex>
+#include <typeinfo>
 #include <unordered_set>
 
 #include "flashkm/index.h"
@@ -659,7 +660,7 @@ struct IvfIndex::Impl {
                      dir, "building the batch");
       }
     };
-    if (n >= index::ingest_min_vectors()) {
+    if (n >= index::ingest_min_vectors() && !store->level0_crowded({cf_lists, store->meta()})) {
       std::unique_ptr<index::Ingestion> ing = store->new_ingestion();
       const std::vector<rocksdb::ColumnFamilyHandle*> others = {cf_lists, cf_idmap, store->meta()};
       check_status(ing->start(cf_vec), dir, "creating the SST files");
@@ -1257,15 +1258,22 @@ std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
                        "%s: not an IndexIVF (or an IndexPreTransform over one), expected an IVF "
                        "index file",
                        faiss_path.c_str());
+  // Exact types: a subclass carries state these codes do not (IndexIVFPQR's refinement codes,
+  // indexed by id, would be read past their end for every vector added after the import;
+  // IndexIVFFlatDedup's duplicate table), so it is refused, not imported as its base.
+  const std::type_info& type = typeid(*ivf);
   std::string codes;
-  if (dynamic_cast<faiss::IndexIVFFlat*>(ivf)) {
+  if (type == typeid(faiss::IndexIVFFlat)) {
     codes = "Flat";
-  } else if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(ivf)) {
+  } else if (auto* pq = type == typeid(faiss::IndexIVFPQ) ? static_cast<faiss::IndexIVFPQ*>(ivf)
+                                                          : nullptr) {
     // "np": a recluster() retrains the codebooks without polysemous training, which only
     // reorders code words for Hamming filtering (flashkm's searches do not use it) and costs
     // minutes; faiss files do not record whether the original index had it.
     codes = "PQ" + std::to_string(pq->pq.M) + "x" + std::to_string(pq->pq.nbits) + "np";
-  } else if (auto* sq = dynamic_cast<faiss::IndexIVFScalarQuantizer*>(ivf)) {
+  } else if (auto* sq = type == typeid(faiss::IndexIVFScalarQuantizer)
+                            ? static_cast<faiss::IndexIVFScalarQuantizer*>(ivf)
+                            : nullptr) {
     switch (sq->sq.qtype) {
       case faiss::ScalarQuantizer::QT_8bit:
         codes = "SQ8";
@@ -1284,8 +1292,9 @@ std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
     }
   }
   FLASHKM_THROW_IF_NOT(!codes.empty(),
-                       "%s: unsupported IVF codes, expected Flat, PQ or SQ "
-                       "(8, 6, 4 bits or fp16)",
+                       "%s: unsupported IVF index, expected IndexIVFFlat, IndexIVFPQ or "
+                       "IndexIVFScalarQuantizer (8, 6, 4 bits or fp16); subclasses such as "
+                       "IndexIVFPQR or IndexIVFFlatDedup are not imported",
                        faiss_path.c_str());
   FLASHKM_THROW_IF_NOT(ivf->is_trained, "%s: the index is not trained", faiss_path.c_str());
   FLASHKM_THROW_IF_NOT(dynamic_cast<faiss::IndexFlat*>(ivf->quantizer) != nullptr,

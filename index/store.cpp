@@ -1,6 +1,7 @@
 #include "index/store.h"
 
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/metadata.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <sys/stat.h>
@@ -187,6 +188,17 @@ rocksdb::Status Ingestion::finish(rocksdb::ColumnFamilyHandle* cf) {
     f.writer.reset();
   }
   return rocksdb::Status::OK();
+}
+
+bool Store::level0_crowded(std::initializer_list<rocksdb::ColumnFamilyHandle*> cfs) const {
+  for (rocksdb::ColumnFamilyHandle* cf : cfs) {
+    rocksdb::ColumnFamilyMetaData meta;
+    db_->GetColumnFamilyMetaData(cf, &meta);
+    const size_t files = meta.levels.empty() ? 0 : meta.levels[0].files.size();
+    if (files >= size_t(std::max(1, db_->GetOptions(cf).level0_slowdown_writes_trigger)))
+      return true;
+  }
+  return false;
 }
 
 rocksdb::Status Store::ingest(Ingestion* ing) const {

@@ -12,6 +12,7 @@
 #include <rocksdb/sst_file_writer.h>
 
 #include <atomic>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -113,6 +114,12 @@ class Store {
   rocksdb::Status write(rocksdb::WriteBatch* batch) const {
     return db_->Write(write_options_, batch);
   }
+
+  /// True when one of cfs holds as many level-0 files as its write-slowdown trigger. A file
+  /// that overlaps the others (every lists file does: it covers all lists) lands in level 0,
+  /// and ingestion, unlike a write, is never slowed for it: past the trigger, adds go through
+  /// write() and let compaction catch up, or level 0 grows until RocksDB stops all writes.
+  bool level0_crowded(std::initializer_list<rocksdb::ColumnFamilyHandle*> cfs) const;
 
   /// A new, empty set of SST files for ingest(). Writer only.
   std::unique_ptr<Ingestion> new_ingestion() const;

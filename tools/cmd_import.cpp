@@ -12,7 +12,9 @@ namespace {
 class ImportCommand : public Command {
  public:
   void setup(CLI::App& app) override {
-    app.add_option("--input,-i", input_, "faiss file holding an IndexIVF (Flat, PQ or SQ codes)")
+    app.add_option("--input,-i", input_,
+                   "faiss file holding an IndexIVF (Flat, PQ or SQ codes), optionally behind "
+                   "OPQ, PCA, PCAR or RR pre-transforms")
         ->required();
     app.add_option("--index", dir_, "Index directory to create (must not exist)")->required();
   }

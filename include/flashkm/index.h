@@ -11,9 +11,11 @@
 // outputs are nq x k (distances: L2 squared or inner products; labels: ids, -1 when fewer than
 // k results were found).
 //
-// Durability: every add/upsert/remove is one atomic RocksDB WriteBatch that also updates the
-// manifest. Once the call returns the change survives a crash of the process; with
-// IvfIndexOptions::sync it also survives power loss. recluster() builds the new generation
+// Durability: every add/upsert/remove is one atomic commit that also updates the manifest: a
+// RocksDB WriteBatch, or, for an add/upsert of 10k vectors or more, SST files ingested in one
+// DB::IngestExternalFiles (back to a WriteBatch while RocksDB's level 0 is crowded). Once the
+// call returns the change survives a crash of the process; an ingested one, or any with
+// IvfIndexOptions::sync, also survives power loss. recluster() builds the new generation
 // beside the old one and switches in one write, so a crash leaves the old or the new index.
 //
 // Thread safety: search(), info(), get_vector() and export_faiss() may run from any number of
@@ -112,9 +114,12 @@ class IvfIndex {
   /// faiss parameters (d, nlist, code size) and options.expected_d before any write.
   static std::unique_ptr<IvfIndex> open(const std::string& dir,
                                         const IvfIndexOptions& options = {});
-  /// Creates an index in dir from a stock faiss file holding an IndexIVF (Flat, PQ or SQ
-  /// codes). Raw vectors are decoded from the codes (exact for Flat; for lossy codes
-  /// info().vectors_reconstructed is set and recluster() works on the decoded vectors).
+  /// Creates an index in dir from a stock faiss file holding an IndexIVFFlat, IndexIVFPQ or
+  /// IndexIVFScalarQuantizer (not their subclasses, such as IndexIVFPQR), optionally inside an
+  /// IndexPreTransform whose transforms are linear maps with orthonormal rows (OPQ, PCA, PCAR,
+  /// RR). Raw vectors are decoded from the codes and mapped back through the transforms (exact
+  /// for Flat without transforms; otherwise info().vectors_reconstructed is set and recluster()
+  /// works on the decoded vectors). A refused file leaves no directory behind.
   static std::unique_ptr<IvfIndex> import_faiss(const std::string& faiss_path,
                                                 const std::string& dir,
                                                 const IvfIndexOptions& options = {});

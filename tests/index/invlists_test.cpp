@@ -113,6 +113,41 @@ TEST_P(InvListsParity, SearchIdenticalToArrayInvertedLists) {
 INSTANTIATE_TEST_SUITE_P(Codes, InvListsParity,
                          ::testing::Values("IVF32,Flat", "IVF32,PQ4x4np", "IVF32,SQ8"));
 
+// Every ingested lists file covers all lists, so it lands in level 0; ingestion is never
+// slowed for that, so the index must see the crowding and write instead (Store::level0_crowded).
+TEST(Store, Level0CrowdedFromTheSlowdownTrigger) {
+  TempDir tmp;
+  StoreOptions so;
+  so.create = true;
+  std::unique_ptr<Store> store;
+  ASSERT_TRUE(Store::open(tmp.file("db"), so, &store).ok());
+  GenerationCFs cfs;
+  ASSERT_TRUE(store->create_generation(1, &cfs).ok());
+  rocksdb::ColumnFamilyHandle* lists = cfs.lists.get();
+  // No compaction may empty level 0 while the files pile up.
+  ASSERT_TRUE(store->db()->SetOptions(lists, {{"disable_auto_compactions", "true"}}).ok());
+  const int trigger = store->db()->GetOptions(lists).level0_slowdown_writes_trigger;
+  ASSERT_GT(trigger, 1);
+  auto level0 = [&] {
+    std::string files;
+    EXPECT_TRUE(store->db()->GetProperty(lists, "rocksdb.num-files-at-level0", &files));
+    return std::stoi(files);
+  };
+  // Overlapping files fill the empty levels from the bottom first, then stack in level 0.
+  for (int i = 0; level0() < trigger; ++i) {
+    ASSERT_LT(i, trigger + 10) << "level 0 never filled";
+    EXPECT_FALSE(store->level0_crowded({lists, store->meta()})) << level0() << " files";
+    std::unique_ptr<Ingestion> ing = store->new_ingestion();
+    ASSERT_TRUE(ing->start(lists).ok());
+    ASSERT_TRUE(ing->Put(lists, list_key(0, uint64_t(i)), "a").ok());
+    ASSERT_TRUE(ing->Put(lists, list_key(9, uint64_t(i)), "b").ok());
+    const rocksdb::Status s = store->ingest(ing.get());
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  EXPECT_TRUE(store->level0_crowded({lists, store->meta()}));
+  EXPECT_TRUE(store->level0_crowded({store->meta(), lists}));
+}
+
 TEST(InvLists, MaterializedListsMatchInMemory) {
   Fixture f("IVF16,PQ4x4np", 1000, 8, 11);
   auto il = f.make_lists();

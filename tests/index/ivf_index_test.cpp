@@ -863,6 +863,29 @@ TEST(IvfIndex, ImportRefusesPreTransformsItCannotReverse) {
   }
 }
 
+// Subclasses of the supported IVF types carry state of their own: IndexIVFPQR re-ranks with
+// refinement codes indexed by id, which adds after an import would read past their end.
+TEST(IvfIndex, ImportRefusesSubclassesOfTheSupportedTypes) {
+  TempDir tmp;
+  const int64_t n = 2000;
+  std::vector<float> x = testing::skewed_blobs(n, kD, 10, 71);
+  for (const char* factory : {"IVF16,PQ4+8", "IVF16,FlatDedup"}) {
+    std::unique_ptr<faiss::Index> f(faiss::index_factory(kD, factory));
+    f->train(n, x.data());
+    f->add(n, x.data());
+    const std::string file = tmp.file("sub.faiss");
+    faiss::write_index(f.get(), file.c_str());
+    try {
+      IvfIndex::import_faiss(file, tmp.file("dst"));
+      FAIL() << factory << " must be refused";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("unsupported IVF index"), std::string::npos)
+          << factory << ": " << e.what();
+    }
+    EXPECT_FALSE(IvfIndex::exists(tmp.file("dst"))) << factory;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Factories, IvfIndexPreTransform,
                          ::testing::Values("OPQ4_8,IVF16,PQ4np", "PCA8,IVF16,Flat",
                                            "PCAR8,IVF16,SQ8"));
