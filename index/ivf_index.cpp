@@ -660,7 +660,8 @@ struct IvfIndex::Impl {
                      dir, "building the batch");
       }
     };
-    if (n >= index::ingest_min_vectors() && !store->level0_crowded({cf_lists, store->meta()})) {
+    if (n >= index::ingest_min_vectors() &&
+        !store->level0_crowded({cf_lists, cf_vec, cf_idmap, store->meta()})) {
       std::unique_ptr<index::Ingestion> ing = store->new_ingestion();
       const std::vector<rocksdb::ColumnFamilyHandle*> others = {cf_lists, cf_idmap, store->meta()};
       check_status(ing->start(cf_vec), dir, "creating the SST files");

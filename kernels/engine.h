@@ -78,10 +78,9 @@ int cuda_device_count();
 
 /// True when p points into CUDA device memory (cudaMalloc, a stream-ordered pool, a
 /// framework's GPU tensor), which the host cannot read; false for host memory of every kind
-/// (pageable, pinned, memory-mapped files, managed memory), and without asking the runtime
-/// (which would create a context) while no device has an active primary context; always
-/// false without CUDA. Throws flashkm::Error when p is device memory of another device than
-/// the current one, or when the runtime cannot tell.
+/// (pageable, pinned, memory-mapped files, managed memory), and always false without CUDA
+/// or without a device. Asking creates no CUDA context. Throws flashkm::Error when p is
+/// device memory of another device than the current one, or when the runtime cannot tell.
 bool is_device_pointer(const void* p);
 
 /// Data in device memory (cuda/device_input.cu; throw without CUDA), read on streams of their

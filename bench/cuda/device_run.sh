@@ -46,6 +46,9 @@ for step in "$@"; do
         >"$OUT/tests.log" 2>&1
       echo "test_cuda exit $?"
       grep -E '^\[  (PASSED|FAILED)|FAILED|Failure|error' "$OUT/tests.log" | head -30
+      # Needs a process that has no CUDA context yet: the full run above skips it.
+      "$T" --gtest_filter=DeviceInputPointer.HostDataOnCpuStartsNoContext >"$OUT/nocontext.log" 2>&1
+      echo "HostDataOnCpuStartsNoContext alone: exit $?"
       ;;
     ab)
       # $AB: variants "math[,VAR=VALUE...]" (environment for that variant), run twice, the

@@ -1,7 +1,5 @@
 // Data given in device memory: where a pointer lives, the input checks and the initial rows
 // read on the device, and the engine's set-up reductions (device_input.h).
-#include <cuda.h>  // driver API types only: its entry points are looked up at run time
-
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -56,47 +54,6 @@ class Stream {
  private:
   cudaStream_t s_ = nullptr;
 };
-
-// Device memory exists in this process only once some device's context does. Asking the
-// runtime about a pointer creates the current device's primary context (GPU memory, start-up
-// time, and a forked child can no longer use CUDA), which host data on device=cpu must not
-// cost: so the driver is asked first, without creating anything, whether any primary context
-// is active. Libraries that make their own (non-primary) contexts are not seen.
-bool any_primary_context_active() {
-  using GetState = CUresult (*)(CUdevice, unsigned int*, int*);
-  using DeviceGet = CUresult (*)(CUdevice*, int);
-  static const auto lookup = [](const char* name) -> void* {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found;
-    if (cudaGetDriverEntryPointByVersion(name, &fn, 12000, cudaEnableDefault, &found) !=
-            cudaSuccess ||
-        found != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();
-      return nullptr;
-    }
-    return fn;
-  };
-  // No driver or no device: no device memory either.
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  if (count == 0) return false;
-  static const GetState get_state =
-      reinterpret_cast<GetState>(lookup("cuDevicePrimaryCtxGetState"));
-  static const DeviceGet device_get = reinterpret_cast<DeviceGet>(lookup("cuDeviceGet"));
-  if (get_state == nullptr || device_get == nullptr) return true;  // cannot tell: ask the runtime
-  for (int i = 0; i < count; ++i) {
-    CUdevice dev;
-    unsigned int flags = 0;
-    int active = 0;
-    if (device_get(&dev, i) != CUDA_SUCCESS || get_state(dev, &flags, &active) != CUDA_SUCCESS)
-      return true;
-    if (active) return true;
-  }
-  return false;
-}
 
 // Each thread walks its elements in ascending order, so its first non-finite one is its
 // smallest; atomicMin on an integer index is order-free.
@@ -160,7 +117,17 @@ __global__ void max_abs_centred_kernel(const float* x, long long count, long lon
 }  // namespace
 
 bool is_device_pointer(const void* p) {
-  if (!any_primary_context_active()) return false;
+  // No driver or no device: no device memory either.
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  if (count == 0) return false;
+  // With the CUDA 13 runtime (linked statically) this query creates no context, so host
+  // data on device=cpu costs no GPU memory and leaves a later fork() free to use CUDA (test
+  // HostDataOnCpuStartsNoContext, run alone). It sees memory of every context, primary or
+  // not (a driver-API library's cuMemAlloc).
   cudaPointerAttributes attr;
   const cudaError_t err = cudaPointerGetAttributes(&attr, p);
   if (err != cudaSuccess) {

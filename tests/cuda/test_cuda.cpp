@@ -391,22 +391,44 @@ TEST_P(CudaMath, SecondStreamedEngineOnTheSameRowsStages) {
   expect_same(run_step(*again, c), want, "engine after the lock was released");
 }
 
+// A read-only shared mapping of a temporary file holding floats; unmapped and removed at
+// scope exit whatever the test's outcome.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::vector<float>& x) : bytes_(x.size() * sizeof(float)) {
+    fd_ = mkstemp(path_);
+    if (fd_ < 0 || write(fd_, x.data(), bytes_) != ssize_t(bytes_)) return;
+    void* m = mmap(nullptr, bytes_, PROT_READ, MAP_SHARED, fd_, 0);
+    if (m != MAP_FAILED) map_ = m;
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile() {
+    if (map_) munmap(map_, bytes_);
+    if (fd_ >= 0) {
+      close(fd_);
+      unlink(path_);
+    }
+  }
+  const float* data() const { return static_cast<const float*>(map_); }
+
+ private:
+  char path_[32] = "/tmp/flashkm-mapped-XXXXXX";
+  size_t bytes_;
+  int fd_ = -1;
+  void* map_ = nullptr;
+};
+
 // Rows in a file mapping are streamed through the staging buffers, never page-locked in
 // place (that would read the whole file in at once, and the driver marks every pinned page
 // dirty on release, so the file would be written back): the forced in-place path refuses
-// them, the default stages them, with the same results as resident rows.
+// them for that reason, the default stages them, with the same results as resident rows.
 TEST_P(CudaMath, FileMappedRowsAreStagedNotLocked) {
   const Shape s{3000, 8, 20, Metric::L2, 47};
   SCOPED_TRACE(describe(s));
   const std::vector<float> x = make_data(s);
-  char path[] = "/tmp/flashkm-mapped-XXXXXX";
-  const int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  const size_t bytes = x.size() * sizeof(float);
-  ASSERT_EQ(write(fd, x.data(), bytes), ssize_t(bytes));
-  void* map = mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
-  ASSERT_NE(map, MAP_FAILED);
-  const float* mapped = static_cast<const float*>(map);
+  MappedFile file(x);
+  ASSERT_NE(file.data(), nullptr) << "cannot map a temporary file";
   KMeansParams p = params_for(s);
   const std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
   auto resident = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
@@ -414,15 +436,25 @@ TEST_P(CudaMath, FileMappedRowsAreStagedNotLocked) {
   p.device_memory_budget = 1024 * (2 * sizeof(float) * s.d + sizeof(double));  // streamed
   {
     EnvScope scope("FLASHKM_CUDA_STREAM", "registered");
-    EXPECT_THROW(detail::make_cuda_engine(s.n, s.d, s.k, mapped, p), Error);
+    try {
+      detail::make_cuda_engine(s.n, s.d, s.k, file.data(), p);
+      FAIL() << "a file mapping was page-locked";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("private anonymous"), std::string::npos) << e.what();
+    }
   }
-  {
-    auto staged = detail::make_cuda_engine(s.n, s.d, s.k, mapped, p);
-    expect_same(run_step(*staged, c), want, "file-mapped rows");
+  p.verbose = true;  // the engine says how it streams
+  for (const float* rows : {file.data(), x.data()}) {
+    const bool mapped = rows == file.data();
+    ::testing::internal::CaptureStderr();
+    auto e = detail::make_cuda_engine(s.n, s.d, s.k, rows, p);
+    const std::string said = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(said.find(mapped ? "streamed through pinned staging buffers"
+                               : "streamed from page-locked host rows"),
+              std::string::npos)
+        << said;
+    expect_same(run_step(*e, c), want, mapped ? "file-mapped rows" : "heap rows");
   }
-  munmap(map, bytes);
-  close(fd);
-  unlink(path);
 }
 
 TEST_P(CudaMath, EmptyClusterRowsAreUntouched) {
