@@ -57,23 +57,25 @@ std::unique_ptr<detail::Engine> make_engine(bool cuda, int64_t n, int64_t d, int
               : detail::make_cpu_engine(n, d, k, x, p);
 }
 
-// Where x lives decides the backend: data in device memory runs on the GPU that holds it
-// (device=auto or cuda) and is checked there; device=cpu cannot read it.
-bool data_on_device(const float* x, Device device, const char* what) {
-  if (!detail::is_device_pointer(x)) return false;
+// Checks input x (count values, rows of d) for NaN/Inf where it lives, and tells whether
+// that is device memory, which decides the backend: device data runs on the GPU that holds
+// it (device=auto or cuda); device=cpu cannot read it.
+bool check_input(const float* x, int64_t count, int64_t d, Device device, const char* what,
+                 int threads) {
+  if (!detail::is_device_pointer(x)) {
+    check_finite(count, x, d, "input x", threads);
+    return false;
+  }
   FLASHKM_THROW_IF_NOT(device != Device::CPU,
                        "%s: x is CUDA device memory, which device=cpu cannot read (use "
                        "device=cuda or auto, or pass host memory)",
                        what);
-  return true;
-}
-
-void check_finite_device(int64_t count, const float* x, int64_t d, const char* what) {
   float value = 0;
   const int64_t bad = detail::device_first_nonfinite(x, count, &value);
   if (bad >= 0)
-    FLASHKM_THROW("%s holds a non-finite value (%g) at row %lld, column %lld", what, double(value),
+    FLASHKM_THROW("input x holds a non-finite value (%g) at row %lld, column %lld", double(value),
                   static_cast<long long>(bad / d), static_cast<long long>(bad % d));
+  return true;
 }
 
 }  // namespace
@@ -131,11 +133,7 @@ KMeansResult KMeans::fit(int64_t n, const float* x) {
                        static_cast<long long>(d));
   FLASHKM_THROW_IF_NOT(n >= k, "n = %lld points for k = %lld clusters: expected n >= k",
                        static_cast<long long>(n), static_cast<long long>(k));
-  const bool on_device = data_on_device(x, params_.device, "fit");
-  if (on_device)
-    check_finite_device(n * d, x, d, "input x");
-  else
-    check_finite(n * d, x, d, "input x", worker_threads());
+  const bool on_device = check_input(x, n * d, d, params_.device, "fit", worker_threads());
 
   const bool cuda = on_device || use_cuda(params_.device);
   auto engine = make_engine(cuda, n, d, k, x, on_device, params_);
@@ -225,11 +223,7 @@ void KMeans::assign(int64_t n, const float* x, int32_t* labels, float* distances
   FLASHKM_THROW_IF_NOT(n <= std::numeric_limits<int64_t>::max() / d_,
                        "n * d overflows: n = %lld, d = %lld", static_cast<long long>(n),
                        static_cast<long long>(d_));
-  const bool on_device = data_on_device(x, params_.device, "assign");
-  if (on_device)
-    check_finite_device(n * d_, x, d_, "input x");
-  else
-    check_finite(n * d_, x, d_, "input x", worker_threads());
+  const bool on_device = check_input(x, n * d_, d_, params_.device, "assign", worker_threads());
   const int64_t k = int64_t(centroids_.size()) / d_;
   KMeansParams p = params_;
   p.n_clusters = static_cast<int>(k);

@@ -839,51 +839,40 @@ TEST_P(IvfIndexPreTransform, ImportOfAStockFaissFile) {
   EXPECT_EQ(imp->add(5, x.data()), n);
 }
 
-TEST(IvfIndex, ImportRefusesPreTransformsItCannotReverse) {
+// Builds factory on n points of x, writes it as a stock faiss file and expects import_faiss
+// to refuse it with a message holding `reason`, leaving no index directory behind.
+void expect_import_refused(const char* factory, const std::vector<float>& x, int64_t n,
+                           const std::string& reason) {
   TempDir tmp;
+  std::unique_ptr<faiss::Index> f(faiss::index_factory(kD, factory));
+  f->train(n, x.data());
+  f->add(n, x.data());
+  const std::string file = tmp.file("stock.faiss");
+  faiss::write_index(f.get(), file.c_str());
+  try {
+    IvfIndex::import_faiss(file, tmp.file("dst"));
+    ADD_FAILURE() << factory << " must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(reason), std::string::npos) << factory << ": " << e.what();
+  }
+  EXPECT_FALSE(IvfIndex::exists(tmp.file("dst"))) << factory;
+}
+
+TEST(IvfIndex, ImportRefusesPreTransformsItCannotReverse) {
   const int64_t n = 1000;
   std::vector<float> x = testing::skewed_blobs(n, kD, 10, 67);
   // Whitening: faiss marks the read-back matrix orthonormal and "reverses" it with the wrong map.
-  for (const char* factory : {"PCAW8,IVF8,Flat", "PCA8,L2norm,IVF8,Flat"}) {
-    std::unique_ptr<faiss::Index> f(faiss::index_factory(kD, factory));
-    f->train(n, x.data());
-    f->add(n, x.data());
-    const std::string file = tmp.file("stock.faiss");
-    faiss::write_index(f.get(), file.c_str());
-    try {
-      IvfIndex::import_faiss(file, tmp.file("dst"));
-      FAIL() << factory << " must be refused";
-    } catch (const Error& e) {
-      const std::string bad = std::string(factory).find("L2norm") != std::string::npos
-                                  ? "pre-transform 1"
-                                  : "pre-transform 0";
-      EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << factory << ": " << e.what();
-    }
-    EXPECT_FALSE(IvfIndex::exists(tmp.file("dst"))) << factory;
-  }
+  expect_import_refused("PCAW8,IVF8,Flat", x, n, "pre-transform 0");
+  expect_import_refused("PCA8,L2norm,IVF8,Flat", x, n, "pre-transform 1");
 }
 
 // Subclasses of the supported IVF types carry state of their own: IndexIVFPQR re-ranks with
 // refinement codes indexed by id, which adds after an import would read past their end.
 TEST(IvfIndex, ImportRefusesSubclassesOfTheSupportedTypes) {
-  TempDir tmp;
   const int64_t n = 2000;
   std::vector<float> x = testing::skewed_blobs(n, kD, 10, 71);
-  for (const char* factory : {"IVF16,PQ4+8", "IVF16,FlatDedup"}) {
-    std::unique_ptr<faiss::Index> f(faiss::index_factory(kD, factory));
-    f->train(n, x.data());
-    f->add(n, x.data());
-    const std::string file = tmp.file("sub.faiss");
-    faiss::write_index(f.get(), file.c_str());
-    try {
-      IvfIndex::import_faiss(file, tmp.file("dst"));
-      FAIL() << factory << " must be refused";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("unsupported IVF index"), std::string::npos)
-          << factory << ": " << e.what();
-    }
-    EXPECT_FALSE(IvfIndex::exists(tmp.file("dst"))) << factory;
-  }
+  for (const char* factory : {"IVF16,PQ4+8", "IVF16,FlatDedup"})
+    expect_import_refused(factory, x, n, "unsupported IVF index");
 }
 
 INSTANTIATE_TEST_SUITE_P(Factories, IvfIndexPreTransform,
