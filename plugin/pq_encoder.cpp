@@ -97,6 +97,116 @@ __attribute__((target("avx2"))) int64_t argmin_avx2(const float* r, const float*
   return int64_t(kf[l_best]);
 }
 
+// faiss's distance of one centroid, the loop of argmin_scalar.
+float faiss_distance(const float* r, const float* ct, int64_t dsub, int64_t ksub, int64_t k) {
+  float dist = 0.f;
+  for (int64_t j = 0; j < dsub; ++j) {
+    float t = r[j] - ct[j * ksub + k];
+    dist = dist + rounded(t * t);
+  }
+  return dist;
+}
+
+// Screen: S_k = sum_j (r_j - c_jk)^2 with one fused multiply-add a term (half the instructions of
+// faiss's sub, mul, add, and they go to both kinds of floating-point pipe), for V vectors at
+// once so that 4 V independent accumulators hide the fma latency. S_k differs from the exact
+// D_k, and so does faiss's float32 value F_k, by at most a factor (1 +- g), g = n u / (1 - n u),
+// n = dsub + 2, u = 2^-24: every term is >= 0 and passes through at most n roundings (the
+// difference, then the square and the partial sums: fma rounds once where faiss rounds twice).
+// If F_k* is faiss's minimum and m the screen's, S_k* <= F_k* (1 + g) / (1 - g) <= F_m (1 + g) /
+// (1 - g) <= S_m ((1 + g) / (1 - g))^2. So every centroid with S_k above that threshold (plus a
+// floor for gradual underflow, whose roundings are absolute, <= 2^-150 each) loses to m in
+// faiss's arithmetic too; the rest, usually just m, are the candidates, and faiss's first minimum
+// among them (re-computed in its arithmetic, ascending k) is its overall first minimum.
+// Requires ksub % 32 == 0; s receives V rows of ksub screen values, s_min their minima.
+template <int V>
+__attribute__((target("avx2,fma"))) void screen_avx2(const float* const* r, const float* ct,
+                                                     int64_t dsub, int64_t ksub, float* s,
+                                                     float* s_min) {
+  __m256 mn[V];
+  for (int v = 0; v < V; ++v) mn[v] = _mm256_set1_ps(kNoMinimum);
+  for (int64_t k = 0; k < ksub; k += 32) {
+    __m256 a[V][4];
+    for (int v = 0; v < V; ++v) {
+      for (int q = 0; q < 4; ++q) a[v][q] = _mm256_setzero_ps();
+    }
+    for (int64_t j = 0; j < dsub; ++j) {
+      const float* c = ct + j * ksub + k;
+      __m256 rj[V];
+      for (int v = 0; v < V; ++v) rj[v] = _mm256_set1_ps(r[v][j]);
+      for (int q = 0; q < 4; ++q) {
+        const __m256 cq = _mm256_loadu_ps(c + 8 * q);
+        for (int v = 0; v < V; ++v) {
+          const __m256 t = _mm256_sub_ps(rj[v], cq);
+          a[v][q] = _mm256_fmadd_ps(t, t, a[v][q]);
+        }
+      }
+    }
+    for (int v = 0; v < V; ++v) {
+      for (int q = 0; q < 4; ++q) _mm256_storeu_ps(s + v * ksub + k + 8 * q, a[v][q]);
+      // A NaN lane (NaN input) drops the lane's earlier minimum: the result can only be too
+      // large or NaN, which widens the candidates or sends the vector to faiss's loop.
+      mn[v] = _mm256_min_ps(mn[v], _mm256_min_ps(_mm256_min_ps(a[v][0], a[v][1]),
+                                                 _mm256_min_ps(a[v][2], a[v][3])));
+    }
+  }
+  for (int v = 0; v < V; ++v) {
+    __m128 h = _mm_min_ps(_mm256_castps256_ps128(mn[v]), _mm256_extractf128_ps(mn[v], 1));
+    h = _mm_min_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_min_ss(h, _mm_shuffle_ps(h, h, 1));
+    s_min[v] = _mm_cvtss_f32(h);
+  }
+}
+
+// ((1 + g) / (1 - g))^2 of screen_avx2 with room for the rounding of the threshold's own product
+// and sum, as a float.
+float screen_factor(int64_t dsub) {
+  const double n = double(dsub + 2), u = 0x1p-24, g = n * u / (1 - n * u);
+  const double f = (1 + g) / (1 - g) * (1 + g) / (1 - g) * (1 + 0x1p-20);
+  float ff = float(f);
+  return double(ff) < f ? std::nextafter(ff, kNoMinimum) : ff;
+}
+
+// faiss's first minimum for one sub-vector from its screen values s and their minimum s_min.
+__attribute__((target("avx2"))) int64_t argmin_screened(const float* r, const float* ct,
+                                                        int64_t dsub, int64_t ksub,
+                                                        const float* s, float s_min,
+                                                        float factor) {
+  // Near overflow the bound no longer holds (faiss's value may be inf where the screen's is
+  // not), and a NaN minimum bounds nothing: faiss's own loop decides.
+  if (!(s_min <= 1e37f)) return argmin_avx2(r, ct, dsub, ksub);
+  const __m256 limit = _mm256_set1_ps(s_min * factor + 0x1p-126f);
+  int64_t best_k = -1;
+  float best = kNoMinimum;
+  int count = 0;
+  for (int64_t k = 0; k < ksub; k += 32) {
+    const __m256 l0 = _mm256_cmp_ps(_mm256_loadu_ps(s + k), limit, _CMP_LE_OQ);
+    const __m256 l1 = _mm256_cmp_ps(_mm256_loadu_ps(s + k + 8), limit, _CMP_LE_OQ);
+    const __m256 l2 = _mm256_cmp_ps(_mm256_loadu_ps(s + k + 16), limit, _CMP_LE_OQ);
+    const __m256 l3 = _mm256_cmp_ps(_mm256_loadu_ps(s + k + 24), limit, _CMP_LE_OQ);
+    const __m256 any = _mm256_or_ps(_mm256_or_ps(l0, l1), _mm256_or_ps(l2, l3));
+    if (_mm256_testz_ps(any, any)) continue;
+    const uint32_t bits = uint32_t(_mm256_movemask_ps(l0)) |
+                          uint32_t(_mm256_movemask_ps(l1)) << 8 |
+                          uint32_t(_mm256_movemask_ps(l2)) << 16 |
+                          uint32_t(_mm256_movemask_ps(l3)) << 24;
+    for (uint32_t mask = bits; mask != 0; mask &= mask - 1) {
+      const int64_t c = k + __builtin_ctz(mask);
+      if (++count == 1) {
+        best_k = c;  // alone, it is the minimum; its distance is needed only against another
+        continue;
+      }
+      if (count == 2) best = faiss_distance(r, ct, dsub, ksub, best_k);
+      const float dist = faiss_distance(r, ct, dsub, ksub, c);
+      if (dist < best) {
+        best = dist;
+        best_k = c;
+      }
+    }
+  }
+  return best_k;
+}
+
 }  // namespace
 
 std::unique_ptr<PQEncoder> PQEncoder::make(const faiss::IndexIVF& ivf, bool simd) {
@@ -120,7 +230,8 @@ PQEncoder::PQEncoder(const faiss::IndexIVFPQ& ivf, bool simd)
       dsub_(int64_t(ivf.pq.dsub)),
       ksub_(int64_t(ivf.pq.ksub)),
       by_residual_(ivf.by_residual),
-      avx2_(simd && __builtin_cpu_supports("avx2") && ksub_ % 32 == 0) {
+      simd_(simd && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+            ksub_ % 32 == 0) {
   if (by_residual_) {
     coarse_.resize(size_t(nlist_ * d_));
     ivf.quantizer->reconstruct_n(0, nlist_, coarse_.data());
@@ -142,9 +253,11 @@ void PQEncoder::encode(int64_t n, const float* x, const faiss::Index::idx_t* lis
                          (long long)i, (long long)lists[i], (long long)nlist_);
   }
   const int64_t n_blocks = (n + kBlock - 1) / kBlock;
+  const float factor = screen_factor(dsub_);
 #pragma omp parallel if (n_blocks > 1)
   {
     std::vector<float> r(size_t(kBlock * d_));
+    std::vector<float> s(simd_ ? size_t(2 * ksub_) : 0);
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < n_blocks; ++b) {
       const int64_t i0 = b * kBlock, nb = std::min(kBlock, n - i0);
@@ -160,11 +273,25 @@ void PQEncoder::encode(int64_t n, const float* x, const faiss::Index::idx_t* lis
       }
       for (int64_t m = 0; m < M_; ++m) {
         const float* ct = &ct_[size_t(m * dsub_ * ksub_)];
-        for (int64_t i = 0; i < nb; ++i) {
-          const float* rs = &r[size_t(i * d_ + m * dsub_)];
-          int64_t k =
-              avx2_ ? argmin_avx2(rs, ct, dsub_, ksub_) : argmin_scalar(rs, ct, dsub_, ksub_);
-          codes[(i0 + i) * M_ + m] = uint8_t(k);
+        auto sub = [&](int64_t i) { return &r[size_t(i * d_ + m * dsub_)]; };
+        if (!simd_) {
+          for (int64_t i = 0; i < nb; ++i) {
+            codes[(i0 + i) * M_ + m] = uint8_t(argmin_scalar(sub(i), ct, dsub_, ksub_));
+          }
+          continue;
+        }
+        for (int64_t i = 0; i < nb; i += 2) {
+          const float* pair[2] = {sub(i), sub(std::min(i + 1, nb - 1))};
+          float s_min[2];
+          if (i + 1 < nb) {
+            screen_avx2<2>(pair, ct, dsub_, ksub_, s.data(), s_min);
+          } else {
+            screen_avx2<1>(pair, ct, dsub_, ksub_, s.data(), s_min);
+          }
+          for (int64_t v = 0; v < std::min<int64_t>(2, nb - i); ++v) {
+            codes[(i0 + i + v) * M_ + m] = uint8_t(argmin_screened(
+                pair[v], ct, dsub_, ksub_, &s[size_t(v * ksub_)], s_min[v], factor));
+          }
         }
       }
     }

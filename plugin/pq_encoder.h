@@ -3,13 +3,15 @@
 //
 // faiss 1.7.3 encodes sub-vectors of fewer than 16 dimensions one vector and one centroid at a
 // time (a scalar loop on Debian's generic build), then scans the ksub distances for the first
-// minimum (fvec_L2sqr_ny_nearest: from +inf, strict <, ascending k). This encoder
-// computes the same float32 distances in the same order (per centroid: sum over j ascending of
-// (r_j - c_j)^2, every product and sum rounded on its own, no fused multiply-add) and keeps the
-// running minimum inside the distance loop: with AVX2, 8 centroids per instruction, one
-// (minimum, index) pair per lane updated with strict < in ascending k, then the lowest index
-// among the lanes holding the smallest value, which is faiss's first minimum. Residuals
-// (x - coarse centroid) are the same float subtractions, computed once per vector.
+// minimum (fvec_L2sqr_ny_nearest: from +inf, strict <, ascending k). The portable path computes
+// the same float32 distances in the same order (per centroid: sum over j ascending of
+// (r_j - c_j)^2, every product and sum rounded on its own, no fused multiply-add). The AVX2 path
+// screens all centroids with fused multiply-adds (two vectors and 32 centroids at a time; half
+// the instructions), keeps every centroid whose screened distance is within the rounding bound of
+// the smallest (nearly always just that one), and, when more than one remains, decides among them
+// by faiss's own arithmetic: the result is faiss's first minimum, byte for byte (the bound is
+// derived in pq_encoder.cpp). Residuals (x - coarse centroid) are the same float subtractions,
+// computed once per vector.
 // tests/index/pq_encoder_test.cpp checks the bytes against faiss on both paths, including exact
 // ties, near ties decided by rounding (they catch any fused multiply-add), and huge or
 // overflowing distances.
@@ -47,7 +49,7 @@ class PQEncoder {
  private:
   PQEncoder(const faiss::IndexIVFPQ& ivf, bool simd);
   int64_t d_, nlist_, M_, dsub_, ksub_;
-  bool by_residual_, avx2_;
+  bool by_residual_, simd_;
   std::vector<float> coarse_;  // nlist x d, when by_residual
   std::vector<float> ct_;      // M x dsub x ksub: centroids transposed, ksub contiguous
 };
