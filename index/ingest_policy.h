@@ -1,5 +1,6 @@
 // PRIVATE to index/ (set by tests/index and bench/index): which adds are committed by SST
-// ingestion (index/store.h, Ingestion) rather than by a WriteBatch.
+// ingestion (index/store.h, Ingestion) rather than by a WriteBatch, and the test hooks of that
+// path.
 //
 // A WriteBatch goes through the write-ahead log and the memtables: cheap to start, but every
 // entry is a memtable insert (three per vector), and everything is written again by the flush.
@@ -10,6 +11,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <mutex>
 
 namespace flashkm {
 namespace index {
@@ -24,6 +27,46 @@ inline std::atomic<int64_t>& ingest_min_vectors_setting() {
 /// Process-wide threshold (vectors per call) from which add / upsert use SST ingestion.
 inline int64_t ingest_min_vectors() { return ingest_min_vectors_setting().load(); }
 inline void set_ingest_min_vectors(int64_t n) { ingest_min_vectors_setting().store(n); }
+
+inline std::atomic<int64_t>& level0_crowded_files_setting() {
+  static std::atomic<int64_t> v{0};
+  return v;
+}
+/// Level-0 file count from which Store::level0_crowded() reports a column family as crowded;
+/// 0 (default): that family's level0_slowdown_writes_trigger. Tests lower it to reach the
+/// fallback to a WriteBatch after a few small adds.
+inline int64_t level0_crowded_files() { return level0_crowded_files_setting().load(); }
+inline void set_level0_crowded_files(int64_t n) { level0_crowded_files_setting().store(n); }
+
+/// Points of add / upsert where tests may hold a call to check what proceeds meanwhile.
+enum class AddPoint {
+  kEncoded,       ///< assigned and encoded, before taking the writer lock
+  kBeforeIngest,  ///< an ingestion's files complete, before their commit (writer lock held)
+};
+struct AddHook {
+  std::mutex mu;
+  std::function<void(AddPoint)> fn;
+};
+inline AddHook& add_hook() {
+  static AddHook h;
+  return h;
+}
+/// Installs fn (empty: none, the default), called by every add / upsert at each AddPoint on
+/// the calling thread.
+inline void set_add_hook(std::function<void(AddPoint)> fn) {
+  AddHook& h = add_hook();
+  std::lock_guard<std::mutex> lock(h.mu);
+  h.fn = std::move(fn);
+}
+inline void run_add_hook(AddPoint point) {
+  AddHook& h = add_hook();
+  std::function<void(AddPoint)> fn;
+  {
+    std::lock_guard<std::mutex> lock(h.mu);
+    fn = h.fn;
+  }
+  if (fn) fn(point);
+}
 
 }  // namespace index
 }  // namespace flashkm

@@ -9,9 +9,11 @@
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
 #include <faiss/invlists/InvertedLists.h>
+#include <omp.h>
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -270,6 +272,36 @@ std::unique_ptr<KMeans> make_assigner(const faiss::IndexIVF& ivf) {
   return std::make_unique<KMeans>(ivf.d, p);
 }
 
+// Counts a call in flight for its lifetime.
+class InFlight {
+ public:
+  explicit InFlight(std::atomic<int>* count) : count_(count), alone_(count->fetch_add(1) == 0) {}
+  ~InFlight() { count_->fetch_sub(1); }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+  /// No other call was in flight when this one started.
+  bool alone() const { return alone_; }
+
+ private:
+  std::atomic<int>* count_;
+  bool alone_;
+};
+
+// While it lives, the OpenMP regions this thread starts (flashkm's assignment with its default
+// thread count, the PQ encoder, faiss) use a 1/calls share of the thread's OpenMP threads.
+class ThreadShare {
+ public:
+  explicit ThreadShare(int calls) : threads_(omp_get_max_threads()) {
+    if (calls > 1) omp_set_num_threads(std::max(1, threads_ / calls));
+  }
+  ~ThreadShare() { omp_set_num_threads(threads_); }
+  ThreadShare(const ThreadShare&) = delete;
+  ThreadShare& operator=(const ThreadShare&) = delete;
+
+ private:
+  int threads_;
+};
+
 // A search-ready copy of the template with the inverted lists swapped for a RocksDB reader.
 struct Searcher {
   std::unique_ptr<faiss::IndexIVF> index;
@@ -297,18 +329,15 @@ struct Generation {
   std::vector<std::unique_ptr<Searcher>> pool;
 };
 
-// What one search (or export) reads: a snapshot and the matching state.
+// What searches and exports read: the state right after one commit and a snapshot taken
+// then. Each commit publishes a new one once its write has returned (Impl::publish_locked);
+// a ReadView never changes, so a search reads every batch committed before it entirely and
+// none after it, and never waits for a write in progress.
 struct ReadView {
-  rocksdb::DB* db = nullptr;
-  const rocksdb::Snapshot* snapshot = nullptr;
+  std::shared_ptr<const rocksdb::Snapshot> snapshot;  // null for a read-only index
   std::shared_ptr<Generation> gen;
   std::shared_ptr<const std::vector<uint64_t>> versions;
   int64_t ntotal = 0;
-  ReadView() = default;
-  ReadView(const ReadView&) = delete;
-  ~ReadView() {
-    if (snapshot) db->ReleaseSnapshot(snapshot);
-  }
 };
 
 struct IvfIndex::Impl {
@@ -321,10 +350,14 @@ struct IvfIndex::Impl {
   // The batch of add/upsert, guarded by write_mu. Reused so that its buffer (tens of MB per
   // 100k vectors) is not faulted in afresh on every call; see kKeepBatchBytes.
   rocksdb::WriteBatch add_batch;
-  mutable std::shared_mutex state_mu;  // exclusive around commits; shared to take a view
-  proto::Manifest manifest;            // guarded by state_mu
-  std::shared_ptr<Generation> gen;     // guarded by state_mu; null while untrained
-  std::vector<int64_t> sizes;          // guarded by state_mu; list sizes of gen
+  // Exclusive only to switch the state below once a write has returned; shared to read it.
+  mutable std::shared_mutex state_mu;
+  proto::Manifest manifest;                   // guarded by state_mu
+  std::shared_ptr<Generation> gen;            // guarded by state_mu; null while untrained
+  std::vector<int64_t> sizes;                 // guarded by state_mu; list sizes of gen
+  std::shared_ptr<const ReadView> published;  // guarded by state_mu; what searches read
+  // add / upsert calls between their start and their return (encoding, waiting, committing).
+  std::atomic<int> adds_in_flight{0};
 
   void progress(const std::string& stage, int64_t done, int64_t total) const {
     if (options.progress) options.progress(stage, done, total);
@@ -340,16 +373,27 @@ struct IvfIndex::Impl {
     FLASHKM_THROW_IF_NOT(store != nullptr, "%s: %s on a closed index", dir.c_str(), what);
   }
 
-  std::unique_ptr<ReadView> read_view() const {
-    auto v = std::make_unique<ReadView>();
+  std::shared_ptr<const ReadView> read_view() const {
     std::shared_lock<std::shared_mutex> lock(state_mu);
-    v->db = store->db();
-    // A read-only DB never changes; the latest state is its snapshot.
-    if (!store->read_only()) v->snapshot = store->db()->GetSnapshot();
+    return published;
+  }
+
+  // Makes the current state (manifest, gen, its versions) what searches read, with snapshot,
+  // taken after the last write. Caller holds state_mu exclusively, and write_mu (or is open /
+  // create), so that no write lands between that snapshot and this state.
+  void publish_locked(std::shared_ptr<const rocksdb::Snapshot> snapshot) {
+    auto v = std::make_shared<ReadView>();
+    v->snapshot = std::move(snapshot);
     v->gen = gen;
     v->versions = gen ? gen->versions : nullptr;
     v->ntotal = manifest.ntotal();
-    return v;
+    published = std::move(v);
+  }
+
+  void publish() {
+    std::shared_ptr<const rocksdb::Snapshot> snap = store->snapshot();
+    std::unique_lock<std::shared_mutex> lock(state_mu);
+    publish_locked(std::move(snap));
   }
 
   std::shared_ptr<Generation> load_generation(const proto::Manifest& m) {
@@ -440,13 +484,16 @@ struct IvfIndex::Impl {
     g.pool.push_back(std::move(s));
   }
 
-  // Commits a write (write_fn: a DB::Write or an ingestion) and, atomically with it for
-  // readers, the new manifest / sizes / versions.
+  // Commits a write (write_fn: a DB::Write or an ingestion), then switches to the new manifest
+  // / sizes / versions and publishes them with a snapshot taken after the write. Searches
+  // meanwhile read the previous ReadView (its snapshot predates the write), so they see the
+  // batch entirely or not at all without waiting for it. Caller holds write_mu.
   template <typename WriteFn>
   void commit(WriteFn&& write_fn, const proto::Manifest& m, std::vector<int64_t> new_sizes,
               const std::vector<uint32_t>& touched) {
-    std::unique_lock<std::shared_mutex> lock(state_mu);
     check_status(write_fn(), dir, "writing the batch");
+    std::shared_ptr<const rocksdb::Snapshot> snap = store->snapshot();
+    std::unique_lock<std::shared_mutex> lock(state_mu);
     manifest = m;
     sizes = std::move(new_sizes);
     if (gen && !touched.empty()) {
@@ -454,6 +501,7 @@ struct IvfIndex::Impl {
       for (uint32_t l : touched) (*v)[l] = m.write_count();
       gen->versions = std::move(v);
     }
+    publish_locked(std::move(snap));
   }
 
   void put_manifest(rocksdb::WriteBatch* batch, const proto::Manifest& m) {
@@ -539,35 +587,94 @@ struct IvfIndex::Impl {
   // commit, mostly one thread's work, would otherwise leave the other cores idle). Each call
   // still returns only once its own batch is durable. A re-clustering that lands in between
   // is noticed under the lock and the vectors are encoded again for the new generation.
+  //
+  // Calls in flight together split the caller's OpenMP threads between their assignments and
+  // encodings (ThreadShare): together they keep the cores busy, and teams that outnumber the
+  // cores only wait for each other at their barriers.
+  //
+  // An ingested call that runs alone writes its raw-vector file (most of the bytes, and an
+  // fsync) on a second thread while it assigns and encodes: those entries depend only on the
+  // ids, which are given, or, without ids, follow the largest id as of the call's start. That
+  // holds unless another add commits first; then the file is written again under the lock.
   int64_t write_vectors(int64_t n, const float* x, const int64_t* ids_in, bool replace) {
     const char* what = replace ? "upsert" : "add";
     auto t_call = Clock::now();
     index::AddProfile prof;
     require_writable(what);
-    std::shared_ptr<Generation> encoded_for = current_generation();
+    const InFlight in_flight(&adds_in_flight);
+    std::shared_ptr<Generation> encoded_for;
+    int64_t first_id_at_start = 0;
+    {
+      std::shared_lock<std::shared_mutex> lock(state_mu);
+      encoded_for = gen;
+      first_id_at_start = manifest.next_id();
+    }
     FLASHKM_THROW_IF_NOT(encoded_for != nullptr, "%s: %s before train(): the index is not trained",
                          dir.c_str(), what);
     const int64_t d = encoded_for->d();
     check_finite(n, d, x, what);
     if (ids_in) check_ids(n, ids_in, what);
+    auto cf_vec = store->vectors();
+
+    // ids[i] is vector i's id; by_id lists the vectors in id order (every column family's
+    // entries are produced in key order: an SST file requires it, and RocksDB inserts a
+    // WriteBatch into its memtables in batch order, where sorted inserts reuse the skiplist's
+    // search path, several times faster than the same entries in random order).
+    std::vector<int64_t> ids(n), by_id(n);
+    std::iota(by_id.begin(), by_id.end(), 0);
+    if (ids_in) {
+      std::copy(ids_in, ids_in + n, ids.begin());
+      if (!std::is_sorted(ids.begin(), ids.end())) {
+        std::sort(by_id.begin(), by_id.end(),
+                  [&](int64_t a, int64_t b) { return ids[a] < ids[b]; });
+      }
+    } else {
+      std::iota(ids.begin(), ids.end(), first_id_at_start);
+    }
+    // The raw-vector file of an ingestion, written by vec_done's thread from vec_ids (a copy of
+    // ids as they were when it started). Declared before the future, whose destructor waits for
+    // that thread if anything below throws.
+    std::unique_ptr<index::Ingestion> vec_file;
+    std::vector<int64_t> vec_ids;
+    std::future<void> vec_done;
+    auto start_vector_file = [&] {
+      vec_ids = ids;
+      vec_file = store->new_ingestion();
+      check_status(vec_file->start(cf_vec), dir, "creating the SST files");
+      vec_done = std::async(std::launch::async, [this, &vec_file, &vec_ids, &by_id, x, d, cf_vec] {
+        for (int64_t i : by_id) {
+          check_status(vec_file->Put(cf_vec, index::id_key(uint64_t(vec_ids[i])),
+                                     bytes_of(x + i * d, sizeof(float) * d)),
+                       dir, "writing the SST files");
+        }
+        check_status(vec_file->finish(cf_vec), dir, "writing the SST files");
+      });
+    };
+    if (n > 0 && n >= index::ingest_min_vectors() && in_flight.alone()) {
+      start_vector_file();
+      prof.vectors_ahead = 1;
+    }
+
     std::vector<faiss::Index::idx_t> lists;
     std::vector<uint8_t> codes;
-    if (n > 0) encode(*encoded_for, n, x, &lists, &codes, &prof);
+    if (n > 0) {
+      const ThreadShare share(adds_in_flight.load());
+      encode(*encoded_for, n, x, &lists, &codes, &prof);
+    }
+    index::run_add_hook(index::AddPoint::kEncoded);
 
     std::lock_guard<std::mutex> wlock(write_mu);
     if (n == 0) return manifest.next_id();
     FLASHKM_THROW_IF_NOT(gen != nullptr, "%s: %s: the index was closed", dir.c_str(), what);
-    if (gen != encoded_for) encode(*gen, n, x, &lists, &codes, &prof);
+    if (gen != encoded_for) {
+      const ThreadShare share(adds_in_flight.load());
+      encode(*gen, n, x, &lists, &codes, &prof);
+    }
     Generation& g = *gen;
     auto t_build = Clock::now();
     proto::Manifest m = manifest;
 
-    std::vector<int64_t> ids(n);
-    if (ids_in) {
-      std::copy(ids_in, ids_in + n, ids.begin());
-    } else {
-      std::iota(ids.begin(), ids.end(), m.next_id());
-    }
+    if (!ids_in) std::iota(ids.begin(), ids.end(), m.next_id());
     std::vector<int64_t> old_lists(n, -1);
     if (ids_in) {
       old_lists = lookup_lists(g, n, ids.data());
@@ -582,14 +689,6 @@ struct IvfIndex::Impl {
     }
     const size_t cs = g.templ->code_size;
     const size_t nlist = sizes.size();
-    // Every column family's entries are produced in key order: an SST file requires it, and
-    // RocksDB inserts a WriteBatch into its memtables in batch order, where sorted inserts reuse
-    // the skiplist's search path (several times faster than the same entries in random order).
-    std::vector<int64_t> by_id(n);
-    std::iota(by_id.begin(), by_id.end(), 0);
-    if (!std::is_sorted(ids.begin(), ids.end())) {
-      std::sort(by_id.begin(), by_id.end(), [&](int64_t a, int64_t b) { return ids[a] < ids[b]; });
-    }
     // lists: (list, id) order. Entry i >= 0 puts vector i's code; ~i deletes the old entry of
     // ids[i], for an upsert that moves it to another list (in the same list the put replaces
     // it). A counting sort by list of the entries in id order.
@@ -625,7 +724,7 @@ struct IvfIndex::Impl {
     m.set_next_id(std::max(m.next_id(), max_id + 1));
     m.set_write_count(m.write_count() + 1);
 
-    auto cf_lists = g.cfs.lists.get(), cf_idmap = g.cfs.idmap.get(), cf_vec = store->vectors();
+    auto cf_lists = g.cfs.lists.get(), cf_idmap = g.cfs.idmap.get();
     auto fill_vectors = [&](auto* sink) {
       for (int64_t i : by_id) {
         check_status(sink->Put(cf_vec, index::id_key(uint64_t(ids[i])),
@@ -633,7 +732,7 @@ struct IvfIndex::Impl {
                      dir, "building the batch");
       }
     };
-    auto fill_others = [&](auto* sink) {
+    auto fill_lists = [&](auto* sink) {
       for (int64_t e : by_list) {
         if (e < 0) {
           const int64_t i = ~e;
@@ -646,6 +745,8 @@ struct IvfIndex::Impl {
                        dir, "building the batch");
         }
       }
+    };
+    auto fill_idmap_and_meta = [&](auto* sink) {
       for (int64_t i : by_id) {
         check_status(
             sink->Put(cf_idmap, index::id_key(uint64_t(ids[i])), be32_value(uint32_t(lists[i]))),
@@ -662,31 +763,44 @@ struct IvfIndex::Impl {
     };
     if (n >= index::ingest_min_vectors() &&
         !store->level0_crowded({cf_lists, cf_vec, cf_idmap, store->meta()})) {
-      std::unique_ptr<index::Ingestion> ing = store->new_ingestion();
-      const std::vector<rocksdb::ColumnFamilyHandle*> others = {cf_lists, cf_idmap, store->meta()};
-      check_status(ing->start(cf_vec), dir, "creating the SST files");
-      for (auto* cf : others) check_status(ing->start(cf), dir, "creating the SST files");
-      // The raw vectors, most of the bytes, are written and synced on a second thread
-      // meanwhile (a single caller leaves the other cores idle here). If the rest throws, the
-      // future's destructor waits for that thread before ing goes away.
-      std::future<void> vectors_done = std::async(std::launch::async, [&] {
-        fill_vectors(ing.get());
-        check_status(ing->finish(cf_vec), dir, "writing the SST files");
+      if (vec_file && vec_ids != ids) {
+        // Another add committed since this call started: the ids moved on.
+        vec_done.wait();
+        vec_file.reset();
+        prof.vectors_ahead = 0;
+      }
+      if (!vec_file) start_vector_file();
+      // The lists file here, the id map and meta files on one more thread: the raw vectors'
+      // thread is often done by now, and the second core idle.
+      std::unique_ptr<index::Ingestion> list_file = store->new_ingestion();
+      std::unique_ptr<index::Ingestion> id_file = store->new_ingestion();
+      check_status(list_file->start(cf_lists), dir, "creating the SST files");
+      std::future<void> ids_done = std::async(std::launch::async, [&] {
+        fill_idmap_and_meta(id_file.get());
+        check_status(id_file->finish(), dir, "writing the SST files");
       });
-      fill_others(ing.get());
+      fill_lists(list_file.get());
       prof.build_s = seconds_since(t_build);
       auto t_finish = Clock::now();
-      for (auto* cf : others) check_status(ing->finish(cf), dir, "writing the SST files");
-      vectors_done.get();
+      check_status(list_file->finish(), dir, "writing the SST files");
+      ids_done.get();
+      vec_done.get();
       prof.finish_s = seconds_since(t_finish);
       auto t_write = Clock::now();
-      commit([&] { return store->ingest(ing.get()); }, m, std::move(new_sizes), touched);
+      commit(
+          [&] {
+            index::run_add_hook(index::AddPoint::kBeforeIngest);
+            return store->ingest({vec_file.get(), list_file.get(), id_file.get()});
+          },
+          m, std::move(new_sizes), touched);
       prof.write_s = seconds_since(t_write);
       prof.ingested = 1;
     } else {
+      prof.vectors_ahead = 0;
       rocksdb::WriteBatch& batch = add_batch;
       batch.Clear();  // keeps the buffer
-      fill_others(&batch);
+      fill_lists(&batch);
+      fill_idmap_and_meta(&batch);
       fill_vectors(&batch);
       prof.build_s = seconds_since(t_build);
       auto t_write = Clock::now();
@@ -892,11 +1006,13 @@ struct IvfIndex::Impl {
     g->cache = std::make_shared<ListCache>(options.list_cache_bytes);
     g->versions = std::make_shared<std::vector<uint64_t>>(g->templ->nlist, 0);
     {
-      std::unique_lock<std::shared_mutex> lock(state_mu);
       check_status(store->write(&b), dir, "switching to the new generation");
+      std::shared_ptr<const rocksdb::Snapshot> snap = store->snapshot();
+      std::unique_lock<std::shared_mutex> lock(state_mu);
       manifest = m;
       gen = g;
       sizes = std::move(new_sizes);
+      publish_locked(std::move(snap));
     }
     check_status(store->drop_generations_except(g_new), dir, "deleting the old generation");
   }
@@ -1092,6 +1208,7 @@ std::unique_ptr<IvfIndex> IvfIndex::create(const std::string& dir, int64_t d,
   impl->put_manifest(&b, m);
   check_status(impl->store->write(&b), dir, "writing the manifest");
   impl->manifest = m;
+  impl->publish();
   return std::unique_ptr<IvfIndex>(new IvfIndex(std::move(impl)));
 }
 
@@ -1106,6 +1223,7 @@ std::unique_ptr<IvfIndex> IvfIndex::open(const std::string& dir, const IvfIndexO
   impl->options = options;
   impl->open_store(dir, false);
   impl->load();
+  impl->publish();
   return std::unique_ptr<IvfIndex>(new IvfIndex(std::move(impl)));
 }
 
@@ -1141,7 +1259,7 @@ void IvfIndex::search(int64_t nq, const float* queries, int k, int nprobe, float
   FLASHKM_THROW_IF_NOT(k >= 1, "%s: search: k = %d, expected k >= 1", impl_->dir.c_str(), k);
   FLASHKM_THROW_IF_NOT(nprobe >= 1, "%s: search: nprobe = %d, expected nprobe >= 1",
                        impl_->dir.c_str(), nprobe);
-  std::unique_ptr<ReadView> view = impl_->read_view();
+  std::shared_ptr<const ReadView> view = impl_->read_view();
   FLASHKM_THROW_IF_NOT(view->gen != nullptr,
                        "%s: search before train(): the index is not "
                        "trained",
@@ -1153,7 +1271,7 @@ void IvfIndex::search(int64_t nq, const float* queries, int k, int nprobe, float
   queries = faiss_call(impl_->dir, "apply the pre-transforms to the queries",
                        [&] { return apply_chain(g.chain, nq, queries, &transformed); });
   std::unique_ptr<Searcher> s = impl_->take_searcher(g);
-  s->lists->bind(view->snapshot, view->versions);
+  s->lists->bind(view->snapshot.get(), view->versions);
   s->index->ntotal = view->ntotal;
   faiss::SearchParametersIVF params;
   params.nprobe = size_t(std::min<int64_t>(nprobe, int64_t(g.templ->nlist)));
@@ -1214,7 +1332,7 @@ bool IvfIndex::get_vector(int64_t id, float* out) const {
 
 void IvfIndex::export_faiss(const std::string& path) const {
   impl_->require_open("export");
-  std::unique_ptr<ReadView> view = impl_->read_view();
+  std::shared_ptr<const ReadView> view = impl_->read_view();
   FLASHKM_THROW_IF_NOT(view->gen != nullptr, "%s: export of an untrained index",
                        impl_->dir.c_str());
   Generation& g = *view->gen;
@@ -1229,7 +1347,7 @@ void IvfIndex::export_faiss(const std::string& path) const {
   int64_t total = 0;
   for (size_t l = 0; l < g.templ->nlist; ++l) {
     index::MaterializedList list;
-    check_status(reader.materialize(l, view->snapshot, &list), impl_->dir, "reading a list");
+    check_status(reader.materialize(l, view->snapshot.get(), &list), impl_->dir, "reading a list");
     if (!list.ids.empty()) mem->add_entries(l, list.ids.size(), list.ids.data(), list.codes.data());
     total += int64_t(list.ids.size());
     impl_->progress("export", int64_t(l + 1), int64_t(g.templ->nlist));
@@ -1341,8 +1459,8 @@ std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
     }
   }
   // Back through the pre-transforms, last first (faiss's IndexPreTransform::reverse_chain):
-  // exact up to rounding for a rotation (OPQ, RR), the projection onto the kept components for
-  // a PCA that drops some.
+  // exact up to rounding for a rotation (OPQ, RR); for a PCA that drops components, the
+  // preimage nearest the PCA's mean (below).
   for (size_t i = chain.size(); i-- > 0;) {
     const faiss::VectorTransform& t = *chain[i];
     std::vector<float> prev(ids.size() * size_t(t.d_in));
@@ -1350,6 +1468,28 @@ std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
       if (!ids.empty()) t.reverse_transform(int64_t(ids.size()), x.data(), prev.data());
       return 0;
     });
+    // faiss reverses a PCA that drops components by the preimage of least norm, A^T (y - b),
+    // which loses the part of the training mean outside the kept components (so does faiss
+    // 1.7.3's IndexPreTransform::reconstruct). The preimage nearest the mean,
+    // mean + A^T (y - b - A mean), is that plus (I - A^T A) mean: the same point after the
+    // transform (so ranks and re-clustering are unchanged), and the best reconstruction of
+    // the raw vector that the PCA allows.
+    auto* pca = dynamic_cast<const faiss::PCAMatrix*>(&t);
+    if (pca != nullptr && !pca->mean.empty() && t.d_out < t.d_in) {
+      const size_t din = size_t(t.d_in), dout = size_t(t.d_out);
+      std::vector<double> am(dout, 0.0), off(din);
+      for (size_t i = 0; i < dout; ++i) {
+        for (size_t k = 0; k < din; ++k) am[i] += double(pca->A[i * din + k]) * pca->mean[k];
+      }
+      for (size_t k = 0; k < din; ++k) {
+        double back = 0;
+        for (size_t i = 0; i < dout; ++i) back += double(pca->A[i * din + k]) * am[i];
+        off[k] = double(pca->mean[k]) - back;
+      }
+      for (size_t r = 0; r < ids.size(); ++r) {
+        for (size_t k = 0; k < din; ++k) prev[r * din + k] += float(off[k]);
+      }
+    }
     x.swap(prev);
   }
 
@@ -1461,6 +1601,7 @@ void IvfIndex::close() {
     // Everything is already durable in the log; flushing only spares the next open a replay.
     check_status(impl_->store->flush(), impl_->dir, "flushing on close");
   }
+  impl_->published.reset();  // its snapshot, before the DB closes
   impl_->gen.reset();
   impl_->store.reset();
 }

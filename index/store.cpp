@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "index/ingest_policy.h"
 #include "index/keys.h"
 
 namespace flashkm {
@@ -195,15 +196,29 @@ bool Store::level0_crowded(std::initializer_list<rocksdb::ColumnFamilyHandle*> c
     rocksdb::ColumnFamilyMetaData meta;
     db_->GetColumnFamilyMetaData(cf, &meta);
     const size_t files = meta.levels.empty() ? 0 : meta.levels[0].files.size();
-    if (files >= size_t(std::max(1, db_->GetOptions(cf).level0_slowdown_writes_trigger)))
-      return true;
+    const int64_t set = level0_crowded_files();
+    const int64_t trigger = set > 0 ? set : db_->GetOptions(cf).level0_slowdown_writes_trigger;
+    if (files >= size_t(std::max<int64_t>(1, trigger))) return true;
   }
   return false;
 }
 
-rocksdb::Status Store::ingest(Ingestion* ing) const {
-  rocksdb::Status s = ing->finish();
-  if (!s.ok() || ing->files_.empty()) return s;
+std::shared_ptr<const rocksdb::Snapshot> Store::snapshot() const {
+  if (read_only_) return nullptr;
+  std::shared_ptr<rocksdb::DB> db = db_;
+  return std::shared_ptr<const rocksdb::Snapshot>(
+      db->GetSnapshot(), [db](const rocksdb::Snapshot* s) { db->ReleaseSnapshot(s); });
+}
+
+rocksdb::Status Store::ingest(std::initializer_list<Ingestion*> ingestions) const {
+  size_t files = 0;
+  for (Ingestion* ing : ingestions) {
+    rocksdb::Status s = ing->finish();
+    if (!s.ok()) return s;
+    files += ing->files_.size();
+  }
+  if (files == 0) return rocksdb::Status::OK();
+  rocksdb::Status s;
   if (!write_options_.sync) {
     // Writes before this one may still sit unsynced in the WAL while the ingested files are
     // fsynced; syncing it first keeps what survives a power loss a prefix of the writes.
@@ -211,20 +226,25 @@ rocksdb::Status Store::ingest(Ingestion* ing) const {
     if (!s.ok()) return s;
   }
   std::vector<rocksdb::IngestExternalFileArg> args;
-  for (const Ingestion::File& f : ing->files_) {
-    rocksdb::IngestExternalFileArg a;
-    a.column_family = f.cf;
-    a.external_files = {f.path};
-    a.options.move_files = true;
-    // The sequence number lives in the MANIFEST only; the file is not rewritten in place.
-    a.options.write_global_seqno = false;
-    a.options.snapshot_consistency = true;
-    a.options.allow_global_seqno = true;
-    a.options.allow_blocking_flush = true;
-    args.push_back(std::move(a));
+  for (Ingestion* ing : ingestions) {
+    for (const Ingestion::File& f : ing->files_) {
+      rocksdb::IngestExternalFileArg a;
+      a.column_family = f.cf;
+      a.external_files = {f.path};
+      a.options.move_files = true;
+      // The sequence number lives in the MANIFEST only; the file is not rewritten in place.
+      a.options.write_global_seqno = false;
+      a.options.snapshot_consistency = true;
+      a.options.allow_global_seqno = true;
+      a.options.allow_blocking_flush = true;
+      args.push_back(std::move(a));
+    }
   }
   s = db_->IngestExternalFiles(args);
-  if (s.ok()) ing->files_.clear();  // moved into the DB (RocksDB removed the staging links)
+  if (s.ok()) {
+    // Moved into the DB (RocksDB removed the staging links).
+    for (Ingestion* ing : ingestions) ing->files_.clear();
+  }
   return s;
 }
 

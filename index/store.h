@@ -115,23 +115,29 @@ class Store {
     return db_->Write(write_options_, batch);
   }
 
-  /// True when one of cfs holds as many level-0 files as its write-slowdown trigger. A file
-  /// that overlaps the others (every lists file does: it covers all lists) lands in level 0,
-  /// and ingestion, unlike a write, is never slowed for it: past the trigger, adds go through
-  /// write() and let compaction catch up, or level 0 grows until RocksDB stops all writes.
+  /// True when one of cfs holds as many level-0 files as its write-slowdown trigger (or as
+  /// index::level0_crowded_files() when that is set: tests). A file that overlaps the others
+  /// (every lists file does: it covers all lists) lands in level 0, and ingestion, unlike a
+  /// write, is never slowed for it: past the trigger, adds go through write() and let
+  /// compaction catch up, or level 0 grows until RocksDB stops all writes.
   bool level0_crowded(std::initializer_list<rocksdb::ColumnFamilyHandle*> cfs) const;
+
+  /// A snapshot of the latest state, released when the last copy goes (the DB stays open at
+  /// least that long). Null for a read-only store, whose state never changes.
+  std::shared_ptr<const rocksdb::Snapshot> snapshot() const;
 
   /// A new, empty set of SST files for ingest(). Writer only.
   std::unique_ptr<Ingestion> new_ingestion() const;
-  /// Commits ingestion's files (finished or not) with one DB::IngestExternalFiles: every column
-  /// family's file or none lands, also across a crash (RocksDB records the ingestion as one
+  /// Commits the files of ingestions (finished or not; each column family in at most one of
+  /// them) with one DB::IngestExternalFiles: every column family's file or none lands, also
+  /// across a crash (RocksDB records the ingestion as one
   /// atomic group in its MANIFEST); the files are moved (hard-linked) into the DB. Once it
   /// returns OK the data is durable, power loss included (RocksDB fsyncs the files, the
   /// directory and its MANIFEST). Readers holding a snapshot taken before do not see the data:
   /// each file gets a sequence number above every existing snapshot (snapshot_consistency).
   /// Writes made earlier through write() stay ordered before it: their WAL is synced first,
-  /// and memtables overlapping a file are flushed by RocksDB. The ingestion is then empty.
-  rocksdb::Status ingest(Ingestion* ingestion) const;
+  /// and memtables overlapping a file are flushed by RocksDB. The ingestions are then empty.
+  rocksdb::Status ingest(std::initializer_list<Ingestion*> ingestions) const;
   /// The staging folder of ingestions (dir/kIngestDir).
   std::string staging_dir() const;
 

@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -99,6 +100,30 @@ class IngestMinVectors {
 
  private:
   int64_t old_;
+};
+
+/// Sets the level-0 file count from which adds fall back to a WriteBatch
+/// (index/ingest_policy.h) for the lifetime of the guard.
+class Level0CrowdedFiles {
+ public:
+  explicit Level0CrowdedFiles(int64_t n) : old_(index::level0_crowded_files()) {
+    index::set_level0_crowded_files(n);
+  }
+  ~Level0CrowdedFiles() { index::set_level0_crowded_files(old_); }
+  Level0CrowdedFiles(const Level0CrowdedFiles&) = delete;
+  Level0CrowdedFiles& operator=(const Level0CrowdedFiles&) = delete;
+
+ private:
+  int64_t old_;
+};
+
+/// Installs an add hook (index/ingest_policy.h) for the lifetime of the guard.
+class AddHook {
+ public:
+  explicit AddHook(std::function<void(index::AddPoint)> fn) { index::set_add_hook(std::move(fn)); }
+  ~AddHook() { index::set_add_hook(nullptr); }
+  AddHook(const AddHook&) = delete;
+  AddHook& operator=(const AddHook&) = delete;
 };
 
 }  // namespace testing

@@ -141,7 +141,7 @@ TEST(Store, Level0CrowdedFromTheSlowdownTrigger) {
     ASSERT_TRUE(ing->start(lists).ok());
     ASSERT_TRUE(ing->Put(lists, list_key(0, uint64_t(i)), "a").ok());
     ASSERT_TRUE(ing->Put(lists, list_key(9, uint64_t(i)), "b").ok());
-    const rocksdb::Status s = store->ingest(ing.get());
+    const rocksdb::Status s = store->ingest({ing.get()});
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
   EXPECT_TRUE(store->level0_crowded({lists, store->meta()}));

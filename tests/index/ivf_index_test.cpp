@@ -13,7 +13,9 @@
 #include <rocksdb/write_batch.h>
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -463,6 +465,8 @@ TEST_P(IvfIndexIngest, IngestedAndBatchedWritesEqualInMemory) {
   index::AddProfile prof = index::add_profile();
   EXPECT_EQ(prof.calls, 6);
   EXPECT_EQ(prof.ingested, 4) << "the SST path did not run";
+  // Each ingested call ran alone: its raw-vector file was written while it encoded.
+  EXPECT_EQ(prof.vectors_ahead, 4);
   EXPECT_TRUE(staging_is_empty(dir));
 
   auto check = [&](const IvfIndex& i) {
@@ -496,6 +500,148 @@ TEST_P(IvfIndexIngest, IngestedAndBatchedWritesEqualInMemory) {
 
 INSTANTIATE_TEST_SUITE_P(Codes, IvfIndexIngest,
                          ::testing::Values("IVF24,Flat", "IVF24,PQ4np", "IVF24,SQ8"));
+
+// While level 0 of a column family is crowded (index/ingest_policy.h lowers the threshold to
+// one file here: the first ingestion leaves two in meta's level 0, its flushed memtable and
+// the ingested file), large adds are committed by a WriteBatch and still give exactly the
+// in-memory index; with RocksDB's own trigger back, they are ingested again.
+TEST(IvfIndex, AddsFallBackToABatchWhileLevel0IsCrowded) {
+  testing::IngestMinVectors ingest_from(200);
+  testing::Level0CrowdedFiles crowded_from(1);
+  TempDir tmp;
+  std::string dir = tmp.file("idx");
+  std::vector<float> x = testing::skewed_blobs(4000, kD, 24, 111);
+  std::vector<float> xq = testing::skewed_blobs(40, kD, 24, 112);
+  auto idx = IvfIndex::create(dir, kD, "IVF24,PQ4np");
+  idx->train(4000, x.data(), quick_train());
+  std::map<int64_t, std::vector<float>> vectors;
+  index::reset_add_profile();
+  const int calls = 6;
+  for (int64_t b = 0; b < calls; ++b) {
+    const float* src = &x[b * 300 * kD];
+    const int64_t first = idx->add(300, src);
+    for (int64_t i = 0; i < 300; ++i) vectors[first + i].assign(src + i * kD, src + (i + 1) * kD);
+    EXPECT_TRUE(staging_is_empty(dir)) << "call " << b;
+  }
+  index::AddProfile prof = index::add_profile();
+  EXPECT_EQ(prof.calls, calls);
+  EXPECT_GE(prof.ingested, 1) << "the first add, on an empty level 0, is ingested";
+  EXPECT_LT(prof.ingested, calls) << "level 0 is crowded, yet every add was ingested";
+  auto check = [&](const IvfIndex& i) {
+    EXPECT_EQ(i.ntotal(), int64_t(vectors.size()));
+    auto ref = oracle(i, tmp, vectors);
+    for (int nprobe : {1, 5, 24}) expect_same_as(i, *ref, xq, 10, nprobe);
+    std::vector<float> v(kD);
+    for (const auto& kv : vectors) {
+      ASSERT_TRUE(i.get_vector(kv.first, v.data())) << "id " << kv.first;
+      ASSERT_EQ(v, kv.second) << "id " << kv.first;
+    }
+  };
+  check(*idx);
+  index::set_level0_crowded_files(0);  // RocksDB's slowdown trigger (20 files)
+  const float* src = &x[calls * 300 * kD];
+  const int64_t first = idx->add(300, src);
+  for (int64_t i = 0; i < 300; ++i) vectors[first + i].assign(src + i * kD, src + (i + 1) * kD);
+  EXPECT_EQ(index::add_profile().ingested, prof.ingested + 1);
+  check(*idx);
+  idx.reset();
+  check(*IvfIndex::open(dir));
+}
+
+// A search runs to completion while an ingestion's commit is held (its files complete, the
+// writer lock taken), and answers from the state before that add: nothing of the held batch.
+TEST(IvfIndex, SearchesProceedWhileAnIngestionIsHeld) {
+  testing::IngestMinVectors ingest_from(500);
+  TempDir tmp;
+  std::string dir = tmp.file("idx");
+  std::vector<float> x = testing::skewed_blobs(3000, kD, 24, 121);
+  std::vector<float> xq = testing::skewed_blobs(40, kD, 24, 122);
+  auto idx = IvfIndex::create(dir, kD, "IVF24,SQ8");
+  idx->train(3000, x.data(), quick_train());
+  std::map<int64_t, std::vector<float>> vectors;
+  int64_t first = idx->add(1000, x.data());
+  for (int64_t i = 0; i < 1000; ++i) vectors[first + i].assign(&x[i * kD], &x[(i + 1) * kD]);
+  auto before = oracle(*idx, tmp, vectors);
+
+  std::promise<void> reached, release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<bool> held{false};
+  testing::AddHook hook([&](index::AddPoint p) {
+    if (p != index::AddPoint::kBeforeIngest || held.exchange(true)) return;
+    reached.set_value();
+    released.wait_for(std::chrono::seconds(120));  // never forever, whatever the test does
+  });
+  std::future<int64_t> adder =
+      std::async(std::launch::async, [&] { return idx->add(1000, &x[1000 * kD]); });
+  reached.get_future().wait();
+  const int64_t nq = int64_t(xq.size()) / kD;
+  const int k = 10;
+  std::vector<float> dist(nq * k);
+  std::vector<int64_t> labels(nq * k);
+  std::future<void> search = std::async(
+      std::launch::async, [&] { idx->search(nq, xq.data(), k, 24, dist.data(), labels.data()); });
+  // A deadlock detector, not a timing: a search that waits for the commit never finishes here.
+  const bool finished = search.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  EXPECT_TRUE(finished) << "the search waited for the held ingestion";
+  if (finished) EXPECT_EQ(idx->ntotal(), 1000) << "the held add is not visible yet";
+  release.set_value();
+  search.get();
+  first = adder.get();
+  std::vector<float> dref(nq * k);
+  std::vector<int64_t> lref(nq * k);
+  faiss::SearchParametersIVF p;
+  p.nprobe = 24;
+  before->search(nq, xq.data(), k, dref.data(), lref.data(), &p);
+  EXPECT_EQ(labels, lref) << "the search saw part or all of the held batch";
+  EXPECT_EQ(dist, dref);
+  for (int64_t i = 0; i < 1000; ++i) {
+    vectors[first + i].assign(&x[(1000 + i) * kD], &x[(1001 + i) * kD]);
+  }
+  EXPECT_EQ(idx->ntotal(), 2000);
+  expect_same_as(*idx, *oracle(*idx, tmp, vectors), xq, k, 24);
+}
+
+// An ingested add that runs alone writes its raw-vector file while it encodes, under the ids
+// that follow the largest one at its start. Another add committing in between takes those
+// ids: the file is written again under the ids the call really gets.
+TEST(IvfIndex, AnAddCommittedWhileAnotherEncodesMovesItsIds) {
+  testing::IngestMinVectors ingest_from(500);
+  TempDir tmp;
+  std::string dir = tmp.file("idx");
+  std::vector<float> x = testing::skewed_blobs(3000, kD, 24, 131);
+  std::vector<float> xq = testing::skewed_blobs(40, kD, 24, 132);
+  auto idx = IvfIndex::create(dir, kD, "IVF24,Flat");
+  idx->train(3000, x.data(), quick_train());
+  index::reset_add_profile();
+  bool inner_done = false;
+  int64_t inner_first = -1;
+  int64_t outer_first = -1;
+  {
+    testing::AddHook hook([&](index::AddPoint p) {
+      if (p != index::AddPoint::kEncoded || inner_done) return;
+      inner_done = true;  // the outer add has encoded; this one commits before it locks
+      inner_first = idx->add(50, &x[2000 * kD]);
+    });
+    outer_first = idx->add(1000, x.data());
+  }
+  EXPECT_EQ(inner_first, 0);
+  EXPECT_EQ(outer_first, 50);
+  index::AddProfile prof = index::add_profile();
+  EXPECT_EQ(prof.calls, 2);
+  EXPECT_EQ(prof.ingested, 1);
+  EXPECT_EQ(prof.vectors_ahead, 0) << "the file written ahead had the ids the inner add took";
+  EXPECT_TRUE(staging_is_empty(dir));
+  std::map<int64_t, std::vector<float>> vectors;
+  for (int64_t i = 0; i < 50; ++i) vectors[i].assign(&x[(2000 + i) * kD], &x[(2001 + i) * kD]);
+  for (int64_t i = 0; i < 1000; ++i) vectors[50 + i].assign(&x[i * kD], &x[(i + 1) * kD]);
+  EXPECT_EQ(idx->ntotal(), 1050);
+  std::vector<float> v(kD);
+  for (const auto& kv : vectors) {
+    ASSERT_TRUE(idx->get_vector(kv.first, v.data())) << "id " << kv.first;
+    ASSERT_EQ(v, kv.second) << "id " << kv.first;
+  }
+  expect_same_as(*idx, *oracle(*idx, tmp, vectors), xq, 10, 24);
+}
 
 TEST(IvfIndex, ExportImportRoundTrip) {
   TempDir tmp;
@@ -815,12 +961,50 @@ TEST_P(IvfIndexPreTransform, ImportOfAStockFaissFile) {
   }
   auto imp = IvfIndex::open(dir);
   expect_same_as_file(*imp);
-  // Raw vectors: the file's reconstruction (codes decoded, then the chain reversed).
+  // Raw vectors: the file's reconstruction (codes decoded, then the chain reversed), except
+  // that a PCA keeping fewer components gives back its mean's part outside them: faiss's
+  // reverse (A^T (y - b), the preimage of least norm) drops it, the preimage nearest the mean
+  // adds (I - A^T A) mean, computed here in float64 from the file's matrix.
+  auto* pt = dynamic_cast<faiss::IndexPreTransform*>(f.get());
+  std::vector<double> offset(kD, 0.0);
+  auto* pca = dynamic_cast<const faiss::PCAMatrix*>(pt->chain.front());
+  if (pca != nullptr && pca->d_out < pca->d_in) {
+    ASSERT_EQ(pt->chain.size(), 1u);
+    for (int k = 0; k < kD; ++k) {
+      double back = 0;
+      for (int i = 0; i < pca->d_out; ++i) {
+        double am = 0;
+        for (int j = 0; j < kD; ++j) am += double(pca->A[i * kD + j]) * pca->mean[j];
+        back += double(pca->A[i * kD + k]) * am;
+      }
+      offset[k] = pca->mean[k] - back;
+    }
+  }
+  // Against the original vectors, summed over all of them: the offset is orthogonal to every
+  // reconstruction (they lie in the span of A's rows) and the PCA's mean is the data's, so
+  // the stored vectors are closer by exactly n |offset|^2.
+  double err_stored = 0, err_faiss = 0, offset2 = 0;
+  for (double o : offset) offset2 += o * o;
   std::vector<float> v(kD), r(kD);
-  for (int64_t id : {int64_t(0), int64_t(17), n - 1}) {
+  for (int64_t id = 0; id < n; ++id) {
     ASSERT_TRUE(imp->get_vector(id, v.data()));
     f->reconstruct(id, r.data());
-    for (int j = 0; j < kD; ++j) EXPECT_NEAR(v[j], r[j], 1e-4f) << "id " << id << " dim " << j;
+    for (int j = 0; j < kD; ++j) {
+      ASSERT_NEAR(v[j], r[j] + offset[j], 1e-4) << "id " << id << " dim " << j;
+      err_stored += std::pow(double(v[j]) - x[id * kD + j], 2);
+      err_faiss += std::pow(double(r[j]) - x[id * kD + j], 2);
+    }
+    // The same point once transformed: what the IVF sees (ranks, re-clustering) is unchanged.
+    std::vector<float> tv(pt->chain.back()->d_out), tr(tv.size());
+    pt->chain.front()->apply_noalloc(1, v.data(), tv.data());
+    pt->chain.front()->apply_noalloc(1, r.data(), tr.data());
+    for (size_t j = 0; j < tv.size(); ++j) ASSERT_NEAR(tv[j], tr[j], 1e-3) << "id " << id;
+  }
+  if (pca != nullptr && pca->d_out < pca->d_in) {
+    EXPECT_GT(offset2, 1.0) << "the data's mean lies far outside the kept components";
+    EXPECT_NEAR((err_faiss - err_stored) / double(n), offset2, 1e-3 * offset2);
+  } else {
+    EXPECT_EQ(offset2, 0.0);
   }
   imp->recluster(0, quick_train());
   EXPECT_EQ(imp->info().generation, 2u);
