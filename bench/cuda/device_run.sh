@@ -8,7 +8,8 @@
 #             binary $BENCH, default build-cuda's), Exact and Fast, on $SHAPES, twice, the
 #             second round in reverse order
 #   ncu       device time per kernel of one iteration, for each of $NCU_SHAPES and
-#             $NCU_PRECISION ($NCU_KERNELS: an ncu --kernel-name filter, e.g. regex:wgmma)
+#             $NCU_PRECISION ($NCU_KERNELS: an ncu --kernel-name filter, e.g. regex:wgmma;
+#             $NCU_TAG: a suffix for its file names, e.g. per environment)
 #   bench     the issue's four shapes, Exact and Fast, with the default pass (--verbose);
 #             the Exact run dumps data and initial centroids for peers into /tmp/flashkm-dump
 #             when $DUMP is set; $BENCH_VARIANTS: bench_kmeans_cuda --variants; $BENCH_SHAPES:
@@ -19,12 +20,14 @@
 #             per environment of $HOST_VARIANTS (bench_kmeans_cuda --variants), same data;
 #             $HOST_ARGS: more bench arguments (e.g. --budget-mb 512)
 #   sanitize  compute-sanitizer memcheck on $MEMCHECK_FILTER (default all tests), racecheck
-#             on $RACECHECK_FILTER (default a subset; RACECHECK=0 skips it)
+#             on $RACECHECK_FILTER (default a subset; RACECHECK=0 skips it); time limits
+#             $MEMCHECK_TIMEOUT, $RACECHECK_TIMEOUT (seconds)
+# $TEST, $BENCH: other test_cuda / bench_kmeans_cuda binaries (e.g. stripped copies in .devc)
 set -u
 OUT=${OUT:-/tmp/flashkm-out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$PWD/.devc/lib:${LD_LIBRARY_PATH:-}
-T=build-cuda/tests/cuda/test_cuda
+T=${TEST:-build-cuda/tests/cuda/test_cuda}
 B=${BENCH:-build-cuda/bench/cuda/bench_kmeans_cuda}
 SHAPES=${SHAPES:-1000000x128x1024,1000000x768x1024}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader
@@ -75,9 +78,9 @@ for step in "$@"; do
         timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
           ${NCU_KERNELS:+--kernel-name $NCU_KERNELS} \
           "$B" --shapes "$shape" --iters 1 --precision $p \
-          --json /dev/null >"$OUT/ncu_${shape}_$p.csv" 2>"$OUT/ncu.err"
+          --json /dev/null >"$OUT/ncu_${shape}_$p${NCU_TAG:-}.csv" 2>"$OUT/ncu.err"
         echo "ncu exit $? ($shape $p)"
-        python3 - "$OUT/ncu_${shape}_$p.csv" <<'PY'
+        python3 - "$OUT/ncu_${shape}_$p${NCU_TAG:-}.csv" <<'PY'
 import csv, re, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 14 and r[12] == "gpu__time_duration.sum"]
 runs = {}
@@ -134,7 +137,7 @@ PY
       echo "memcheck exit $?"
       tail -3 "$OUT/memcheck.log"
       [ "${RACECHECK:-1}" = 1 ] || continue
-      timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 "$T" --gtest_brief=1 \
+      timeout ${RACECHECK_TIMEOUT:-300} compute-sanitizer --tool racecheck --error-exitcode 9 "$T" --gtest_brief=1 \
         --gtest_filter="${RACECHECK_FILTER:-*TileShapes*:*Ties*:*Streaming*:*EdgeShapes*:*FastPrecision*:CudaTensor*:*ManyUncertified*}" \
         >"$OUT/racecheck.log" 2>&1
       echo "racecheck exit $?"

@@ -275,6 +275,17 @@ bool row_split_arrays_forced() {
   return true;
 }
 
+/// FLASHKM_CUDA_WGMMA=lockstep keeps the wgmma kernel whose warpgroups multiply and fold
+/// together (the default before the ping-pong kernel); =pingpong or unset: the ping-pong
+/// kernel where it applies. Tests compare the two (bit-identical outputs).
+bool wgmma_pingpong() {
+  const char* env = std::getenv("FLASHKM_CUDA_WGMMA");
+  if (env == nullptr || std::strcmp(env, "pingpong") == 0) return true;
+  FLASHKM_THROW_IF_NOT(std::strcmp(env, "lockstep") == 0,
+                       "FLASHKM_CUDA_WGMMA=%s: expected pingpong or lockstep (or unset)", env);
+  return false;
+}
+
 class CudaEngine final : public Engine {
  public:
   // x_on_device: x is device memory (is_device_pointer) and is used in place as the resident
@@ -295,6 +306,7 @@ class CudaEngine final : public Engine {
     FLASHKM_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
     sm_count_ = prop.multiProcessorCount;
     math_ = select_math(prop.major, prop.minor);
+    pingpong_ = wgmma_pingpong();
     const bool mma = math_ != AssignMath::Ffma;
     if (mma) {
       mma_shape_ = select_mma_shape(k, p.tiles);
@@ -434,7 +446,7 @@ class CudaEngine final : public Engine {
         cs.lo = c16_lo_.get();
         cs.scale_exp = c_scale_exp_.get();
         if (math_ == AssignMath::Fp16Wgmma) {
-          launch_wgmma_assign(mma_shape_, a, xs, cs, sm_count_, res_.compute);
+          launch_wgmma_assign(mma_shape_, a, xs, cs, sm_count_, pingpong_, res_.compute);
         } else {
           launch_mma_assign(mma_shape_, a, xs, cs, res_.compute);
         }
@@ -525,7 +537,8 @@ class CudaEngine final : public Engine {
   const char* pass_name() const {
     switch (math_) {
       case AssignMath::Fp16Wgmma:
-        return "3xfp16 tensor-core pass (wgmma)";
+        return pingpong_ ? "3xfp16 tensor-core pass (wgmma, ping-pong)"
+                         : "3xfp16 tensor-core pass (wgmma, lockstep)";
       case AssignMath::Fp16Mma:
         return "3xfp16 tensor-core pass (mma.sync)";
       default:
@@ -723,6 +736,7 @@ class CudaEngine final : public Engine {
   int x_scale_exp_ = 0;
   int64_t kpad_ = 0, dpad_ = 0;
   bool resident_ = true;
+  bool pingpong_ = true;  ///< the wgmma pass may use its ping-pong kernel (wgmma_pingpong)
   /// The rows' fp16 split lives in device arrays (x16_hi_ / x16_lo_); else the wgmma pass
   /// splits the float32 rows while staging them into shared memory.
   bool split_arrays_ = false;

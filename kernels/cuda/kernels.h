@@ -120,9 +120,14 @@ void launch_mma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
 /// only): the same shapes and outputs, operands read from shared memory by the tensor cores.
 /// Fast values are identical to the mma.sync pass's; Exact keeps hi.hi and hi.lo + lo.hi in
 /// two accumulators (other values, a tighter bound, fewer fix-ups) and, on rows resident in
-/// shared memory, screens then collects (a.recheck_list). sm_count sizes the collecting grid.
+/// shared memory, screens then collects (a.recheck_list). sm_count sizes the collecting grid
+/// and the persistent ping-pong grid. pingpong: Fast and Screen on resident rows of the
+/// 128-row shape use the ping-pong kernel (a TMA producer warpgroup and two consumer
+/// warpgroups folding out of phase) where its stages fit; false keeps the lockstep kernel
+/// everywhere. Both give bit-identical outputs.
 void launch_wgmma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
-                         const SplitCentroids& cs, int sm_count, cudaStream_t stream);
+                         const SplitCentroids& cs, int sm_count, bool pingpong,
+                         cudaStream_t stream);
 
 /// True when launch_wgmma_assign with this shape and precision keeps a block's rows resident
 /// in shared memory at this dpad (at 128 rows: Exact d <= 256, Fast d <= 704), and so can

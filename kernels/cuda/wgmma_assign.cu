@@ -9,6 +9,7 @@
 // This file is compiled for sm_90a only (kernels/cuda/CMakeLists.txt); the engine picks it
 // only on compute capability 9.0 (tile_config.cpp), and every other device keeps the
 // mma.sync pass.
+#include <cudaTypedefs.h>  // CUtensorMap and the type of cuTensorMapEncodeTiled
 #include <cuda_fp16.h>
 #include <math_constants.h>
 
@@ -59,6 +60,60 @@ __device__ __forceinline__ void fence_operand(float& v) { asm volatile("" : "+f"
 // cp.async writes through the generic proxy; wgmma reads through the async proxy.
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// Transaction barriers (mbarrier) in shared memory: the ping-pong kernel's stage protocol.
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// The producer's arrival, announcing `bytes` of bulk copies that complete on the barrier.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Returns once the barrier's phase of this parity has completed (a fresh barrier counts its
+// phase of parity 1 as completed).
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+// A tile of a 2-D tensor map (box at coordinates c0 innermost, c1) into shared memory at dst,
+// completing `box bytes` of transactions on bar.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1,
+                                            uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
+}
+// Named barriers 1..15 over `count` threads (0 is __syncthreads).
+__device__ __forceinline__ void bar_sync(int id, int count) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void bar_arrive(int id, int count) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
 }
 
 // D (64 x N, fp32, registers) = A (64 x 16, fp16, shared) * B (N x 16, fp16, shared)^T + D
@@ -138,6 +193,136 @@ struct WgmmaTraits {
   static_assert(kMmaDepth == 64, "the 128-byte swizzle holds 64 halves a row");
 };
 
+// How a block turns float32 rows into the fp16 hi / lo halves split_rows makes, while it
+// stages them into shared memory (resident rows without split arrays): the same `centred`,
+// scale and `split`, so the halves are bit-identical; the same bytes read per coordinate (4,
+// as hi + lo), and no per-row fp16 copy of the data in device memory.
+struct RowSplitter {
+  const float* x;
+  const double* shift;
+  int d, scale_exp;
+  bool vec4;       // 16-byte loads: d % 4 == 0 and an aligned base (device rows may be offset)
+  bool mul_scale;  // 2^scale_exp is a normal float: one multiplication, rounded once like
+                   // ldexpf's result (a tenth of its instructions, on every coordinate)
+  float scale;
+
+  __device__ RowSplitter(const AssignArgs& a, const SplitRows& xs) {
+    x = a.x;
+    shift = a.shift;
+    d = a.d;
+    scale_exp = xs.scale_exp;
+    vec4 = d % 4 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+    mul_scale = scale_exp >= -126 && scale_exp <= 127;
+    scale = __int_as_float((mul_scale ? scale_exp + 127 : 127) << 23);
+  }
+
+  // Coordinates c0..c0 + 7 (c0 = kc * 64 + q * 8) of rows row[r] (-1: none, zeros) for the
+  // k-slices kc0 and kc0 + 1, scaled and split: hi to dst + (kc - kc0) * kSlice + r * RS *
+  // 128 bytes, lo (kLo) ksteps slices further; zeros past d. All loads are issued before the
+  // first conversion, so they are in flight together.
+  template <int NR, int RS, int kSlice, bool kLo>
+  __device__ __forceinline__ void stage(unsigned char* dst, const int64_t (&row)[NR], int kc0,
+                                        int q, int ksteps) const {
+    constexpr int KS = 2;
+    float f[KS][NR][8];
+#pragma unroll
+    for (int r = 0; r < NR; ++r) {
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+        const int c0 = (kc0 + ks) * kMmaDepth + q * 8;
+        const float* src = x + (row[r] >= 0 ? row[r] : 0) * d + c0;
+        if (vec4) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const bool in = row[r] >= 0 && c0 + 4 * h < d;
+            const float4 v = in ? __ldg(reinterpret_cast<const float4*>(src) + h)
+                                : make_float4(0.f, 0.f, 0.f, 0.f);
+            f[ks][r][4 * h] = v.x;
+            f[ks][r][4 * h + 1] = v.y;
+            f[ks][r][4 * h + 2] = v.z;
+            f[ks][r][4 * h + 3] = v.w;
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < 8; ++j)
+            f[ks][r][j] = row[r] >= 0 && c0 + j < d ? __ldg(src + j) : 0.f;
+        }
+      }
+    }
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      if (kc0 + ks >= ksteps) break;
+      const int c0 = (kc0 + ks) * kMmaDepth + q * 8;
+      double sh[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) sh[j] = c0 + j < d ? shift[c0 + j] : 0.0;
+#pragma unroll
+      for (int r = 0; r < NR; ++r) {
+        __align__(16) __half hi[8], lo[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          float v = 0.f;
+          if (row[r] >= 0 && c0 + j < d) {
+            const float u = centred(f[ks][r][j], sh[j]);
+            v = mul_scale ? __fmul_rn(u, scale) : ldexpf(u, scale_exp);
+          }
+          split(v, &hi[j], &lo[j]);
+        }
+        unsigned char* out = dst + ks * kSlice + r * RS * 128;
+        *reinterpret_cast<uint4*>(out) = *reinterpret_cast<const uint4*>(hi);
+        if constexpr (kLo)
+          *reinterpret_cast<uint4*>(out + ksteps * kSlice) = *reinterpret_cast<const uint4*>(lo);
+      }
+    }
+  }
+};
+
+// Folds one complete centroid block (columns nb0 .. nb0 + BN - 1) into a thread's two rows:
+// value = alpha * dot + beta, dot = acc (+ acc2, rounded once, kSplit), in ascending column
+// order. Thread (lane l) holds columns nb0 + 8 j + 2 (l % 4) + {0, 1} of rows g and g + 8
+// (acc[4 j + 2 h + q]). Padding columns have beta = +inf, so their values never enter a
+// row's state. The accumulators are only read (values go to temporaries): rewriting them
+// would make the loop carry them in other registers, and ptxas would then wait for every
+// in-flight wgmma at the loop's back edge.
+// The minimum that decides the skip below is taken in two chains (j even, odd): a folding
+// warp of the ping-pong kernel is alone on its scheduler, and waits out every link.
+template <int BN, bool kSplit, class RowTop, int NACC2>
+__device__ __forceinline__ void fold_block(RowTop (&top)[2], const float (&acc)[BN / 2],
+                                           const float (&acc2)[NACC2], const float* beta_all,
+                                           int nb0, int t, float alpha) {
+  auto dot = [&](int i) {
+    if constexpr (kSplit) {
+      return __fadd_rn(acc[i], acc2[i]);
+    } else {
+      return acc[i];
+    }
+  };
+  const int nb = nb0 + 2 * t;
+  const float2* beta = reinterpret_cast<const float2*>(beta_all + nb);  // L1-resident
+  float m[2][2] = {{CUDART_INF_F, CUDART_INF_F}, {CUDART_INF_F, CUDART_INF_F}};
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j) {
+    const float2 b = beta[j * 4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      m[h][j % 2] = fminf(m[h][j % 2], fminf(__fmaf_rn(alpha, dot(4 * j + 2 * h), b.x),
+                                             __fmaf_rn(alpha, dot(4 * j + 2 * h + 1), b.y)));
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    // Most blocks hold nothing below the row's last kept value: folding them (higher
+    // indices, so equal values lose) would change nothing, and is skipped.
+    if (fminf(m[h][0], m[h][1]) < top[h].last()) {
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) {
+        const float2 b = beta[j * 4];
+        top[h].insert_ascending(__fmaf_rn(alpha, dot(4 * j + 2 * h), b.x), nb + j * 8);
+        top[h].insert_ascending(__fmaf_rn(alpha, dot(4 * j + 2 * h + 1), b.y), nb + j * 8 + 1);
+      }
+    }
+  }
+}
+
 // A block of WG warpgroups owns 64 WG points (a row tile; Collect's blocks loop over tiles)
 // and walks the flattened (centroid block of BN, k step of 64) tiles through a 3-stage
 // cp.async pipeline; warpgroup w multiplies its 64 rows by the BN centroids with m64nBNk16
@@ -188,86 +373,15 @@ __global__ void __launch_bounds__(WG * 128,
   constexpr int RS = NTH / 8;
   const int q = tid % 8, r0 = tid / 8;
   const int swz = (q ^ (r0 & 7)) << 4;
-  // Rows of k-slice k0 into sa (the slice's BM x 64 halves, swizzled).
   // Row i of the launch's sequence (-1 past its end): the listed rows, or all rows.
   auto row_at = [&](int64_t i) -> int64_t {
     if (i >= nrows) return -1;
     return kList ? int64_t(a.recheck_list[i]) : i;
   };
   int64_t m0 = 0;  // first row (of the sequence) of the block's current tile
-  // Resident rows without split arrays (xs.hi null) are split here, from the float32 rows,
-  // exactly as split_rows does: the same bytes read (4 a coordinate, as hi + lo), and no
-  // per-row fp16 copy of the data in device memory.
+  // Resident rows without split arrays (xs.hi null) are split here, from the float32 rows.
   const bool split_here = kResident && xs.hi == nullptr;
-  // Vector loads need 16-byte aligned rows: d % 4 == 0 and an aligned base (a caller's device
-  // pointer may be offset).
-  const int d = a.d;
-  const bool vec4 = d % 4 == 0 && (reinterpret_cast<uintptr_t>(a.x) & 15) == 0;
-  // The scale 2^scale_exp as one float multiplication where 2^scale_exp is a normal float:
-  // the product is then rounded once, exactly like ldexpf's result (a tenth of its
-  // instructions, and this runs on every coordinate of every assignment).
-  const bool mul_scale = xs.scale_exp >= -126 && xs.scale_exp <= 127;
-  const float scale = __int_as_float((mul_scale ? xs.scale_exp + 127 : 127) << 23);
-  // Coordinates c0..c0 + 7 (c0 = kc * 64 + q * 8) of the thread's rows for the k-slices kc0
-  // and kc0 + 1 into the hi slices (and the lo slices ksteps slices further), scaled and
-  // split; zeros past d and past the rows' end. All loads are issued before the first
-  // conversion, so they are in flight together.
-  auto split_rows_to_smem = [&](unsigned char* sa, int kc0) {
-    constexpr int NR = BM / RS, KS = 2;
-    float f[KS][NR][8];
-    bool valid[NR];
-#pragma unroll
-    for (int r = 0; r < NR; ++r) {
-      const int64_t row = row_at(m0 + r0 + r * RS);
-      valid[r] = row >= 0;
-#pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {
-        const int c0 = (kc0 + ks) * BK + q * 8;
-        const float* src = a.x + (row >= 0 ? row : 0) * d + c0;
-        if (vec4) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const bool in = row >= 0 && c0 + 4 * h < d;
-            const float4 v = in ? __ldg(reinterpret_cast<const float4*>(src) + h)
-                                : make_float4(0.f, 0.f, 0.f, 0.f);
-            f[ks][r][4 * h] = v.x;
-            f[ks][r][4 * h + 1] = v.y;
-            f[ks][r][4 * h + 2] = v.z;
-            f[ks][r][4 * h + 3] = v.w;
-          }
-        } else {
-#pragma unroll
-          for (int j = 0; j < 8; ++j) f[ks][r][j] = row >= 0 && c0 + j < d ? __ldg(src + j) : 0.f;
-        }
-      }
-    }
-#pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {
-      if (kc0 + ks >= ksteps) break;
-      const int c0 = (kc0 + ks) * BK + q * 8;
-      double sh[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) sh[j] = c0 + j < d ? a.shift[c0 + j] : 0.0;
-#pragma unroll
-      for (int r = 0; r < NR; ++r) {
-        __align__(16) __half hi[8], lo[8];
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          float v = 0.f;
-          if (valid[r] && c0 + j < d) {
-            const float u = centred(f[ks][r][j], sh[j]);
-            v = mul_scale ? __fmul_rn(u, scale) : ldexpf(u, xs.scale_exp);
-          }
-          split(v, &hi[j], &lo[j]);
-        }
-        unsigned char* dst = sa + (ks * Traits::kABytes) + r * RS * Traits::kRowBytes;
-        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(hi);
-        if constexpr (P == 2)
-          *reinterpret_cast<uint4*>(dst + ksteps * Traits::kABytes) =
-              *reinterpret_cast<const uint4*>(lo);
-      }
-    }
-  };
+  const RowSplitter splitter(a, xs);
   auto issue_rows = [&](unsigned char* sa, const __half* src, int k0) {
 #pragma unroll
     for (int r = 0; r < BM; r += RS) {
@@ -324,8 +438,13 @@ __global__ void __launch_bounds__(WG * 128,
       // After the first centroid tiles are requested, so their copies overlap these loads.
       // Plain stores: the first tile's fence.proxy.async and barrier publish them to wgmma.
       if (split_here) {
+        constexpr int NR = BM / RS;
+        int64_t rows[NR];
+#pragma unroll
+        for (int r = 0; r < NR; ++r) rows[r] = row_at(m0 + r0 + r * RS);
         for (int kc = 0; kc < ksteps; kc += 2)
-          split_rows_to_smem(smem + kc * Traits::kABytes + r0 * Traits::kRowBytes + swz, kc);
+          splitter.stage<NR, RS, Traits::kABytes, P == 2>(
+              smem + kc * Traits::kABytes + r0 * Traits::kRowBytes + swz, rows, kc, q, ksteps);
       }
     }
     // Two loops, so that wgmma are in flight only across the inner loop's back edge: with the
@@ -380,43 +499,7 @@ __global__ void __launch_bounds__(WG * 128,
         for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
 #pragma unroll
         for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
-        // The block's dot products: acc, or acc + acc2 rounded once (kSplit).
-        auto dot = [&](int i) {
-          if constexpr (kSplit) {
-            return __fadd_rn(acc[i], acc2[i]);
-          } else {
-            return acc[i];
-          }
-        };
-        // Padding columns have beta = +inf, so their values never enter a row's state. The
-        // accumulators stay as the wgmma left them (values go to temporaries): rewriting them
-        // here would make the loop carry them in other registers, and ptxas would then wait
-        // for every in-flight wgmma at the loop's back edge.
-        const int nb = nt * BN + 2 * t;
-        const float2* beta = reinterpret_cast<const float2*>(a.c.beta + nb);  // L1-resident
-        float m[2] = {CUDART_INF_F, CUDART_INF_F};
-#pragma unroll
-        for (int j = 0; j < BN / 8; ++j) {
-          const float2 b = beta[j * 4];
-#pragma unroll
-          for (int h = 0; h < 2; ++h)
-            m[h] = fminf(m[h], fminf(__fmaf_rn(alpha, dot(4 * j + 2 * h), b.x),
-                                     __fmaf_rn(alpha, dot(4 * j + 2 * h + 1), b.y)));
-        }
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          // Most blocks hold nothing below the row's last kept value: folding them (higher
-          // indices, so equal values lose) would change nothing, and is skipped.
-          if (m[h] < top[h].last()) {
-#pragma unroll
-            for (int j = 0; j < BN / 8; ++j) {
-              const float2 b = beta[j * 4];
-              top[h].insert_ascending(__fmaf_rn(alpha, dot(4 * j + 2 * h), b.x), nb + j * 8);
-              top[h].insert_ascending(__fmaf_rn(alpha, dot(4 * j + 2 * h + 1), b.y),
-                                      nb + j * 8 + 1);
-            }
-          }
-        }
+        fold_block<BN, kSplit>(top, acc, acc2, a.c.beta, nt * BN, t, alpha);
       }
     }
     cp_async_wait<0>();
@@ -442,6 +525,218 @@ __global__ void __launch_bounds__(WG * 128,
 #endif  // FLASHKM_WGMMA
 }
 
+// The ping-pong schedule of the resident roles without a list (Fast, Screen), on 128-row
+// tiles: per block one producer warpgroup and two consumer warpgroups, the grid persistent
+// over the row tiles. In wgmma_assign_kernel both warpgroups issue their products, wait, then
+// fold, so the tensor cores idle while the block folds (ncu, run 29: Screen at 63-73 % of the
+// fp16 rate, Fast at 37-48 %). Here:
+//  * the producer (one thread) copies each (centroid block, k-slice) tile, hi (and lo), with
+//    the bulk tensor copy engine (TMA; 128-byte swizzle, the layout smem_desc describes) into
+//    a ring of `stages` stages; full[s] completes when a stage's bytes have landed, empty[s]
+//    when the 8 consumer warps are done with it;
+//  * consumer warpgroup c owns rows 64 c .. 64 c + 63 of the tile, resident in shared memory
+//    (staged by itself, so one warpgroup stages while the other multiplies); the two take
+//    turns issuing the products of one centroid block (named barriers 1 and 2: "warpgroup 0 /
+//    1 issues next"), so one folds its block while the tensor cores work on the other's.
+// Each accumulator sees the same wgmma sequence as in wgmma_assign_kernel (k ascending; hi.hi,
+// then hi.lo and lo.hi), and the fold and the routing are the same functions, so values,
+// bounds, labels and fix-up lists are bit-identical.
+constexpr int kPingPongThreads = 384;
+constexpr int kMaxStages = 8;
+// setmaxnreg moves registers from the producer to the consumers: 128 x 40 + 256 x 232 =
+// 64512, what 384 threads of 168 (the cap of __launch_bounds__(384, 1)) hold.
+constexpr int kProducerRegs = 40, kConsumerRegs = 232;
+
+template <int BN, Role kRole>
+__global__ void __launch_bounds__(kPingPongThreads, 1)
+    wgmma_pingpong_kernel(const AssignArgs a, const SplitRows xs, const SplitCentroids cs,
+                          const __grid_constant__ CUtensorMap cmap_hi,
+                          const __grid_constant__ CUtensorMap cmap_lo, int stages) {
+#ifdef FLASHKM_WGMMA
+  static_assert(kRole == Role::Fast || kRole == Role::Screen, "resident roles without a list");
+  constexpr bool kThree = kRole == Role::Screen, kSplit = kThree;
+  using Traits = WgmmaTraits<BN, 2, kThree, true>;
+  constexpr int P = Traits::kParts, BK = kMmaDepth, NACC = BN / 2, NACC2 = kSplit ? NACC : 1;
+  constexpr int kStageBytes = P * Traits::kBBytes;
+  using RowTop = std::conditional_t<kThree, Top2, TopK<1>>;
+  __shared__ __align__(8) uint64_t bars[2 * kMaxStages];  // full[s], then empty[s]
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  const uint32_t pad = ((raw + 1023u) & ~1023u) - raw;  // swizzle atoms are 1024-aligned
+  unsigned char* smem = smem_raw + pad;  // resident rows (P x ksteps slices), then stages
+  const uint32_t rbase = raw + pad;
+  const uint32_t full0 = static_cast<uint32_t>(__cvta_generic_to_shared(bars));
+  const uint32_t empty0 = full0 + 8 * kMaxStages;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int ksteps = xs.dpad / BK, ntiles = (a.c.k + BN - 1) / BN;
+  const int64_t row_tiles = (a.rows + Traits::kRows - 1) / Traits::kRows;
+  const uint32_t sbase = rbase + P * ksteps * Traits::kABytes;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < stages; ++s) {
+      mbar_init(full0 + 8 * s, 1);
+      mbar_init(empty0 + 8 * s, 8);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warp < 4) {  // the producer warpgroup: its first thread issues every copy
+    setmaxnreg_dec<kProducerRegs>();
+    if (threadIdx.x == 0) {
+      int s = 0;
+      uint32_t phase = 0;  // parity of the stages' current round
+      for (int64_t mt = blockIdx.x; mt < row_tiles; mt += gridDim.x) {
+        for (int nt = 0; nt < ntiles; ++nt) {
+          for (int kc = 0; kc < ksteps; ++kc) {
+            mbar_wait(empty0 + 8 * s, phase ^ 1);
+            const uint32_t full = full0 + 8 * s, st = sbase + s * kStageBytes;
+            mbar_arrive_expect_tx(full, kStageBytes);
+            tma_load_2d(st, &cmap_hi, kc * BK, nt * BN, full);
+            if constexpr (P == 2)
+              tma_load_2d(st + Traits::kBBytes, &cmap_lo, kc * BK, nt * BN, full);
+            if (++s == stages) {
+              s = 0;
+              phase ^= 1;
+            }
+          }
+        }
+      }
+    }
+    return;
+  }
+  setmaxnreg_inc<kConsumerRegs>();
+  const int c = warp / 4 - 1;  // consumer warpgroup 0 or 1
+  const int ct = threadIdx.x - 128 * (c + 1), wq = warp % 4, g = lane / 4, t = lane % 4;
+  const int ec = *cs.scale_exp;
+  const float alpha = ldexpf(a.inner_product ? -1.f : -2.f, -(xs.scale_exp + ec));
+  // Thread ct stages 16-byte chunk ct % 8 of its warpgroup's rows ct / 8 + 16 r: a multiple
+  // of 8 apart, so its chunks share one swizzled position.
+  constexpr int RS = 16, NR = 64 / RS;
+  const int q = ct % 8, r0 = ct / 8;
+  unsigned char* my_rows = smem + (c * 64 + r0) * Traits::kRowBytes + ((q ^ (r0 & 7)) << 4);
+  const RowSplitter splitter(a, xs);
+  const __half* xsrc[2] = {static_cast<const __half*>(xs.hi), static_cast<const __half*>(xs.lo)};
+  int s = 0, rs = 0;               // the stage to read next, the stage to release next
+  uint32_t phase = 0;              // parity of stage s's current round
+  if (c == 1) bar_arrive(1, 256);  // warpgroup 0 issues first
+  for (int64_t mt = blockIdx.x; mt < row_tiles; mt += gridDim.x) {
+    const int64_t m0 = mt * Traits::kRows + c * 64;
+    bar_sync(3 + c, 128);  // the warpgroup's products over its previous rows are complete
+    int64_t rows[NR];
+#pragma unroll
+    for (int r = 0; r < NR; ++r) {
+      const int64_t row = m0 + r0 + r * RS;
+      rows[r] = row < a.rows ? row : -1;
+    }
+    if (xs.hi == nullptr) {
+      for (int kc = 0; kc < ksteps; kc += 2)
+        splitter.stage<NR, RS, Traits::kABytes, P == 2>(my_rows + kc * Traits::kABytes, rows, kc, q,
+                                                        ksteps);
+    } else {
+      for (int p = 0; p < P; ++p)
+        for (int kc = 0; kc < ksteps; ++kc)
+#pragma unroll
+          for (int r = 0; r < NR; ++r)
+            cp_async16(my_rows + (p * ksteps + kc) * Traits::kABytes + r * RS * Traits::kRowBytes,
+                       xsrc[p] + (rows[r] >= 0 ? rows[r] : 0) * xs.dpad + kc * BK + q * 8,
+                       rows[r] >= 0);
+      cp_async_commit();
+      cp_async_wait<0>();
+    }
+    fence_proxy_async();  // written through the generic proxy, read by wgmma (async proxy)
+    bar_sync(3 + c, 128);
+    if (xs.hi == nullptr) {
+      // The warpgroup's rows of its next tile, into L2: staged from device memory, their
+      // loads would keep both warpgroups from multiplying for a DRAM latency or two.
+      const int64_t next = m0 + int64_t(gridDim.x) * Traits::kRows + ct / 2;
+      if (next < a.rows) {
+        const char* p = reinterpret_cast<const char*>(a.x + next * a.d);
+        for (int off = (ct % 2) * 128; off < 4 * a.d; off += 256) prefetch_l2(p + off);
+      }
+    }
+
+    RowTop top[2];
+    top[0].clear();
+    top[1].clear();
+    float acc[NACC], acc2[NACC2];
+#pragma unroll
+    for (int i = 0; i < NACC; ++i) acc[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < NACC2; ++i) acc2[i] = 0.f;
+    for (int nt = 0; nt < ntiles; ++nt) {
+      bar_sync(1 + c, 256);  // the other warpgroup has issued its products of the last block
+      for (int kc = 0; kc < ksteps; ++kc) {
+        mbar_wait(full0 + 8 * s, phase);
+        const uint32_t st = sbase + s * kStageBytes;
+        uint64_t da[P], db[P];
+#pragma unroll
+        for (int p = 0; p < P; ++p) {
+          da[p] =
+              smem_desc(rbase + (p * ksteps + kc) * Traits::kABytes + c * 64 * Traits::kRowBytes);
+          db[p] = smem_desc(st + p * Traits::kBBytes);
+        }
+#pragma unroll
+        for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
+#pragma unroll
+        for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; ++kk) {
+          const uint64_t step = uint64_t(kk * 32 >> 4);  // 16 halves further along every row
+          const int keep = (kc > 0 || kk > 0) ? 1 : 0;   // 0: the block's first step
+          wgmma_tile<BN>(acc, da[0] + step, db[0] + step, keep);
+          if constexpr (kSplit) {
+            wgmma_tile<BN>(acc2, da[0] + step, db[P - 1] + step, keep);
+            wgmma_tile<BN>(acc2, da[P - 1] + step, db[0] + step, 1);
+          }
+        }
+        wgmma_commit();
+#pragma unroll
+        for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
+#pragma unroll
+        for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
+        if (++s == stages) {
+          s = 0;
+          phase ^= 1;
+        }
+      }
+      bar_arrive(2 - c, 256);  // the other warpgroup's turn
+      wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
+#pragma unroll
+      for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
+      for (int kc = 0; kc < ksteps; ++kc) {
+        if (lane == 0) mbar_arrive(empty0 + 8 * rs);
+        if (++rs == stages) rs = 0;
+      }
+      fold_block<BN, kSplit>(top, acc, acc2, a.c.beta, nt * BN, t, alpha);
+    }
+
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int off = 1; off < 4; off *= 2) top[h].merge_lane(off);
+    if (t == 0) {
+      const bool certify = kThree && a.certify;
+      const double C = certify ? *a.c.max_norm : 0;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t row = m0 + wq * 16 + g + 8 * h;
+        if (row >= a.rows) continue;
+        const double X = certify ? a.xnorm[row] : 0;
+        const double e =
+            certify ? mma_bound(a.inner_product, kSplit, a.d, xs.dpad, X, C, xs.scale_exp, ec) : 0;
+        route_row(a, row, top[h], e, X, C);
+      }
+    }
+  }
+  if (c == 0) bar_sync(1, 256);  // takes warpgroup 1's last "warpgroup 0 issues next"
+#endif                           // FLASHKM_WGMMA
+}
+
 template <int BN, int WG, bool kResident, Role kRole>
 void launch_wgmma(const AssignArgs& a, const SplitRows& xs, const SplitCentroids& cs,
                   int64_t blocks, cudaStream_t stream) {
@@ -452,6 +747,70 @@ void launch_wgmma(const AssignArgs& a, const SplitRows& xs, const SplitCentroids
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   kernel<<<unsigned(blocks), Traits::kThreads, smem, stream>>>(a, xs, cs);
   FLASHKM_CUDA_CHECK_LAUNCH(wgmma_assign_kernel);
+}
+
+// The driver's cuTensorMapEncodeTiled, through the runtime (no link to libcuda).
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    FLASHKM_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000,
+                                                        cudaEnableDefault, &found));
+    FLASHKM_THROW_IF_NOT(found == cudaDriverEntryPointSuccess && f != nullptr,
+                         "the CUDA driver has no cuTensorMapEncodeTiled (query result %d)",
+                         int(found));
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// Tensor map of a kpad x dpad fp16 centroid array (SplitCentroids) read in boxes of `rows`
+// centroids x 64 halves, stored with the 128-byte swizzle (smem_desc's layout).
+CUtensorMap centroid_map(const void* base, int kpad, int dpad, int rows) {
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {cuuint64_t(dpad), cuuint64_t(kpad)};
+  const cuuint64_t strides[1] = {cuuint64_t(dpad) * sizeof(__half)};
+  const cuuint32_t box[2] = {cuuint32_t(kMmaDepth), cuuint32_t(rows)};
+  const cuuint32_t unit[2] = {1, 1};
+  const CUresult r = tensor_map_encoder()(
+      &map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, const_cast<void*>(base), dims, strides, box, unit,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  FLASHKM_THROW_IF_NOT(r == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed (%d) for %d x %d halves",
+                       int(r), kpad, dpad);
+  return map;
+}
+
+// Stages of the ping-pong kernel at this dpad: as many as fit beside the resident rows (up
+// to kMaxStages), or 0 when fewer than two centroid blocks (2 ksteps) fit, which would let
+// the producer refill a block's stages only after both warpgroups are done with it.
+template <int BN, bool kThree>
+int pingpong_stages(int dpad) {
+  using Traits = WgmmaTraits<BN, 2, kThree, true>;
+  const int ksteps = dpad / kMmaDepth;
+  const size_t rows = size_t(Traits::kParts) * Traits::kABytes * ksteps;
+  const size_t stage = size_t(Traits::kParts) * Traits::kBBytes;
+  const size_t room = kSmemOptin - 1024 - sizeof(uint64_t) * 2 * kMaxStages;
+  if (rows >= room) return 0;
+  const int stages = int(std::min<size_t>(kMaxStages, (room - rows) / stage));
+  return stages >= 2 * ksteps ? stages : 0;
+}
+
+template <int BN, Role kRole>
+void launch_pingpong(const AssignArgs& a, const SplitRows& xs, const SplitCentroids& cs, int stages,
+                     int sm_count, cudaStream_t stream) {
+  using Traits = WgmmaTraits<BN, 2, kRole != Role::Fast, true>;
+  auto kernel = wgmma_pingpong_kernel<BN, kRole>;
+  const size_t smem = size_t(Traits::kParts) * Traits::kABytes * (xs.dpad / kMmaDepth) +
+                      size_t(stages) * Traits::kParts * Traits::kBBytes + 1024;
+  const CUtensorMap hi = centroid_map(cs.hi, a.c.kpad, xs.dpad, BN);
+  const CUtensorMap lo = kRole == Role::Fast ? hi : centroid_map(cs.lo, a.c.kpad, xs.dpad, BN);
+  const int64_t tiles = (a.rows + Traits::kRows - 1) / Traits::kRows;
+  FLASHKM_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  kernel<<<unsigned(std::min<int64_t>(tiles, sm_count)), kPingPongThreads, smem, stream>>>(
+      a, xs, cs, hi, lo, stages);
+  FLASHKM_CUDA_CHECK_LAUNCH(wgmma_pingpong_kernel);
 }
 
 // Rows stay resident when they fit beside three stages in the 227 KB a block may hold (the
@@ -470,14 +829,21 @@ bool rows_resident(int dpad) {
 
 template <int S, bool kThree>
 void launch_wgmma_shape(const AssignArgs& a, const SplitRows& xs, const SplitCentroids& cs,
-                        int sm_count, cudaStream_t stream) {
+                        int sm_count, bool pingpong, cudaStream_t stream) {
   constexpr MmaTiles t = kMmaShapes[S];
   static_assert(t.rows % 64 == 0, "a warpgroup owns 64 rows");
   constexpr int BN = t.centroids, WG = t.rows / 64;
   const int64_t tiles = (a.rows + t.rows - 1) / t.rows;
   const bool resident = rows_resident<S, kThree>(xs.dpad);
   FLASHKM_ASSERT(resident || xs.hi != nullptr);  // streamed row slices come from split arrays
+  int stages = 0;
+  if constexpr (WG == 2) {
+    if (pingpong && resident) stages = pingpong_stages<BN, kThree>(xs.dpad);
+  }
   if (!kThree) {
+    if constexpr (WG == 2) {
+      if (stages > 0) return launch_pingpong<BN, Role::Fast>(a, xs, cs, stages, sm_count, stream);
+    }
     if (resident) {
       launch_wgmma<BN, WG, true, Role::Fast>(a, xs, cs, tiles, stream);
     } else {
@@ -485,7 +851,14 @@ void launch_wgmma_shape(const AssignArgs& a, const SplitRows& xs, const SplitCen
     }
   } else if (resident) {
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(a.recheck_count, 0, sizeof(int), stream));
-    launch_wgmma<BN, WG, true, Role::Screen>(a, xs, cs, tiles, stream);
+    bool screened = false;
+    if constexpr (WG == 2) {
+      if (stages > 0) {
+        launch_pingpong<BN, Role::Screen>(a, xs, cs, stages, sm_count, stream);
+        screened = true;
+      }
+    }
+    if (!screened) launch_wgmma<BN, WG, true, Role::Screen>(a, xs, cs, tiles, stream);
     launch_wgmma<BN, WG, true, Role::Collect>(a, xs, cs, std::min<int64_t>(tiles, sm_count),
                                               stream);
   } else {
@@ -504,21 +877,22 @@ bool wgmma_splits_rows(int shape, bool exact, int dpad) {
 }
 
 void launch_wgmma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
-                         const SplitCentroids& cs, int sm_count, cudaStream_t stream) {
+                         const SplitCentroids& cs, int sm_count, bool pingpong,
+                         cudaStream_t stream) {
   static_assert(kNumMmaShapes == 2, "add the new shape to the switch below");
   if (a.rows == 0) return;
   switch (shape * 2 + (a.certify ? 1 : 0)) {
     case 0:
-      launch_wgmma_shape<0, false>(a, xs, cs, sm_count, stream);
+      launch_wgmma_shape<0, false>(a, xs, cs, sm_count, pingpong, stream);
       break;
     case 1:
-      launch_wgmma_shape<0, true>(a, xs, cs, sm_count, stream);
+      launch_wgmma_shape<0, true>(a, xs, cs, sm_count, pingpong, stream);
       break;
     case 2:
-      launch_wgmma_shape<1, false>(a, xs, cs, sm_count, stream);
+      launch_wgmma_shape<1, false>(a, xs, cs, sm_count, pingpong, stream);
       break;
     case 3:
-      launch_wgmma_shape<1, true>(a, xs, cs, sm_count, stream);
+      launch_wgmma_shape<1, true>(a, xs, cs, sm_count, pingpong, stream);
       break;
     default:
       FLASHKM_THROW("tensor-core shape %d is not compiled (0..%d)", shape, kNumMmaShapes - 1);

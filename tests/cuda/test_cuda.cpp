@@ -722,6 +722,54 @@ TEST(CudaTensorPasses, RowSplitInSharedMemoryEqualsSplitArrays) {
   EXPECT_GT(fixups, 0);  // the lo halves were exercised by the bound
 }
 
+// The ping-pong kernel (Fast and Screen on resident rows of the 128-row shape: a TMA producer
+// warpgroup, two consumer warpgroups folding out of phase, a persistent grid) feeds every
+// accumulator the same wgmma sequence as the lockstep kernel (FLASHKM_CUDA_WGMMA=lockstep),
+// so everything, fix-up counts included, must be bit-identical. Shapes: more row tiles than
+// SMs (20000 rows = 157 tiles: some blocks walk two), a partial last tile, k not a
+// multiple of 128 (padding columns), d = 200 (four k-slices: Fast takes the ping-pong kernel
+// with 8 stages, Exact's rows leave too little room and it stays lockstep), d = 64 (one
+// k-slice), inner product; rows split in shared memory and from split arrays; resident and
+// streamed chunks.
+TEST(CudaTensorPasses, PingPongEqualsLockstep) {
+  if (detail::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  if (!wgmma_device()) GTEST_SKIP() << "the ping-pong kernel is wgmma's (compute 9.0)";
+  MathScope math("fp16");
+  int64_t fixups = 0;
+  for (const Shape& s :
+       {Shape{20000, 32, 300, Metric::L2, 401}, Shape{3000, 128, 1000, Metric::L2, 402},
+        Shape{5000, 200, 260, Metric::L2, 403, 2.f},
+        Shape{2500, 64, 150, Metric::InnerProduct, 404}}) {
+    const std::vector<float> x = make_data(s);
+    const std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+    for (Precision precision : {Precision::Exact, Precision::Fast}) {
+      for (bool arrays : {false, true}) {
+        for (size_t budget : {size_t(0), size_t(2048) * (8 * s.d + 8)}) {
+          SCOPED_TRACE(describe(s) + " precision=" + to_string(precision) +
+                       " arrays=" + std::to_string(arrays) + " budget=" + std::to_string(budget));
+          std::unique_ptr<EnvScope> split;
+          if (arrays) split = std::make_unique<EnvScope>("FLASHKM_CUDA_ROW_SPLIT", "arrays");
+          KMeansParams p = params_for(s);
+          p.precision = precision;
+          p.device_memory_budget = budget;
+          auto pingpong = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+          std::unique_ptr<Engine> lockstep;
+          {
+            EnvScope scope("FLASHKM_CUDA_WGMMA", "lockstep");
+            lockstep = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+          }
+          Step a = run_step(*pingpong, c), b = run_step(*lockstep, c);
+          expect_same(a, b, "ping-pong vs lockstep");
+          expect_same(run_step(*pingpong, a.centroids), run_step(*lockstep, b.centroids),
+                      "second step");
+          fixups += a.out.fixups;
+        }
+      }
+    }
+  }
+  EXPECT_GT(fixups, 0);  // Screen listed rows for the collecting pass
+}
+
 // Device memory the engine holds (its own count, printed when verbose): with the rows split
 // in shared memory, resident data costs x and 52 bytes a row of scratch; the split arrays
 // would add exactly 4 dpad bytes a row.
