@@ -277,6 +277,20 @@ struct RowSplitter {
   }
 };
 
+// One level of fold_block's tree over groups: lo[i] = min(lo[i], lo[i + W]) for i < W and,
+// kTwo, hi[i] the second smallest of the two groups' values; then the next level.
+template <int W, bool kTwo, int N, int NH>
+__device__ __forceinline__ void tree_min(float (&lo)[N], float (&hi)[NH]) {
+  if constexpr (W >= 1) {
+#pragma unroll
+    for (int i = 0; i < W; ++i) {
+      if constexpr (kTwo) hi[i] = fminf(fmaxf(lo[i], lo[i + W]), fminf(hi[i], hi[i + W]));
+      lo[i] = fminf(lo[i], lo[i + W]);
+    }
+    tree_min<W / 2, kTwo>(lo, hi);
+  }
+}
+
 // Folds one complete centroid block (columns nb0 .. nb0 + BN - 1) into a thread's two rows:
 // value = alpha * dot + beta, dot = acc (+ acc2, rounded once, kSplit), in ascending column
 // order. Thread (lane l) holds columns nb0 + 8 j + 2 (l % 4) + {0, 1} of rows g and g + 8
@@ -284,8 +298,15 @@ struct RowSplitter {
 // row's state. The accumulators are only read (values go to temporaries): rewriting them
 // would make the loop carry them in other registers, and ptxas would then wait for every
 // in-flight wgmma at the loop's back edge.
-// The minimum that decides the skip below is taken in two chains (j even, odd): a folding
-// warp of the ping-pong kernel is alone on its scheduler, and waits out every link.
+// Fast's TopK<1> and Screen's Top2 take a row's BN / 4 values of the block as a whole
+// instead of one insert after another: their minimum (and Screen's second smallest) by a
+// tree, and, only when the block holds a new best, the first column holding it by a search;
+// Screen's values at or above the best only lower the others' minimum. Fewer compare-select
+// instructions and no chain through every value: the fold of a ping-pong warpgroup, alone on
+// its schedulers, is what the tensor cores wait for (ncu run 40; run 41: Fast -11 % at 10M
+// x128 K4096). Same states as the serial fold (the smallest pair, and the smallest value of
+// every other index), bit for bit. TopK<kTop> (Exact, Collect) inserts value by value, its
+// skip test's minimum taken in two chains (j even, odd).
 template <int BN, bool kSplit, class RowTop, int NACC2>
 __device__ __forceinline__ void fold_block(RowTop (&top)[2], const float (&acc)[BN / 2],
                                            const float (&acc2)[NACC2], const float* beta_all,
@@ -299,6 +320,52 @@ __device__ __forceinline__ void fold_block(RowTop (&top)[2], const float (&acc)[
   };
   const int nb = nb0 + 2 * t;
   const float2* beta = reinterpret_cast<const float2*>(beta_all + nb);  // L1-resident
+  constexpr bool kTop1 = std::is_same_v<RowTop, TopK<1>>, kTop2 = std::is_same_v<RowTop, Top2>;
+  if constexpr (kTop1 || kTop2) {
+    constexpr int NV = BN / 4;  // value i of a row: column nb + 8 (i / 2) + i % 2
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float v[NV];
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) {
+        const float2 b = beta[j * 4];
+        v[2 * j] = __fmaf_rn(alpha, dot(4 * j + 2 * h), b.x);
+        v[2 * j + 1] = __fmaf_rn(alpha, dot(4 * j + 2 * h + 1), b.y);
+      }
+      // lo[i]: the smallest of values 2 i, 2 i + 1 and then of ever larger groups; hi[i]
+      // (Top2): the second smallest of the same group (duplicates count twice).
+      float lo[NV / 2], hi[kTop2 ? NV / 2 : 1];
+#pragma unroll
+      for (int i = 0; i < NV / 2; ++i) {
+        lo[i] = fminf(v[2 * i], v[2 * i + 1]);
+        if constexpr (kTop2) hi[i] = fmaxf(v[2 * i], v[2 * i + 1]);
+      }
+      tree_min<NV / 4, kTop2>(lo, hi);
+      const float m = lo[0];
+      bool better;
+      if constexpr (kTop1) {
+        better = m < top[h].v[0];
+      } else {
+        better = m < top[h].v0;
+      }
+      if (better) {  // the block holds a new best: its first column
+        int c = 0;
+#pragma unroll
+        for (int i = NV - 1; i >= 0; --i) c = v[i] == m ? nb + 8 * (i / 2) + i % 2 : c;
+        if constexpr (kTop1) {
+          top[h].v[0] = m;
+          top[h].i[0] = c;
+        } else {
+          top[h].v1 = fminf(top[h].v0, hi[0]);  // the old best joins the others
+          top[h].v0 = m;
+          top[h].i0 = c;
+        }
+      } else if constexpr (kTop2) {
+        top[h].v1 = fminf(top[h].v1, m);  // every value of the block belongs to the others
+      }
+    }
+    return;
+  }
   float m[2][2] = {{CUDART_INF_F, CUDART_INF_F}, {CUDART_INF_F, CUDART_INF_F}};
 #pragma unroll
   for (int j = 0; j < BN / 8; ++j) {
