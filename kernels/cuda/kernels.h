@@ -122,9 +122,9 @@ void launch_mma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
 /// two accumulators (other values, a tighter bound, fewer fix-ups) and, on rows resident in
 /// shared memory, screens then collects (a.recheck_list). sm_count sizes the collecting grid
 /// and the persistent ping-pong grid. pingpong: Fast and Screen on resident rows of the
-/// 128-row shape use the ping-pong kernel (a TMA producer warpgroup and two consumer
-/// warpgroups folding out of phase) where its stages fit; false keeps the lockstep kernel
-/// everywhere. Both give bit-identical outputs.
+/// 128-row shape use the ping-pong kernel (a TMA producer warpgroup and three (Fast) or two
+/// (Screen) consumer warpgroups taking turns, so the others fold while one multiplies) where
+/// its stages fit; false keeps the lockstep kernel everywhere. Both give bit-identical outputs.
 void launch_wgmma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
                          const SplitCentroids& cs, int sm_count, bool pingpong,
                          cudaStream_t stream);

@@ -592,37 +592,48 @@ __global__ void __launch_bounds__(WG * 128,
 #endif  // FLASHKM_WGMMA
 }
 
-// The ping-pong schedule of the resident roles without a list (Fast, Screen), on 128-row
-// tiles: per block one producer warpgroup and two consumer warpgroups, the grid persistent
+// The ping-pong schedule of the resident roles without a list (Fast, Screen), on 64 NC-row
+// tiles: per block one producer warpgroup and NC consumer warpgroups, the grid persistent
 // over the row tiles. In wgmma_assign_kernel both warpgroups issue their products, wait, then
 // fold, so the tensor cores idle while the block folds (ncu, run 29: Screen at 63-73 % of the
 // fp16 rate, Fast at 37-48 %). Here:
 //  * the producer (one thread) copies each (centroid block, k-slice) tile, hi (and lo), with
 //    the bulk tensor copy engine (TMA; 128-byte swizzle, the layout smem_desc describes) into
 //    a ring of `stages` stages; full[s] completes when a stage's bytes have landed, empty[s]
-//    when the 8 consumer warps are done with it;
+//    when the 4 NC consumer warps are done with it;
 //  * consumer warpgroup c owns rows 64 c .. 64 c + 63 of the tile, resident in shared memory
-//    (staged by itself, so one warpgroup stages while the other multiplies); the two take
-//    turns issuing the products of one centroid block (named barriers 1 and 2: "warpgroup 0 /
-//    1 issues next"), so one folds its block while the tensor cores work on the other's.
+//    (staged by itself, so one warpgroup stages while another multiplies); they take turns
+//    issuing the products of one centroid block, 0, 1, .., NC - 1, 0, ... (named barrier
+//    1 + c: "warpgroup c issues next"), so the others fold while the tensor cores work on
+//    one's products. Fast runs three (run 42: its fold outlasts a warpgroup's products about
+//    3x, so with two the tensor cores waited: 10M x128 K4096 kernel 24.8 -> 20.9 ms), Screen
+//    two (its fold is shorter against three products, and it needs 232 registers).
 // Each accumulator sees the same wgmma sequence as in wgmma_assign_kernel (k ascending; hi.hi,
 // then hi.lo and lo.hi), and the fold and the routing are the same functions, so values,
 // bounds, labels and fix-up lists are bit-identical.
-constexpr int kPingPongThreads = 384;
 constexpr int kMaxStages = 8;
-// setmaxnreg moves registers from the producer to the consumers: 128 x 40 + 256 x 232 =
-// 64512, what 384 threads of 168 (the cap of __launch_bounds__(384, 1)) hold.
-constexpr int kProducerRegs = 40, kConsumerRegs = 232;
+constexpr int kFastConsumers = 3, kScreenConsumers = 2;
+// NC consumer warpgroups and the producer's; setmaxnreg moves registers from the producer to
+// the consumers: NC = 2: 128 x 40 + 256 x 232 = 64512, what 384 threads of 168 (the cap of
+// __launch_bounds__(384, 1)) hold; NC = 3: 128 x 24 + 384 x 160 = 64512 (512 x 126).
+template <int NC>
+struct PingPongRegs {
+  static constexpr int kThreads = 128 * (NC + 1);
+  static constexpr int kProducer = NC == 2 ? 40 : 24;
+  static constexpr int kConsumer = NC == 2 ? 232 : 160;
+  static_assert(NC == 2 || NC == 3, "two or three consumer warpgroups");
+};
 
-template <int BN, Role kRole>
-__global__ void __launch_bounds__(kPingPongThreads, 1)
+template <int BN, Role kRole, int NC>
+__global__ void __launch_bounds__(PingPongRegs<NC>::kThreads, 1)
     wgmma_pingpong_kernel(const AssignArgs a, const SplitRows xs, const SplitCentroids cs,
                           const __grid_constant__ CUtensorMap cmap_hi,
                           const __grid_constant__ CUtensorMap cmap_lo, int stages) {
 #ifdef FLASHKM_WGMMA
   static_assert(kRole == Role::Fast || kRole == Role::Screen, "resident roles without a list");
   constexpr bool kThree = kRole == Role::Screen, kSplit = kThree;
-  using Traits = WgmmaTraits<BN, 2, kThree, true>;
+  using Traits = WgmmaTraits<BN, NC, kThree, true>;
+  using Regs = PingPongRegs<NC>;
   constexpr int P = Traits::kParts, BK = kMmaDepth, NACC = BN / 2, NACC2 = kSplit ? NACC : 1;
   constexpr int kStageBytes = P * Traits::kBBytes;
   using RowTop = std::conditional_t<kThree, Top2, TopK<1>>;
@@ -643,14 +654,14 @@ __global__ void __launch_bounds__(kPingPongThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < stages; ++s) {
       mbar_init(full0 + 8 * s, 1);
-      mbar_init(empty0 + 8 * s, 8);
+      mbar_init(empty0 + 8 * s, 4 * NC);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
 
   if (warp < 4) {  // the producer warpgroup: its first thread issues every copy
-    setmaxnreg_dec<kProducerRegs>();
+    setmaxnreg_dec<Regs::kProducer>();
     if (threadIdx.x == 0) {
       int s = 0;
       uint32_t phase = 0;  // parity of the stages' current round
@@ -673,8 +684,8 @@ __global__ void __launch_bounds__(kPingPongThreads, 1)
     }
     return;
   }
-  setmaxnreg_inc<kConsumerRegs>();
-  const int c = warp / 4 - 1;  // consumer warpgroup 0 or 1
+  setmaxnreg_inc<Regs::kConsumer>();
+  const int c = warp / 4 - 1;  // consumer warpgroup 0 .. NC - 1
   const int ct = threadIdx.x - 128 * (c + 1), wq = warp % 4, g = lane / 4, t = lane % 4;
   const int ec = *cs.scale_exp;
   const float alpha = ldexpf(a.inner_product ? -1.f : -2.f, -(xs.scale_exp + ec));
@@ -685,12 +696,12 @@ __global__ void __launch_bounds__(kPingPongThreads, 1)
   unsigned char* my_rows = smem + (c * 64 + r0) * Traits::kRowBytes + ((q ^ (r0 & 7)) << 4);
   const RowSplitter splitter(a, xs);
   const __half* xsrc[2] = {static_cast<const __half*>(xs.hi), static_cast<const __half*>(xs.lo)};
-  int s = 0, rs = 0;               // the stage to read next, the stage to release next
-  uint32_t phase = 0;              // parity of stage s's current round
-  if (c == 1) bar_arrive(1, 256);  // warpgroup 0 issues first
+  int s = 0, rs = 0;                    // the stage to read next, the stage to release next
+  uint32_t phase = 0;                   // parity of stage s's current round
+  if (c == NC - 1) bar_arrive(1, 256);  // warpgroup 0 issues first
   for (int64_t mt = blockIdx.x; mt < row_tiles; mt += gridDim.x) {
     const int64_t m0 = mt * Traits::kRows + c * 64;
-    bar_sync(3 + c, 128);  // the warpgroup's products over its previous rows are complete
+    bar_sync(1 + NC + c, 128);  // the warpgroup's products over its previous rows are done
     int64_t rows[NR];
 #pragma unroll
     for (int r = 0; r < NR; ++r) {
@@ -713,7 +724,7 @@ __global__ void __launch_bounds__(kPingPongThreads, 1)
       cp_async_wait<0>();
     }
     fence_proxy_async();  // written through the generic proxy, read by wgmma (async proxy)
-    bar_sync(3 + c, 128);
+    bar_sync(1 + NC + c, 128);
     if (xs.hi == nullptr) {
       // The warpgroup's rows of its next tile, into L2: staged from device memory, their
       // loads would keep both warpgroups from multiplying for a DRAM latency or two.
@@ -733,7 +744,7 @@ __global__ void __launch_bounds__(kPingPongThreads, 1)
 #pragma unroll
     for (int i = 0; i < NACC2; ++i) acc2[i] = 0.f;
     for (int nt = 0; nt < ntiles; ++nt) {
-      bar_sync(1 + c, 256);  // the other warpgroup has issued its products of the last block
+      bar_sync(1 + c, 256);  // the previous warpgroup has issued its products of this block
       for (int kc = 0; kc < ksteps; ++kc) {
         mbar_wait(full0 + 8 * s, phase);
         const uint32_t st = sbase + s * kStageBytes;
@@ -769,7 +780,7 @@ __global__ void __launch_bounds__(kPingPongThreads, 1)
           phase ^= 1;
         }
       }
-      bar_arrive(2 - c, 256);  // the other warpgroup's turn
+      bar_arrive(1 + (c + 1) % NC, 256);  // the next warpgroup's turn
       wgmma_wait<0>();
 #pragma unroll
       for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
@@ -800,7 +811,7 @@ __global__ void __launch_bounds__(kPingPongThreads, 1)
       }
     }
   }
-  if (c == 0) bar_sync(1, 256);  // takes warpgroup 1's last "warpgroup 0 issues next"
+  if (c == 0) bar_sync(1, 256);  // takes the last "warpgroup 0 issues next"
 #endif                           // FLASHKM_WGMMA
 }
 
@@ -851,9 +862,9 @@ CUtensorMap centroid_map(const void* base, int kpad, int dpad, int rows) {
 // Stages of the ping-pong kernel at this dpad: as many as fit beside the resident rows (up
 // to kMaxStages), or 0 when fewer than two centroid blocks (2 ksteps) fit, which would let
 // the producer refill a block's stages only after both warpgroups are done with it.
-template <int BN, bool kThree>
+template <int BN, bool kThree, int NC>
 int pingpong_stages(int dpad) {
-  using Traits = WgmmaTraits<BN, 2, kThree, true>;
+  using Traits = WgmmaTraits<BN, NC, kThree, true>;
   const int ksteps = dpad / kMmaDepth;
   const size_t rows = size_t(Traits::kParts) * Traits::kABytes * ksteps;
   const size_t stage = size_t(Traits::kParts) * Traits::kBBytes;
@@ -863,11 +874,11 @@ int pingpong_stages(int dpad) {
   return stages >= 2 * ksteps ? stages : 0;
 }
 
-template <int BN, Role kRole>
+template <int BN, Role kRole, int NC>
 void launch_pingpong(const AssignArgs& a, const SplitRows& xs, const SplitCentroids& cs, int stages,
                      int sm_count, cudaStream_t stream) {
-  using Traits = WgmmaTraits<BN, 2, kRole != Role::Fast, true>;
-  auto kernel = wgmma_pingpong_kernel<BN, kRole>;
+  using Traits = WgmmaTraits<BN, NC, kRole != Role::Fast, true>;
+  auto kernel = wgmma_pingpong_kernel<BN, kRole, NC>;
   const size_t smem = size_t(Traits::kParts) * Traits::kABytes * (xs.dpad / kMmaDepth) +
                       size_t(stages) * Traits::kParts * Traits::kBBytes + 1024;
   const CUtensorMap hi = centroid_map(cs.hi, a.c.kpad, xs.dpad, BN);
@@ -875,8 +886,8 @@ void launch_pingpong(const AssignArgs& a, const SplitRows& xs, const SplitCentro
   const int64_t tiles = (a.rows + Traits::kRows - 1) / Traits::kRows;
   FLASHKM_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  kernel<<<unsigned(std::min<int64_t>(tiles, sm_count)), kPingPongThreads, smem, stream>>>(
-      a, xs, cs, hi, lo, stages);
+  kernel<<<unsigned(std::min<int64_t>(tiles, sm_count)), PingPongRegs<NC>::kThreads, smem,
+           stream>>>(a, xs, cs, hi, lo, stages);
   FLASHKM_CUDA_CHECK_LAUNCH(wgmma_pingpong_kernel);
 }
 
@@ -905,11 +916,13 @@ void launch_wgmma_shape(const AssignArgs& a, const SplitRows& xs, const SplitCen
   FLASHKM_ASSERT(resident || xs.hi != nullptr);  // streamed row slices come from split arrays
   int stages = 0;
   if constexpr (WG == 2) {
-    if (pingpong && resident) stages = pingpong_stages<BN, kThree>(xs.dpad);
+    if (pingpong && resident)
+      stages = pingpong_stages < BN, kThree, kThree ? kScreenConsumers : kFastConsumers > (xs.dpad);
   }
   if (!kThree) {
     if constexpr (WG == 2) {
-      if (stages > 0) return launch_pingpong<BN, Role::Fast>(a, xs, cs, stages, sm_count, stream);
+      if (stages > 0)
+        return launch_pingpong<BN, Role::Fast, kFastConsumers>(a, xs, cs, stages, sm_count, stream);
     }
     if (resident) {
       launch_wgmma<BN, WG, true, Role::Fast>(a, xs, cs, tiles, stream);
@@ -921,7 +934,7 @@ void launch_wgmma_shape(const AssignArgs& a, const SplitRows& xs, const SplitCen
     bool screened = false;
     if constexpr (WG == 2) {
       if (stages > 0) {
-        launch_pingpong<BN, Role::Screen>(a, xs, cs, stages, sm_count, stream);
+        launch_pingpong<BN, Role::Screen, kScreenConsumers>(a, xs, cs, stages, sm_count, stream);
         screened = true;
       }
     }

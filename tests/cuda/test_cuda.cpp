@@ -723,10 +723,11 @@ TEST(CudaTensorPasses, RowSplitInSharedMemoryEqualsSplitArrays) {
 }
 
 // The ping-pong kernel (Fast and Screen on resident rows of the 128-row shape: a TMA producer
-// warpgroup, two consumer warpgroups folding out of phase, a persistent grid) feeds every
-// accumulator the same wgmma sequence as the lockstep kernel (FLASHKM_CUDA_WGMMA=lockstep),
-// so everything, fix-up counts included, must be bit-identical. Shapes: more row tiles than
-// SMs (20000 rows = 157 tiles: some blocks walk two), a partial last tile, k not a
+// warpgroup, three (Fast, 192-row tiles) or two (Screen, 128) consumer warpgroups taking
+// turns, a persistent grid) feeds every accumulator the same wgmma sequence as the lockstep
+// kernel (FLASHKM_CUDA_WGMMA=lockstep), so everything, fix-up counts included, must be
+// bit-identical. Shapes: more row tiles than SMs (30000 rows: 157 Fast / 235 Screen tiles,
+// so some blocks walk two), a partial last tile, k not a
 // multiple of 128 (padding columns), d = 200 (four k-slices: Fast takes the ping-pong kernel
 // with 8 stages, Exact's rows leave too little room and it stays lockstep), d = 64 (one
 // k-slice), inner product; rows split in shared memory and from split arrays; resident and
@@ -737,7 +738,7 @@ TEST(CudaTensorPasses, PingPongEqualsLockstep) {
   MathScope math("fp16");
   int64_t fixups = 0;
   for (const Shape& s :
-       {Shape{20000, 32, 300, Metric::L2, 401}, Shape{3000, 128, 1000, Metric::L2, 402},
+       {Shape{30000, 32, 300, Metric::L2, 401}, Shape{3000, 128, 1000, Metric::L2, 402},
         Shape{5000, 200, 260, Metric::L2, 403, 2.f},
         Shape{2500, 64, 150, Metric::InnerProduct, 404}}) {
     const std::vector<float> x = make_data(s);
