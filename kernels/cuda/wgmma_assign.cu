@@ -5,6 +5,10 @@
 // mode, the SM's whole shared-memory bandwidth). Exact accumulates hi.hi apart from
 // hi.lo + lo.hi (a tighter bound: mma_common.cuh), and on resident rows runs as a cheap
 // screening pass plus a collecting pass over the rows it cannot certify (Role below).
+// Fast and the screening pass run on resident rows as the ping-pong kernel (a TMA producer
+// warpgroup feeding consumer warpgroups that take turns, so the others fold while one
+// multiplies: wgmma_pingpong_kernel), the other roles and shapes as wgmma_assign_kernel
+// (its warpgroups multiply and fold together: "lockstep"); both give the same values.
 //
 // This file is compiled for sm_90a only (kernels/cuda/CMakeLists.txt); the engine picks it
 // only on compute capability 9.0 (tile_config.cpp), and every other device keeps the
@@ -611,6 +615,9 @@ __global__ void __launch_bounds__(WG * 128,
 // Each accumulator sees the same wgmma sequence as in wgmma_assign_kernel (k ascending; hi.hi,
 // then hi.lo and lo.hi), and the fold and the routing are the same functions, so values,
 // bounds, labels and fix-up lists are bit-identical.
+// Chosen on an H100 (bench/NOTES-cuda.md): 8 stages keep 4 centroid blocks of Fast at d = 128
+// in flight (Screen fits 5 stages beside its rows; run 38); Fast with three consumer
+// warpgroups against two: 27.3 vs 31.1-32.1 ms an iteration at 10M x128 K4096 (run 42).
 constexpr int kMaxStages = 8;
 constexpr int kFastConsumers = 3, kScreenConsumers = 2;
 // NC consumer warpgroups and the producer's; setmaxnreg moves registers from the producer to
