@@ -620,27 +620,33 @@ __global__ void __launch_bounds__(WG * 128,
 // warpgroups against two: 27.3 vs 31.1-32.1 ms an iteration at 10M x128 K4096 (run 42).
 constexpr int kMaxStages = 8;
 constexpr int kFastConsumers = 3, kScreenConsumers = 2;
-// NC consumer warpgroups and the producer's; setmaxnreg moves registers from the producer to
-// the consumers: NC = 2: 128 x 40 + 256 x 232 = 64512, what 384 threads of 168 (the cap of
-// __launch_bounds__(384, 1)) hold; NC = 3: 128 x 24 + 384 x 160 = 64512 (512 x 126).
-template <int NC>
-struct PingPongRegs {
-  static constexpr int kThreads = 128 * (NC + 1);
-  static constexpr int kProducer = NC == 2 ? 40 : 24;
-  static constexpr int kConsumer = NC == 2 ? 232 : 160;
+// Layout of the ping-pong kernel: NC consumer warpgroups of 64 rows (resident, P parts) and
+// the producer's; stages of P parts of BN centroids x 64 halves. setmaxnreg moves registers
+// from the producer to the consumers: NC = 2: 128 x 40 + 256 x 232 = 64512, what 384 threads
+// of 168 (the cap of __launch_bounds__(384, 1)) hold; NC = 3: 128 x 24 + 384 x 160 = 64512
+// (512 x 126).
+template <int BN, int NC, bool kThree>
+struct PingPongTraits {
   static_assert(NC == 2 || NC == 3, "two or three consumer warpgroups");
+  static constexpr int kThreads = 128 * (NC + 1);
+  static constexpr int kProducerRegs = NC == 2 ? 40 : 24;
+  static constexpr int kConsumerRegs = NC == 2 ? 232 : 160;
+  static constexpr int kRows = 64 * NC;
+  static constexpr int kParts = kThree ? 2 : 1;
+  static constexpr int kRowBytes = kMmaDepth * 2;  // one 128-byte swizzle row per point
+  static constexpr int kABytes = kRows * kRowBytes;
+  static constexpr int kBBytes = BN * kRowBytes;
 };
 
 template <int BN, Role kRole, int NC>
-__global__ void __launch_bounds__(PingPongRegs<NC>::kThreads, 1)
+__global__ void __launch_bounds__(PingPongTraits<BN, NC, kRole == Role::Screen>::kThreads, 1)
     wgmma_pingpong_kernel(const AssignArgs a, const SplitRows xs, const SplitCentroids cs,
                           const __grid_constant__ CUtensorMap cmap_hi,
                           const __grid_constant__ CUtensorMap cmap_lo, int stages) {
 #ifdef FLASHKM_WGMMA
   static_assert(kRole == Role::Fast || kRole == Role::Screen, "resident roles without a list");
   constexpr bool kThree = kRole == Role::Screen, kSplit = kThree;
-  using Traits = WgmmaTraits<BN, NC, kThree, true>;
-  using Regs = PingPongRegs<NC>;
+  using Traits = PingPongTraits<BN, NC, kThree>;
   constexpr int P = Traits::kParts, BK = kMmaDepth, NACC = BN / 2, NACC2 = kSplit ? NACC : 1;
   constexpr int kStageBytes = P * Traits::kBBytes;
   using RowTop = std::conditional_t<kThree, Top2, TopK<1>>;
@@ -668,7 +674,7 @@ __global__ void __launch_bounds__(PingPongRegs<NC>::kThreads, 1)
   __syncthreads();
 
   if (warp < 4) {  // the producer warpgroup: its first thread issues every copy
-    setmaxnreg_dec<Regs::kProducer>();
+    setmaxnreg_dec<Traits::kProducerRegs>();
     if (threadIdx.x == 0) {
       int s = 0;
       uint32_t phase = 0;  // parity of the stages' current round
@@ -691,7 +697,7 @@ __global__ void __launch_bounds__(PingPongRegs<NC>::kThreads, 1)
     }
     return;
   }
-  setmaxnreg_inc<Regs::kConsumer>();
+  setmaxnreg_inc<Traits::kConsumerRegs>();
   const int c = warp / 4 - 1;  // consumer warpgroup 0 .. NC - 1
   const int ct = threadIdx.x - 128 * (c + 1), wq = warp % 4, g = lane / 4, t = lane % 4;
   const int ec = *cs.scale_exp;
@@ -871,7 +877,7 @@ CUtensorMap centroid_map(const void* base, int kpad, int dpad, int rows) {
 // the producer refill a block's stages only after both warpgroups are done with it.
 template <int BN, bool kThree, int NC>
 int pingpong_stages(int dpad) {
-  using Traits = WgmmaTraits<BN, NC, kThree, true>;
+  using Traits = PingPongTraits<BN, NC, kThree>;
   const int ksteps = dpad / kMmaDepth;
   const size_t rows = size_t(Traits::kParts) * Traits::kABytes * ksteps;
   const size_t stage = size_t(Traits::kParts) * Traits::kBBytes;
@@ -884,7 +890,7 @@ int pingpong_stages(int dpad) {
 template <int BN, Role kRole, int NC>
 void launch_pingpong(const AssignArgs& a, const SplitRows& xs, const SplitCentroids& cs, int stages,
                      int sm_count, cudaStream_t stream) {
-  using Traits = WgmmaTraits<BN, NC, kRole != Role::Fast, true>;
+  using Traits = PingPongTraits<BN, NC, kRole == Role::Screen>;
   auto kernel = wgmma_pingpong_kernel<BN, kRole, NC>;
   const size_t smem = size_t(Traits::kParts) * Traits::kABytes * (xs.dpad / kMmaDepth) +
                       size_t(stages) * Traits::kParts * Traits::kBBytes + 1024;
@@ -893,8 +899,8 @@ void launch_pingpong(const AssignArgs& a, const SplitRows& xs, const SplitCentro
   const int64_t tiles = (a.rows + Traits::kRows - 1) / Traits::kRows;
   FLASHKM_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  kernel<<<unsigned(std::min<int64_t>(tiles, sm_count)), PingPongRegs<NC>::kThreads, smem,
-           stream>>>(a, xs, cs, hi, lo, stages);
+  kernel<<<unsigned(std::min<int64_t>(tiles, sm_count)), Traits::kThreads, smem, stream>>>(
+      a, xs, cs, hi, lo, stages);
   FLASHKM_CUDA_CHECK_LAUNCH(wgmma_pingpong_kernel);
 }
 
