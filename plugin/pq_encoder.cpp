@@ -115,7 +115,9 @@ float faiss_distance(const float* r, const float* ct, int64_t dsub, int64_t ksub
 // difference, then the square and the partial sums: fma rounds once where faiss rounds twice).
 // If F_k* is faiss's minimum and m the screen's, S_k* <= F_k* (1 + g) / (1 - g) <= F_m (1 + g) /
 // (1 - g) <= S_m ((1 + g) / (1 - g))^2. So every centroid with S_k above that threshold (plus a
-// floor for gradual underflow, whose roundings are absolute, <= 2^-150 each) loses to m in
+// floor for underflow, whose roundings are absolute: <= 2^-150 each, or < 2^-126 where the
+// caller's thread flushes subnormals to zero (FTZ/DAZ, as -ffast-math code sets); both sums
+// together stay below 2 (dsub + 2) 2^-126 < 2^-120) loses to m in
 // faiss's arithmetic too; the rest, usually just m, are the candidates, and faiss's first minimum
 // among them (re-computed in its arithmetic, ascending k) is its overall first minimum.
 // Requires ksub % 32 == 0; s receives V rows of ksub screen values, s_min their minima.
@@ -175,7 +177,7 @@ __attribute__((target("avx2"))) int64_t argmin_screened(const float* r, const fl
   // Near overflow the bound no longer holds (faiss's value may be inf where the screen's is
   // not), and a NaN minimum bounds nothing: faiss's own loop decides.
   if (!(s_min <= 1e37f)) return argmin_avx2(r, ct, dsub, ksub);
-  const __m256 limit = _mm256_set1_ps(s_min * factor + 0x1p-126f);
+  const __m256 limit = _mm256_set1_ps(s_min * factor + 0x1p-118f);
   int64_t best_k = -1;
   float best = kNoMinimum;
   int count = 0;

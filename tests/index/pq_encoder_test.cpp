@@ -3,9 +3,11 @@
 // so its test stays with the index's.)
 #include "plugin/pq_encoder.h"
 
+#include <faiss/IndexFlat.h>
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/index_factory.h>
 #include <gtest/gtest.h>
+#include <xmmintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -160,6 +162,42 @@ TEST(PQEncoder, NearTiesFollowFaissRounding) {
     }
   }
   expect_faiss_bytes(*ivf, n, v.data(), "near ties");
+}
+
+// Code that flushes subnormals to zero (FTZ/DAZ in MXCSR, as -ffast-math objects set for their
+// thread) makes each rounding of a tiny value lose up to 2^-126. Centroid 0 is ~3 2^-125 away
+// and centroid 1 ~2^-125 plus fourteen terms of 0.9 2^-126 that faiss flushes to zero: faiss
+// (in that mode) takes centroid 1, so a screen that allows only IEEE underflow would keep 0.
+TEST(PQEncoder, SameBytesWhenSubnormalsFlushToZero) {
+  const int d = 15;
+  faiss::IndexFlatL2 quantizer(d);
+  faiss::IndexIVFPQ ivf(&quantizer, d, 1, 1, 8);
+  ivf.by_residual = false;
+  std::vector<float> zero(d, 0.f);
+  quantizer.add(1, zero.data());
+  for (size_t k = 0; k < ivf.pq.ksub; ++k) {
+    std::fill(ivf.pq.get_centroids(0, k), ivf.pq.get_centroids(0, k) + d, 1.f);
+  }
+  float* c0 = ivf.pq.get_centroids(0, 0);
+  std::fill(c0, c0 + d, 0.f);
+  c0[0] = std::sqrt(std::ldexp(3.f, -125));
+  float* c1 = ivf.pq.get_centroids(0, 1);
+  std::fill(c1, c1 + d, std::sqrt(std::ldexp(0.9f, -126)));
+  c1[0] = std::sqrt(std::ldexp(1.f, -125));
+  ivf.is_trained = true;
+  faiss::Index::idx_t list = 0;
+  const unsigned saved = _mm_getcsr();
+  uint8_t ieee = 0xff, theirs = 0xff, simd = 0xff, portable = 0xff;
+  ivf.encode_vectors(1, zero.data(), &list, &ieee);
+  _mm_setcsr(saved | 0x8040);  // FTZ | DAZ, on this thread only: one vector is encoded here
+  ivf.encode_vectors(1, zero.data(), &list, &theirs);
+  PQEncoder::make(ivf, true)->encode(1, zero.data(), &list, &simd);
+  PQEncoder::make(ivf, false)->encode(1, zero.data(), &list, &portable);
+  _mm_setcsr(saved);
+  EXPECT_EQ(ieee, 0);    // gradual underflow: the fourteen small terms count
+  EXPECT_EQ(theirs, 1);  // flushed: they do not
+  EXPECT_EQ(simd, theirs);
+  EXPECT_EQ(portable, theirs);
 }
 
 TEST(PQEncoder, OnlyForTrained8BitPQ) {
