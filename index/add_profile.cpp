@@ -27,7 +27,6 @@ void record_add(const AddProfile& one) {
   total.assign_s += one.assign_s;
   total.encode_s += one.encode_s;
   total.ingested += one.ingested;
-  total.vectors_ahead += one.vectors_ahead;
   total.build_s += one.build_s;
   total.finish_s += one.finish_s;
   total.write_s += one.write_s;

@@ -14,12 +14,10 @@ struct AddProfile {
   double assign_s = 0;   ///< exact coarse assignment (flashkm KMeans::assign)
   double encode_s = 0;   ///< codes (PQEncoder or faiss encode_vectors), not overlapped with build
   int64_t ingested = 0;  ///< calls committed by SST ingestion (index/ingest_policy.h)
-  /// ingested calls whose raw-vector file was written while they assigned and encoded
-  int64_t vectors_ahead = 0;
-  double build_s = 0;   ///< WriteBatch serialisation, or the SST files' entries (sort included)
-  double finish_s = 0;  ///< ingested calls: completing and fsyncing the SST files
-  double write_s = 0;   ///< DB::Write (log + memtable inserts) or DB::IngestExternalFiles
-  double total_s = 0;   ///< whole calls, checks and lookups included
+  double build_s = 0;    ///< WriteBatch serialisation, or the SST files' entries (sort included)
+  double finish_s = 0;   ///< ingested calls: completing and fsyncing the SST files
+  double write_s = 0;    ///< DB::Write (log + memtable inserts) or DB::IngestExternalFiles
+  double total_s = 0;    ///< whole calls, checks and lookups included
 };
 
 AddProfile add_profile();

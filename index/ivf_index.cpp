@@ -275,16 +275,13 @@ std::unique_ptr<KMeans> make_assigner(const faiss::IndexIVF& ivf) {
 // Counts a call in flight for its lifetime.
 class InFlight {
  public:
-  explicit InFlight(std::atomic<int>* count) : count_(count), alone_(count->fetch_add(1) == 0) {}
+  explicit InFlight(std::atomic<int>* count) : count_(count) { count_->fetch_add(1); }
   ~InFlight() { count_->fetch_sub(1); }
   InFlight(const InFlight&) = delete;
   InFlight& operator=(const InFlight&) = delete;
-  /// No other call was in flight when this one started.
-  bool alone() const { return alone_; }
 
  private:
   std::atomic<int>* count_;
-  bool alone_;
 };
 
 // While it lives, the OpenMP regions this thread starts (flashkm's assignment with its default
@@ -329,10 +326,7 @@ struct Generation {
   std::vector<std::unique_ptr<Searcher>> pool;
 };
 
-// What searches and exports read: the state right after one commit and a snapshot taken
-// then. Each commit publishes a new one once its write has returned (Impl::publish_locked);
-// a ReadView never changes, so a search reads every batch committed before it entirely and
-// none after it, and never waits for a write in progress.
+// What one search (or export) reads: a snapshot and the state that matches it.
 struct ReadView {
   std::shared_ptr<const rocksdb::Snapshot> snapshot;  // null for a read-only index
   std::shared_ptr<Generation> gen;
@@ -352,10 +346,12 @@ struct IvfIndex::Impl {
   rocksdb::WriteBatch add_batch;
   // Exclusive only to switch the state below once a write has returned; shared to read it.
   mutable std::shared_mutex state_mu;
-  proto::Manifest manifest;                   // guarded by state_mu
-  std::shared_ptr<Generation> gen;            // guarded by state_mu; null while untrained
-  std::vector<int64_t> sizes;                 // guarded by state_mu; list sizes of gen
-  std::shared_ptr<const ReadView> published;  // guarded by state_mu; what searches read
+  proto::Manifest manifest;         // guarded by state_mu
+  std::shared_ptr<Generation> gen;  // guarded by state_mu; null while untrained
+  std::vector<int64_t> sizes;       // guarded by state_mu; list sizes of gen
+  // While a commit's write runs: the state before it, with a snapshot taken before it, which
+  // searches read meanwhile (guarded by state_mu; null between commits).
+  std::shared_ptr<const ReadView> committing;
   // add / upsert calls between their start and their return (encoding, waiting, committing).
   std::atomic<int> adds_in_flight{0};
 
@@ -373,27 +369,48 @@ struct IvfIndex::Impl {
     FLASHKM_THROW_IF_NOT(store != nullptr, "%s: %s on a closed index", dir.c_str(), what);
   }
 
+  // The current state and a snapshot that matches it. Between commits that is a fresh
+  // snapshot (a commit cannot start while state_mu is held shared; the writes of a
+  // re-clustering before its switch touch nothing a view reads). During a commit it is the
+  // state before it: a search never waits for a write, and sees its batch entirely or not.
   std::shared_ptr<const ReadView> read_view() const {
     std::shared_lock<std::shared_mutex> lock(state_mu);
-    return published;
+    if (committing) return committing;
+    return view_locked(store->snapshot());
   }
 
-  // Makes the current state (manifest, gen, its versions) what searches read, with snapshot,
-  // taken after the last write. Caller holds state_mu exclusively, and write_mu (or is open /
-  // create), so that no write lands between that snapshot and this state.
-  void publish_locked(std::shared_ptr<const rocksdb::Snapshot> snapshot) {
+  std::shared_ptr<const ReadView> view_locked(std::shared_ptr<const rocksdb::Snapshot> snap) const {
     auto v = std::make_shared<ReadView>();
-    v->snapshot = std::move(snapshot);
+    v->snapshot = std::move(snap);
     v->gen = gen;
     v->versions = gen ? gen->versions : nullptr;
     v->ntotal = manifest.ntotal();
-    published = std::move(v);
+    return v;
   }
 
-  void publish() {
-    std::shared_ptr<const rocksdb::Snapshot> snap = store->snapshot();
+  // Runs write (a DB::Write or an ingestion; returns its Status), then apply (switches the
+  // in-memory state to what it wrote) under state_mu. Searches meanwhile read the state before
+  // the write, with a snapshot taken before it (read_view). Caller holds write_mu, so no other
+  // write lands in between.
+  template <typename WriteFn, typename ApplyFn>
+  void commit_then(WriteFn&& write, ApplyFn&& apply, const char* what) {
+    std::shared_ptr<const rocksdb::Snapshot> before = store->snapshot();
+    {
+      std::unique_lock<std::shared_mutex> lock(state_mu);
+      committing = view_locked(std::move(before));
+    }
+    rocksdb::Status s;
+    try {
+      s = write();
+    } catch (...) {
+      std::unique_lock<std::shared_mutex> lock(state_mu);
+      committing.reset();
+      throw;
+    }
     std::unique_lock<std::shared_mutex> lock(state_mu);
-    publish_locked(std::move(snap));
+    committing.reset();
+    check_status(s, dir, what);
+    apply();
   }
 
   std::shared_ptr<Generation> load_generation(const proto::Manifest& m) {
@@ -484,24 +501,23 @@ struct IvfIndex::Impl {
     g.pool.push_back(std::move(s));
   }
 
-  // Commits a write (write_fn: a DB::Write or an ingestion), then switches to the new manifest
-  // / sizes / versions and publishes them with a snapshot taken after the write. Searches
-  // meanwhile read the previous ReadView (its snapshot predates the write), so they see the
-  // batch entirely or not at all without waiting for it. Caller holds write_mu.
+  // Commits a write (write_fn: a DB::Write or an ingestion) and then the new manifest / sizes /
+  // versions (commit_then).
   template <typename WriteFn>
   void commit(WriteFn&& write_fn, const proto::Manifest& m, std::vector<int64_t> new_sizes,
               const std::vector<uint32_t>& touched) {
-    check_status(write_fn(), dir, "writing the batch");
-    std::shared_ptr<const rocksdb::Snapshot> snap = store->snapshot();
-    std::unique_lock<std::shared_mutex> lock(state_mu);
-    manifest = m;
-    sizes = std::move(new_sizes);
-    if (gen && !touched.empty()) {
-      auto v = std::make_shared<std::vector<uint64_t>>(*gen->versions);
-      for (uint32_t l : touched) (*v)[l] = m.write_count();
-      gen->versions = std::move(v);
-    }
-    publish_locked(std::move(snap));
+    commit_then(
+        write_fn,
+        [&] {
+          manifest = m;
+          sizes = std::move(new_sizes);
+          if (gen && !touched.empty()) {
+            auto v = std::make_shared<std::vector<uint64_t>>(*gen->versions);
+            for (uint32_t l : touched) (*v)[l] = m.write_count();
+            gen->versions = std::move(v);
+          }
+        },
+        "writing the batch");
   }
 
   void put_manifest(rocksdb::WriteBatch* batch, const proto::Manifest& m) {
@@ -592,69 +608,18 @@ struct IvfIndex::Impl {
   // encodings (ThreadShare): together they keep the cores busy, and teams that outnumber the
   // cores only wait for each other at their barriers.
   //
-  // An ingested call that runs alone writes its raw-vector file (most of the bytes, and an
-  // fsync) on a second thread while it assigns and encodes: those entries depend only on the
-  // ids, which are given, or, without ids, follow the largest id as of the call's start. That
-  // holds unless another add commits first; then the file is written again under the lock.
   int64_t write_vectors(int64_t n, const float* x, const int64_t* ids_in, bool replace) {
     const char* what = replace ? "upsert" : "add";
     auto t_call = Clock::now();
     index::AddProfile prof;
     require_writable(what);
     const InFlight in_flight(&adds_in_flight);
-    std::shared_ptr<Generation> encoded_for;
-    int64_t first_id_at_start = 0;
-    {
-      std::shared_lock<std::shared_mutex> lock(state_mu);
-      encoded_for = gen;
-      first_id_at_start = manifest.next_id();
-    }
+    std::shared_ptr<Generation> encoded_for = current_generation();
     FLASHKM_THROW_IF_NOT(encoded_for != nullptr, "%s: %s before train(): the index is not trained",
                          dir.c_str(), what);
     const int64_t d = encoded_for->d();
     check_finite(n, d, x, what);
     if (ids_in) check_ids(n, ids_in, what);
-    auto cf_vec = store->vectors();
-
-    // ids[i] is vector i's id; by_id lists the vectors in id order (every column family's
-    // entries are produced in key order: an SST file requires it, and RocksDB inserts a
-    // WriteBatch into its memtables in batch order, where sorted inserts reuse the skiplist's
-    // search path, several times faster than the same entries in random order).
-    std::vector<int64_t> ids(n), by_id(n);
-    std::iota(by_id.begin(), by_id.end(), 0);
-    if (ids_in) {
-      std::copy(ids_in, ids_in + n, ids.begin());
-      if (!std::is_sorted(ids.begin(), ids.end())) {
-        std::sort(by_id.begin(), by_id.end(),
-                  [&](int64_t a, int64_t b) { return ids[a] < ids[b]; });
-      }
-    } else {
-      std::iota(ids.begin(), ids.end(), first_id_at_start);
-    }
-    // The raw-vector file of an ingestion, written by vec_done's thread from vec_ids (a copy of
-    // ids as they were when it started). Declared before the future, whose destructor waits for
-    // that thread if anything below throws.
-    std::unique_ptr<index::Ingestion> vec_file;
-    std::vector<int64_t> vec_ids;
-    std::future<void> vec_done;
-    auto start_vector_file = [&] {
-      vec_ids = ids;
-      vec_file = store->new_ingestion();
-      check_status(vec_file->start(cf_vec), dir, "creating the SST files");
-      vec_done = std::async(std::launch::async, [this, &vec_file, &vec_ids, &by_id, x, d, cf_vec] {
-        for (int64_t i : by_id) {
-          check_status(vec_file->Put(cf_vec, index::id_key(uint64_t(vec_ids[i])),
-                                     bytes_of(x + i * d, sizeof(float) * d)),
-                       dir, "writing the SST files");
-        }
-        check_status(vec_file->finish(cf_vec), dir, "writing the SST files");
-      });
-    };
-    if (n > 0 && n >= index::ingest_min_vectors() && in_flight.alone()) {
-      start_vector_file();
-      prof.vectors_ahead = 1;
-    }
-
     std::vector<faiss::Index::idx_t> lists;
     std::vector<uint8_t> codes;
     if (n > 0) {
@@ -674,7 +639,21 @@ struct IvfIndex::Impl {
     auto t_build = Clock::now();
     proto::Manifest m = manifest;
 
-    if (!ids_in) std::iota(ids.begin(), ids.end(), m.next_id());
+    // ids[i] is vector i's id; by_id lists the vectors in id order (every column family's
+    // entries are produced in key order: an SST file requires it, and RocksDB inserts a
+    // WriteBatch into its memtables in batch order, where sorted inserts reuse the skiplist's
+    // search path, several times faster than the same entries in random order).
+    std::vector<int64_t> ids(n), by_id(n);
+    std::iota(by_id.begin(), by_id.end(), 0);
+    if (ids_in) {
+      std::copy(ids_in, ids_in + n, ids.begin());
+      if (!std::is_sorted(ids.begin(), ids.end())) {
+        std::sort(by_id.begin(), by_id.end(),
+                  [&](int64_t a, int64_t b) { return ids[a] < ids[b]; });
+      }
+    } else {
+      std::iota(ids.begin(), ids.end(), m.next_id());
+    }
     std::vector<int64_t> old_lists(n, -1);
     if (ids_in) {
       old_lists = lookup_lists(g, n, ids.data());
@@ -724,7 +703,7 @@ struct IvfIndex::Impl {
     m.set_next_id(std::max(m.next_id(), max_id + 1));
     m.set_write_count(m.write_count() + 1);
 
-    auto cf_lists = g.cfs.lists.get(), cf_idmap = g.cfs.idmap.get();
+    auto cf_lists = g.cfs.lists.get(), cf_idmap = g.cfs.idmap.get(), cf_vec = store->vectors();
     auto fill_vectors = [&](auto* sink) {
       for (int64_t i : by_id) {
         check_status(sink->Put(cf_vec, index::id_key(uint64_t(ids[i])),
@@ -746,13 +725,15 @@ struct IvfIndex::Impl {
         }
       }
     };
-    auto fill_idmap_and_meta = [&](auto* sink) {
+    auto fill_idmap = [&](auto* sink) {
       for (int64_t i : by_id) {
         check_status(
             sink->Put(cf_idmap, index::id_key(uint64_t(ids[i])), be32_value(uint32_t(lists[i]))),
             dir, "building the batch");
       }
-      // meta: "manifest" sorts before the "size" records.
+    };
+    auto fill_meta = [&](auto* sink) {
+      // "manifest" sorts before the "size" records.
       check_status(sink->Put(store->meta(), index::kManifestKey, m.SerializeAsString()), dir,
                    "building the batch");
       for (uint32_t l : touched) {
@@ -763,23 +744,27 @@ struct IvfIndex::Impl {
     };
     if (n >= index::ingest_min_vectors() &&
         !store->level0_crowded({cf_lists, cf_vec, cf_idmap, store->meta()})) {
-      if (vec_file && vec_ids != ids) {
-        // Another add committed since this call started: the ids moved on.
-        vec_done.wait();
-        vec_file.reset();
-        prof.vectors_ahead = 0;
-      }
-      if (!vec_file) start_vector_file();
-      // The lists file here, the id map and meta files on one more thread: the raw vectors'
-      // thread is often done by now, and the second core idle.
+      // The raw vectors, most of the bytes, are written and synced on a second thread (a
+      // single caller leaves the other core idle here). If the rest throws, the future's
+      // destructor waits for that thread before vec_file goes away.
+      std::unique_ptr<index::Ingestion> vec_file = store->new_ingestion(/*unversioned=*/true);
+      check_status(vec_file->start(cf_vec), dir, "creating the SST files");
+      std::future<void> vec_done = std::async(std::launch::async, [&] {
+        fill_vectors(vec_file.get());
+        check_status(vec_file->finish(), dir, "writing the SST files");
+      });
+      // Lists and meta (what searches read through snapshots) here, the id map on a third
+      // thread.
       std::unique_ptr<index::Ingestion> list_file = store->new_ingestion();
-      std::unique_ptr<index::Ingestion> id_file = store->new_ingestion();
+      std::unique_ptr<index::Ingestion> id_file = store->new_ingestion(/*unversioned=*/true);
       check_status(list_file->start(cf_lists), dir, "creating the SST files");
+      check_status(list_file->start(store->meta()), dir, "creating the SST files");
       std::future<void> ids_done = std::async(std::launch::async, [&] {
-        fill_idmap_and_meta(id_file.get());
+        fill_idmap(id_file.get());
         check_status(id_file->finish(), dir, "writing the SST files");
       });
       fill_lists(list_file.get());
+      fill_meta(list_file.get());
       prof.build_s = seconds_since(t_build);
       auto t_finish = Clock::now();
       check_status(list_file->finish(), dir, "writing the SST files");
@@ -796,11 +781,11 @@ struct IvfIndex::Impl {
       prof.write_s = seconds_since(t_write);
       prof.ingested = 1;
     } else {
-      prof.vectors_ahead = 0;
       rocksdb::WriteBatch& batch = add_batch;
       batch.Clear();  // keeps the buffer
       fill_lists(&batch);
-      fill_idmap_and_meta(&batch);
+      fill_idmap(&batch);
+      fill_meta(&batch);
       fill_vectors(&batch);
       prof.build_s = seconds_since(t_build);
       auto t_write = Clock::now();
@@ -1005,15 +990,13 @@ struct IvfIndex::Impl {
     g->pq_encoder = std::move(tmp.pq_encoder);
     g->cache = std::make_shared<ListCache>(options.list_cache_bytes);
     g->versions = std::make_shared<std::vector<uint64_t>>(g->templ->nlist, 0);
-    {
-      check_status(store->write(&b), dir, "switching to the new generation");
-      std::shared_ptr<const rocksdb::Snapshot> snap = store->snapshot();
-      std::unique_lock<std::shared_mutex> lock(state_mu);
-      manifest = m;
-      gen = g;
-      sizes = std::move(new_sizes);
-      publish_locked(std::move(snap));
-    }
+    commit_then([&] { return store->write(&b); },
+                [&] {
+                  manifest = m;
+                  gen = g;
+                  sizes = std::move(new_sizes);
+                },
+                "switching to the new generation");
     check_status(store->drop_generations_except(g_new), dir, "deleting the old generation");
   }
 
@@ -1208,7 +1191,6 @@ std::unique_ptr<IvfIndex> IvfIndex::create(const std::string& dir, int64_t d,
   impl->put_manifest(&b, m);
   check_status(impl->store->write(&b), dir, "writing the manifest");
   impl->manifest = m;
-  impl->publish();
   return std::unique_ptr<IvfIndex>(new IvfIndex(std::move(impl)));
 }
 
@@ -1223,7 +1205,6 @@ std::unique_ptr<IvfIndex> IvfIndex::open(const std::string& dir, const IvfIndexO
   impl->options = options;
   impl->open_store(dir, false);
   impl->load();
-  impl->publish();
   return std::unique_ptr<IvfIndex>(new IvfIndex(std::move(impl)));
 }
 
@@ -1601,7 +1582,6 @@ void IvfIndex::close() {
     // Everything is already durable in the log; flushing only spares the next open a replay.
     check_status(impl_->store->flush(), impl_->dir, "flushing on close");
   }
-  impl_->published.reset();  // its snapshot, before the DB closes
   impl_->gen.reset();
   impl_->store.reset();
 }

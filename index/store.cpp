@@ -127,8 +127,8 @@ rocksdb::Status Store::reset_staging() {
   return rocksdb::Status::OK();
 }
 
-std::unique_ptr<Ingestion> Store::new_ingestion() const {
-  return std::unique_ptr<Ingestion>(new Ingestion(this, ingestions_.fetch_add(1)));
+std::unique_ptr<Ingestion> Store::new_ingestion(bool unversioned) const {
+  return std::unique_ptr<Ingestion>(new Ingestion(this, ingestions_.fetch_add(1), unversioned));
 }
 
 Ingestion::~Ingestion() {
@@ -234,7 +234,7 @@ rocksdb::Status Store::ingest(std::initializer_list<Ingestion*> ingestions) cons
       a.options.move_files = true;
       // The sequence number lives in the MANIFEST only; the file is not rewritten in place.
       a.options.write_global_seqno = false;
-      a.options.snapshot_consistency = true;
+      a.options.snapshot_consistency = !ing->unversioned_;
       a.options.allow_global_seqno = true;
       a.options.allow_blocking_flush = true;
       args.push_back(std::move(a));

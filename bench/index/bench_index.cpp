@@ -238,12 +238,11 @@ int main(int argc, char** argv) {
     // Stages of IvfIndex::add, per call of a.batch vectors (index/add_profile.h).
     const double per = ap.calls ? 1.0 / double(ap.calls) : 0;
     std::printf(
-        "  add stages, mean per call of %lld vectors (%lld of %lld calls ingested, %lld with the "
-        "raw-vector file written during assign/encode): assign %.3f s, encode %.3f s, build "
-        "%.3f s, finish %.3f s, write %.3f s, other (checks, lock wait) %.3f s, total %.3f s\n",
-        (long long)a.batch, (long long)ap.ingested, (long long)ap.calls,
-        (long long)ap.vectors_ahead, ap.assign_s * per, ap.encode_s * per, ap.build_s * per,
-        ap.finish_s * per, ap.write_s * per,
+        "  add stages, mean per call of %lld vectors (%lld of %lld calls ingested): assign %.3f "
+        "s, encode %.3f s, build %.3f s, finish %.3f s, write %.3f s, other (checks, lock wait) "
+        "%.3f s, total %.3f s\n",
+        (long long)a.batch, (long long)ap.ingested, (long long)ap.calls, ap.assign_s * per,
+        ap.encode_s * per, ap.build_s * per, ap.finish_s * per, ap.write_s * per,
         (ap.total_s - ap.assign_s - ap.encode_s - ap.build_s - ap.finish_s - ap.write_s) * per,
         ap.total_s * per);
     json +=
@@ -256,7 +255,6 @@ int main(int argc, char** argv) {
         ",\"ingest_min\":" + std::to_string(a.ingest_min) +
         ",\"add_calls\":" + std::to_string(ap.calls) +
         ",\"ingested_calls\":" + std::to_string(ap.ingested) +
-        ",\"vectors_ahead_calls\":" + std::to_string(ap.vectors_ahead) +
         ",\"add_stage_s\":{\"assign\":" + std::to_string(ap.assign_s) +
         ",\"encode\":" + std::to_string(ap.encode_s) + ",\"build\":" + std::to_string(ap.build_s) +
         ",\"finish\":" + std::to_string(ap.finish_s) + ",\"write\":" + std::to_string(ap.write_s) +
