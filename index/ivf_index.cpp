@@ -9,11 +9,9 @@
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
 #include <faiss/invlists/InvertedLists.h>
-#include <omp.h>
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -272,33 +270,6 @@ std::unique_ptr<KMeans> make_assigner(const faiss::IndexIVF& ivf) {
   return std::make_unique<KMeans>(ivf.d, p);
 }
 
-// Counts a call in flight for its lifetime.
-class InFlight {
- public:
-  explicit InFlight(std::atomic<int>* count) : count_(count) { count_->fetch_add(1); }
-  ~InFlight() { count_->fetch_sub(1); }
-  InFlight(const InFlight&) = delete;
-  InFlight& operator=(const InFlight&) = delete;
-
- private:
-  std::atomic<int>* count_;
-};
-
-// While it lives, the OpenMP regions this thread starts (flashkm's assignment with its default
-// thread count, the PQ encoder, faiss) use a 1/calls share of the thread's OpenMP threads.
-class ThreadShare {
- public:
-  explicit ThreadShare(int calls) : threads_(omp_get_max_threads()) {
-    if (calls > 1) omp_set_num_threads(std::max(1, threads_ / calls));
-  }
-  ~ThreadShare() { omp_set_num_threads(threads_); }
-  ThreadShare(const ThreadShare&) = delete;
-  ThreadShare& operator=(const ThreadShare&) = delete;
-
- private:
-  int threads_;
-};
-
 // A search-ready copy of the template with the inverted lists swapped for a RocksDB reader.
 struct Searcher {
   std::unique_ptr<faiss::IndexIVF> index;
@@ -352,8 +323,6 @@ struct IvfIndex::Impl {
   // While a commit's write runs: the state before it, with a snapshot taken before it, which
   // searches read meanwhile (guarded by state_mu; null between commits).
   std::shared_ptr<const ReadView> committing;
-  // add / upsert calls between their start and their return (encoding, waiting, committing).
-  std::atomic<int> adds_in_flight{0};
 
   void progress(const std::string& stage, int64_t done, int64_t total) const {
     if (options.progress) options.progress(stage, done, total);
@@ -603,17 +572,11 @@ struct IvfIndex::Impl {
   // commit, mostly one thread's work, would otherwise leave the other cores idle). Each call
   // still returns only once its own batch is durable. A re-clustering that lands in between
   // is noticed under the lock and the vectors are encoded again for the new generation.
-  //
-  // Calls in flight together split the caller's OpenMP threads between their assignments and
-  // encodings (ThreadShare): together they keep the cores busy, and teams that outnumber the
-  // cores only wait for each other at their barriers.
-  //
   int64_t write_vectors(int64_t n, const float* x, const int64_t* ids_in, bool replace) {
     const char* what = replace ? "upsert" : "add";
     auto t_call = Clock::now();
     index::AddProfile prof;
     require_writable(what);
-    const InFlight in_flight(&adds_in_flight);
     std::shared_ptr<Generation> encoded_for = current_generation();
     FLASHKM_THROW_IF_NOT(encoded_for != nullptr, "%s: %s before train(): the index is not trained",
                          dir.c_str(), what);
@@ -622,19 +585,13 @@ struct IvfIndex::Impl {
     if (ids_in) check_ids(n, ids_in, what);
     std::vector<faiss::Index::idx_t> lists;
     std::vector<uint8_t> codes;
-    if (n > 0) {
-      const ThreadShare share(adds_in_flight.load());
-      encode(*encoded_for, n, x, &lists, &codes, &prof);
-    }
+    if (n > 0) encode(*encoded_for, n, x, &lists, &codes, &prof);
     index::run_add_hook(index::AddPoint::kEncoded);
 
     std::lock_guard<std::mutex> wlock(write_mu);
     if (n == 0) return manifest.next_id();
     FLASHKM_THROW_IF_NOT(gen != nullptr, "%s: %s: the index was closed", dir.c_str(), what);
-    if (gen != encoded_for) {
-      const ThreadShare share(adds_in_flight.load());
-      encode(*gen, n, x, &lists, &codes, &prof);
-    }
+    if (gen != encoded_for) encode(*gen, n, x, &lists, &codes, &prof);
     Generation& g = *gen;
     auto t_build = Clock::now();
     proto::Manifest m = manifest;

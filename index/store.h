@@ -160,7 +160,8 @@ class Store {
   std::string dir_;
   bool read_only_ = false;
   rocksdb::WriteOptions write_options_;
-  rocksdb::ColumnFamilyOptions cf_options_;
+  rocksdb::ColumnFamilyOptions cf_options_;        // meta, centroids.<g>, idmap.<g>
+  rocksdb::ColumnFamilyOptions lists_cf_options_;  // lists.<g>
   std::shared_ptr<rocksdb::DB> db_;
   CFPtr meta_, vectors_;
   mutable std::mutex mu_;
