@@ -38,6 +38,21 @@ inline std::atomic<int64_t>& level0_crowded_files_setting() {
 inline int64_t level0_crowded_files() { return level0_crowded_files_setting().load(); }
 inline void set_level0_crowded_files(int64_t n) { level0_crowded_files_setting().store(n); }
 
+/// Default: an add / upsert whose entries add up to at least this many bytes (raw vectors and
+/// codes) is ingested even while level 0 is crowded (Store::level0_crowded): as a WriteBatch
+/// it would be held in memory whole and then inserted into one memtable past its 256 MB limit
+/// (write_buffer_size, store.cpp), while one more level-0 file only costs compaction work.
+constexpr int64_t kDefaultAlwaysIngestBytes = int64_t(256) << 20;
+
+inline std::atomic<int64_t>& always_ingest_bytes_setting() {
+  static std::atomic<int64_t> v{kDefaultAlwaysIngestBytes};
+  return v;
+}
+/// Process-wide size (bytes of vectors and codes per call) from which adds are ingested even
+/// into a crowded level 0.
+inline int64_t always_ingest_bytes() { return always_ingest_bytes_setting().load(); }
+inline void set_always_ingest_bytes(int64_t n) { always_ingest_bytes_setting().store(n); }
+
 /// Points of add / upsert where tests may hold a call to check what proceeds meanwhile.
 enum class AddPoint {
   kEncoded,       ///< assigned and encoded, before taking the writer lock

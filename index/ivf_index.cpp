@@ -699,8 +699,10 @@ struct IvfIndex::Impl {
                      dir, "building the batch");
       }
     };
+    const int64_t entry_bytes = n * int64_t(sizeof(float) * size_t(d) + cs);
     if (n >= index::ingest_min_vectors() &&
-        !store->level0_crowded({cf_lists, cf_vec, cf_idmap, store->meta()})) {
+        (entry_bytes >= index::always_ingest_bytes() ||
+         !store->level0_crowded({cf_lists, cf_vec, cf_idmap, store->meta()}))) {
       // The raw vectors, most of the bytes, are written and synced on a second thread (a
       // single caller leaves the other core idle here). If the rest throws, the future's
       // destructor waits for that thread before vec_file goes away.

@@ -117,6 +117,21 @@ class Level0CrowdedFiles {
   int64_t old_;
 };
 
+/// Sets the size from which adds are ingested even into a crowded level 0
+/// (index/ingest_policy.h) for the lifetime of the guard.
+class AlwaysIngestBytes {
+ public:
+  explicit AlwaysIngestBytes(int64_t n) : old_(index::always_ingest_bytes()) {
+    index::set_always_ingest_bytes(n);
+  }
+  ~AlwaysIngestBytes() { index::set_always_ingest_bytes(old_); }
+  AlwaysIngestBytes(const AlwaysIngestBytes&) = delete;
+  AlwaysIngestBytes& operator=(const AlwaysIngestBytes&) = delete;
+
+ private:
+  int64_t old_;
+};
+
 /// Installs an add hook (index/ingest_policy.h) for the lifetime of the guard.
 class AddHook {
  public:

@@ -536,6 +536,21 @@ TEST(IvfIndex, AddsFallBackToABatchWhileLevel0IsCrowded) {
     }
   };
   check(*idx);
+  {
+    // A large add is ingested even into the crowded level 0 (one more file there rather than
+    // a batch and a memtable of its whole size); a small one still is not.
+    const int64_t row_bytes = sizeof(float) * kD + 4;  // raw vector and PQ4 code
+    testing::AlwaysIngestBytes from(1000 * row_bytes);
+    const int64_t ingested = index::add_profile().ingested;
+    for (int64_t len : {int64_t(1000), int64_t(300)}) {
+      const float* src = &x[2100 * kD + (len == 300 ? 1000 * kD : 0)];
+      const int64_t first = idx->add(len, src);
+      for (int64_t i = 0; i < len; ++i) vectors[first + i].assign(src + i * kD, src + (i + 1) * kD);
+    }
+    EXPECT_EQ(index::add_profile().ingested, ingested + 1);
+    check(*idx);
+  }
+  prof = index::add_profile();
   index::set_level0_crowded_files(0);  // RocksDB's slowdown trigger (20 files)
   const float* src = &x[calls * 300 * kD];
   const int64_t first = idx->add(300, src);
