@@ -315,7 +315,8 @@ struct IvfIndex::Impl {
   // The batch of add/upsert, guarded by write_mu. Reused so that its buffer (tens of MB per
   // 100k vectors) is not faulted in afresh on every call; see kKeepBatchBytes.
   rocksdb::WriteBatch add_batch;
-  // Exclusive only to switch the state below once a write has returned; shared to read it.
+  // Exclusive only for moments (to record the state before a commit's write, and to switch to
+  // the state after it); shared to read it.
   mutable std::shared_mutex state_mu;
   proto::Manifest manifest;         // guarded by state_mu
   std::shared_ptr<Generation> gen;  // guarded by state_mu; null while untrained
@@ -1417,17 +1418,17 @@ std::unique_ptr<IvfIndex> IvfIndex::import_faiss(const std::string& faiss_path,
     auto* pca = dynamic_cast<const faiss::PCAMatrix*>(&t);
     if (pca != nullptr && !pca->mean.empty() && t.d_out < t.d_in) {
       const size_t din = size_t(t.d_in), dout = size_t(t.d_out);
-      std::vector<double> am(dout, 0.0), off(din);
-      for (size_t i = 0; i < dout; ++i) {
-        for (size_t k = 0; k < din; ++k) am[i] += double(pca->A[i * din + k]) * pca->mean[k];
+      std::vector<double> am(dout, 0.0), off(din);  // A mean, (I - A^T A) mean
+      for (size_t o = 0; o < dout; ++o) {
+        for (size_t j = 0; j < din; ++j) am[o] += double(pca->A[o * din + j]) * pca->mean[j];
       }
-      for (size_t k = 0; k < din; ++k) {
+      for (size_t j = 0; j < din; ++j) {
         double back = 0;
-        for (size_t i = 0; i < dout; ++i) back += double(pca->A[i * din + k]) * am[i];
-        off[k] = double(pca->mean[k]) - back;
+        for (size_t o = 0; o < dout; ++o) back += double(pca->A[o * din + j]) * am[o];
+        off[j] = double(pca->mean[j]) - back;
       }
       for (size_t r = 0; r < ids.size(); ++r) {
-        for (size_t k = 0; k < din; ++k) prev[r * din + k] += float(off[k]);
+        for (size_t j = 0; j < din; ++j) prev[r * din + j] += float(off[j]);
       }
     }
     x.swap(prev);
