@@ -13,18 +13,20 @@
 //
 // Durability: every add/upsert/remove is one atomic commit that also updates the manifest: a
 // RocksDB WriteBatch, or, for an add/upsert of 10k vectors or more, SST files ingested in one
-// DB::IngestExternalFiles (back to a WriteBatch while RocksDB's level 0 is crowded). Once the
-// call returns the change survives a crash of the process; an ingested one, or any with
-// IvfIndexOptions::sync, also survives power loss. recluster() builds the new generation
-// beside the old one and switches in one write, so a crash leaves the old or the new index.
+// DB::IngestExternalFiles (back to a WriteBatch while RocksDB's level 0 is crowded, unless the
+// add holds 256 MB of vectors and codes or more). Once the call returns the change survives a
+// crash of the process; an ingested one, or any with IvfIndexOptions::sync, also survives
+// power loss. recluster() builds the new generation beside the old one and switches in one
+// write, so a crash leaves the old or the new index.
 //
 // Thread safety: search(), info(), get_vector() and export_faiss() may run from any number of
 // threads, concurrently with one writer (add, upsert, remove, recluster, train); each search
-// sees one consistent snapshot (every write is either fully visible to it or not at all).
-// Writers are serialised; add() and upsert() may be called from several threads, and then one
-// call's assignment and encoding overlap another's commit (commits stay serialised, each call
-// returns once its own batch is durable; without ids, a call's ids are consecutive from the
-// first id it returns, in commit order). close() and the destructor must not overlap other calls.
+// sees one consistent snapshot (every write is either fully visible to it or not at all), and
+// never waits for a write: during a commit it reads the state before it. Writers are
+// serialised; add() and upsert() may be called from several threads, and then one call's
+// assignment and encoding overlap another's commit (commits stay serialised, each call returns
+// once its own batch is durable; without ids, a call's ids are consecutive from the first id it
+// returns, in commit order). close() and the destructor must not overlap other calls.
 // One directory has at most one read-write IvfIndex at a time (across processes); read-only handles
 // may coexist with it and see the state as of their opening (a recluster by the writer deletes the
 // old generation's files, after which such a handle must be reopened).
