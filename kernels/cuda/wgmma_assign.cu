@@ -175,6 +175,24 @@ __device__ __forceinline__ void wgmma_tile(float* d, uint64_t da, uint64_t db, i
 #endif
 }
 
+// The products of one BK-deep slice, issued by one warpgroup: hi.hi into acc and, with kSplit,
+// hi.lo + lo.hi into acc2 (part 0 holds the fp16 high halves, part P - 1 the low ones). The
+// first step of a centroid block (kc == 0) overwrites the accumulators instead of adding.
+template <int BN, int BK, bool kSplit, int P>
+__device__ __forceinline__ void slice_products(float* acc, float* acc2, const uint64_t* da,
+                                               const uint64_t* db, int kc) {
+#pragma unroll
+  for (int kk = 0; kk < BK / 16; ++kk) {
+    const uint64_t step = uint64_t(kk * 32 >> 4);  // 16 halves further along every row
+    const int keep = (kc > 0 || kk > 0) ? 1 : 0;   // 0: the block's first step
+    wgmma_tile<BN>(acc, da[0] + step, db[0] + step, keep);
+    if constexpr (kSplit) {
+      wgmma_tile<BN>(acc2, da[0] + step, db[P - 1] + step, keep);
+      wgmma_tile<BN>(acc2, da[P - 1] + step, db[0] + step, 1);
+    }
+  }
+}
+
 template <int BN, int WG, bool kThree, bool kResident>
 struct WgmmaTraits {
   static constexpr int kRows = 64 * WG;
@@ -545,19 +563,7 @@ __global__ void __launch_bounds__(WG * 128,
 #pragma unroll
         for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
         wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; ++kk) {
-          const uint64_t step = uint64_t(kk * 32 >> 4);  // 16 halves further along every row
-          const int keep = (kc > 0 || kk > 0) ? 1 : 0;   // 0: the block's first step
-          wgmma_tile<BN>(acc, da[0] + step, db[0] + step, keep);
-          if constexpr (kSplit) {
-            wgmma_tile<BN>(acc2, da[0] + step, db[P - 1] + step, keep);
-            wgmma_tile<BN>(acc2, da[P - 1] + step, db[0] + step, 1);
-          } else if constexpr (kThree) {
-            wgmma_tile<BN>(acc, da[0] + step, db[P - 1] + step, 1);
-            wgmma_tile<BN>(acc, da[P - 1] + step, db[0] + step, 1);
-          }
-        }
+        slice_products<BN, BK, kSplit, P>(acc, acc2, da, db, kc);
         wgmma_commit();
 #pragma unroll
         for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
@@ -773,16 +779,7 @@ __global__ void __launch_bounds__(PingPongTraits<BN, NC, kRole == Role::Screen>:
 #pragma unroll
         for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
         wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; ++kk) {
-          const uint64_t step = uint64_t(kk * 32 >> 4);  // 16 halves further along every row
-          const int keep = (kc > 0 || kk > 0) ? 1 : 0;   // 0: the block's first step
-          wgmma_tile<BN>(acc, da[0] + step, db[0] + step, keep);
-          if constexpr (kSplit) {
-            wgmma_tile<BN>(acc2, da[0] + step, db[P - 1] + step, keep);
-            wgmma_tile<BN>(acc2, da[P - 1] + step, db[0] + step, 1);
-          }
-        }
+        slice_products<BN, BK, kSplit, P>(acc, acc2, da, db, kc);
         wgmma_commit();
 #pragma unroll
         for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
