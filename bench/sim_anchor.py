@@ -15,6 +15,9 @@
 # (measured on the H100 with the full bound, split3 leaves 0.675 / 1.24 / 7.64 %: the simplified
 # bound here is tighter, so read the columns as ratios.) With anchors, one product plus a
 # three-product re-run of ~1-2 % of rows is ~1.05 products of tensor work against 3.
+# Tried on the device (bench/NOTES-cuda.md runs 44-45, branch anchor-wip): exact, but slower than
+# the three-product Screen, since each 128-row tile shifted all K centroids again (as many L2
+# bytes as the products it saved) and the real bound sent 2.2-2.4x more rows to Collect.
 # Usage: python3 bench/sim_anchor.py N d K
 import numpy as np, sys
 N, d, K = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
