@@ -114,13 +114,14 @@ float faiss_distance(const float* r, const float* ct, int64_t dsub, int64_t ksub
 // n = dsub + 2, u = 2^-24: every term is >= 0 and passes through at most n roundings (the
 // difference, then the square and the partial sums: fma rounds once where faiss rounds twice).
 // If F_k* is faiss's minimum and m the screen's, S_k* <= F_k* (1 + g) / (1 - g) <= F_m (1 + g) /
-// (1 - g) <= S_m ((1 + g) / (1 - g))^2. So every centroid with S_k above that threshold (plus a
-// floor for underflow, whose roundings are absolute: <= 2^-150 each, or < 2^-126 where the
-// caller's thread flushes subnormals to zero (FTZ/DAZ, as -ffast-math code sets); both sums
-// together stay below 2 (dsub + 2) 2^-126 < 2^-120) loses to m in
-// faiss's arithmetic too; the rest, usually just m, are the candidates, and faiss's first minimum
-// among them (re-computed in its arithmetic, ascending k) is its overall first minimum.
-// Requires ksub % 32 == 0; s receives V rows of ksub screen values, s_min their minima.
+// (1 - g) <= S_m ((1 + g) / (1 - g))^2. Underflow adds absolute errors: <= 2^-150 a rounding,
+// or < 2^-126 where the thread flushes subnormals to zero (FTZ/DAZ, as -ffast-math code sets;
+// both paths then see the same flushed operands), under 2 (dsub + 2) 2^-126 < 2^-120 for both
+// sums together; the threshold's floor of 2^-118 covers it. So every centroid with S_k above
+// the threshold loses to m in faiss's arithmetic too; the rest, usually just m, are the
+// candidates, and faiss's first minimum among them (re-computed in its arithmetic, ascending k)
+// is its overall first minimum. Requires ksub % 32 == 0; s receives V rows of ksub screen
+// values, s_min their minima.
 template <int V>
 __attribute__((target("avx2,fma"))) void screen_avx2(const float* const* r, const float* ct,
                                                      int64_t dsub, int64_t ksub, float* s,
