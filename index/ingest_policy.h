@@ -57,6 +57,7 @@ inline void set_always_ingest_bytes(int64_t n) { always_ingest_bytes_setting().s
 enum class AddPoint {
   kEncoded,       ///< assigned and encoded, before taking the writer lock
   kBeforeIngest,  ///< an ingestion's files complete, before their commit (writer lock held)
+  kAfterIngest,   ///< the ingestion done in RocksDB, before the index's state moves to it
 };
 struct AddHook {
   std::mutex mu;

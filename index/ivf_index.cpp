@@ -735,7 +735,9 @@ struct IvfIndex::Impl {
       commit(
           [&] {
             index::run_add_hook(index::AddPoint::kBeforeIngest);
-            return store->ingest({vec_file.get(), list_file.get(), id_file.get()});
+            rocksdb::Status s = store->ingest({vec_file.get(), list_file.get(), id_file.get()});
+            if (s.ok()) index::run_add_hook(index::AddPoint::kAfterIngest);
+            return s;
           },
           m, std::move(new_sizes), touched);
       prof.write_s = seconds_since(t_write);

@@ -22,11 +22,13 @@
 // Thread safety: search(), info(), get_vector() and export_faiss() may run from any number of
 // threads, concurrently with one writer (add, upsert, remove, recluster, train); each search
 // sees one consistent snapshot (every write is either fully visible to it or not at all), and
-// never waits for a write: during a commit it reads the state before it. Writers are
-// serialised; add() and upsert() may be called from several threads, and then one call's
-// assignment and encoding overlap another's commit (commits stay serialised, each call returns
-// once its own batch is durable; without ids, a call's ids are consecutive from the first id it
-// returns, in commit order). close() and the destructor must not overlap other calls.
+// never waits for a write: during a commit it reads the state before it. get_vector() reads
+// the latest state, so during a commit it may already return a vector of the add that is
+// committing (and that searches and ntotal() do not show yet). Writers are serialised; add()
+// and upsert() may be called from several threads, and then one call's assignment and encoding
+// overlap another's commit (commits stay serialised, each call returns once its own batch is
+// durable; without ids, a call's ids are consecutive from the first id it returns, in commit
+// order). close() and the destructor must not overlap other calls.
 // One directory has at most one read-write IvfIndex at a time (across processes); read-only handles
 // may coexist with it and see the state as of their opening (a recluster by the writer deletes the
 // old generation's files, after which such a handle must be reopened).

@@ -561,57 +561,73 @@ TEST(IvfIndex, AddsFallBackToABatchWhileLevel0IsCrowded) {
   check(*IvfIndex::open(dir));
 }
 
-// A search runs to completion while an ingestion's commit is held (its files complete, the
-// writer lock taken), and answers from the state before that add: nothing of the held batch.
+// A search runs to completion while an ingestion's commit is held, and answers from the state
+// before that add: nothing of the held batch. Held before the ingestion (its files complete, the
+// writer lock taken) and after it (the batch already in RocksDB, the index's state not yet moved:
+// a search that took a fresh snapshot there would see it), with an earlier add (held = 1000
+// vectors after 1000) and as the first add after train(), whose lists file overlaps nothing
+// (without a sequence number it would be visible to the search's earlier snapshot, with list
+// sizes that say 0).
 TEST(IvfIndex, SearchesProceedWhileAnIngestionIsHeld) {
   testing::IngestMinVectors ingest_from(500);
-  TempDir tmp;
-  std::string dir = tmp.file("idx");
   std::vector<float> x = testing::skewed_blobs(3000, kD, 24, 121);
   std::vector<float> xq = testing::skewed_blobs(40, kD, 24, 122);
-  auto idx = IvfIndex::create(dir, kD, "IVF24,SQ8");
-  idx->train(3000, x.data(), quick_train());
-  std::map<int64_t, std::vector<float>> vectors;
-  int64_t first = idx->add(1000, x.data());
-  for (int64_t i = 0; i < 1000; ++i) vectors[first + i].assign(&x[i * kD], &x[(i + 1) * kD]);
-  auto before = oracle(*idx, tmp, vectors);
+  for (index::AddPoint point : {index::AddPoint::kBeforeIngest, index::AddPoint::kAfterIngest}) {
+    for (int64_t earlier : {int64_t(1000), int64_t(0)}) {
+      SCOPED_TRACE("held at " + std::to_string(int(point)) + ", earlier adds " +
+                   std::to_string(earlier));
+      TempDir tmp;
+      std::string dir = tmp.file("idx");
+      auto idx = IvfIndex::create(dir, kD, "IVF24,SQ8");
+      idx->train(3000, x.data(), quick_train());
+      std::map<int64_t, std::vector<float>> vectors;
+      if (earlier > 0) {
+        const int64_t first = idx->add(earlier, x.data());
+        for (int64_t i = 0; i < earlier; ++i) {
+          vectors[first + i].assign(&x[i * kD], &x[(i + 1) * kD]);
+        }
+      }
+      auto before = oracle(*idx, tmp, vectors);
 
-  std::promise<void> reached, release;
-  std::shared_future<void> released = release.get_future().share();
-  std::atomic<bool> held{false};
-  testing::AddHook hook([&](index::AddPoint p) {
-    if (p != index::AddPoint::kBeforeIngest || held.exchange(true)) return;
-    reached.set_value();
-    released.wait_for(std::chrono::seconds(120));  // never forever, whatever the test does
-  });
-  std::future<int64_t> adder =
-      std::async(std::launch::async, [&] { return idx->add(1000, &x[1000 * kD]); });
-  reached.get_future().wait();
-  const int64_t nq = int64_t(xq.size()) / kD;
-  const int k = 10;
-  std::vector<float> dist(nq * k);
-  std::vector<int64_t> labels(nq * k);
-  std::future<void> search = std::async(
-      std::launch::async, [&] { idx->search(nq, xq.data(), k, 24, dist.data(), labels.data()); });
-  // A deadlock detector, not a timing: a search that waits for the commit never finishes here.
-  const bool finished = search.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
-  EXPECT_TRUE(finished) << "the search waited for the held ingestion";
-  if (finished) EXPECT_EQ(idx->ntotal(), 1000) << "the held add is not visible yet";
-  release.set_value();
-  search.get();
-  first = adder.get();
-  std::vector<float> dref(nq * k);
-  std::vector<int64_t> lref(nq * k);
-  faiss::SearchParametersIVF p;
-  p.nprobe = 24;
-  before->search(nq, xq.data(), k, dref.data(), lref.data(), &p);
-  EXPECT_EQ(labels, lref) << "the search saw part or all of the held batch";
-  EXPECT_EQ(dist, dref);
-  for (int64_t i = 0; i < 1000; ++i) {
-    vectors[first + i].assign(&x[(1000 + i) * kD], &x[(1001 + i) * kD]);
+      std::promise<void> reached, release;
+      std::shared_future<void> released = release.get_future().share();
+      std::atomic<bool> held{false};
+      testing::AddHook hook([&](index::AddPoint p) {
+        if (p != point || held.exchange(true)) return;
+        reached.set_value();
+        released.wait_for(std::chrono::seconds(120));  // never forever, whatever the test does
+      });
+      std::future<int64_t> adder =
+          std::async(std::launch::async, [&] { return idx->add(1000, &x[1000 * kD]); });
+      reached.get_future().wait();
+      const int64_t nq = int64_t(xq.size()) / kD;
+      const int k = 10;
+      std::vector<float> dist(nq * k);
+      std::vector<int64_t> labels(nq * k);
+      std::future<void> search = std::async(std::launch::async, [&] {
+        idx->search(nq, xq.data(), k, 24, dist.data(), labels.data());
+      });
+      // A deadlock detector, not a timing: a search that waits for the commit never finishes.
+      const bool finished = search.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+      EXPECT_TRUE(finished) << "the search waited for the held ingestion";
+      if (finished) EXPECT_EQ(idx->ntotal(), earlier) << "the held add is not visible yet";
+      release.set_value();
+      EXPECT_NO_THROW(search.get());
+      const int64_t first = adder.get();
+      std::vector<float> dref(nq * k);
+      std::vector<int64_t> lref(nq * k);
+      faiss::SearchParametersIVF p;
+      p.nprobe = 24;
+      before->search(nq, xq.data(), k, dref.data(), lref.data(), &p);
+      EXPECT_EQ(labels, lref) << "the search saw part or all of the held batch";
+      EXPECT_EQ(dist, dref);
+      for (int64_t i = 0; i < 1000; ++i) {
+        vectors[first + i].assign(&x[(1000 + i) * kD], &x[(1001 + i) * kD]);
+      }
+      EXPECT_EQ(idx->ntotal(), earlier + 1000);
+      expect_same_as(*idx, *oracle(*idx, tmp, vectors), xq, k, 24);
+    }
   }
-  EXPECT_EQ(idx->ntotal(), 2000);
-  expect_same_as(*idx, *oracle(*idx, tmp, vectors), xq, k, 24);
 }
 
 // Ids are handed out under the writer lock, in commit order: an add that commits while a
