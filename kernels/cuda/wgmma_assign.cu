@@ -629,8 +629,8 @@ constexpr int kFastConsumers = 3, kScreenConsumers = 2;
 // Layout of the ping-pong kernel: NC consumer warpgroups of 64 rows (resident, P parts) and
 // the producer's; stages of P parts of BN centroids x 64 halves. setmaxnreg moves registers
 // from the producer to the consumers: NC = 2: 128 x 40 + 256 x 232 = 64512, what 384 threads
-// of 168 (the cap of __launch_bounds__(384, 1)) hold; NC = 3: 128 x 24 + 384 x 160 = 64512
-// (512 x 126).
+// of 168 (the cap of __launch_bounds__(384, 1)) hold; NC = 3: 128 x 24 + 384 x 160 = 64512,
+// within the 512 x 128 = 65536 that 512 threads start with (registers come in steps of 8).
 template <int BN, int NC, bool kThree>
 struct PingPongTraits {
   static_assert(NC == 2 || NC == 3, "two or three consumer warpgroups");
@@ -920,6 +920,9 @@ void launch_wgmma_shape(const AssignArgs& a, const SplitRows& xs, const SplitCen
                         int sm_count, bool pingpong, cudaStream_t stream) {
   constexpr MmaTiles t = kMmaShapes[S];
   static_assert(t.rows % 64 == 0, "a warpgroup owns 64 rows");
+  // The last centroid block is read whole (its TMA box zero-filled, its norms read up to the
+  // block's end), so the padded centroid count must be whole blocks.
+  static_assert(kCentroidPad % t.centroids == 0, "centroids padded to whole blocks");
   constexpr int BN = t.centroids, WG = t.rows / 64;
   const int64_t tiles = (a.rows + t.rows - 1) / t.rows;
   const bool resident = rows_resident<S, kThree>(xs.dpad);
