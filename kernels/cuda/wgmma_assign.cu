@@ -175,12 +175,20 @@ __device__ __forceinline__ void wgmma_tile(float* d, uint64_t da, uint64_t db, i
 #endif
 }
 
-// The products of one BK-deep slice, issued by one warpgroup: hi.hi into acc and, with kSplit,
-// hi.lo + lo.hi into acc2 (part 0 holds the fp16 high halves, part P - 1 the low ones). The
-// first step of a centroid block (kc == 0) overwrites the accumulators instead of adding.
-template <int BN, int BK, bool kSplit, int P>
-__device__ __forceinline__ void slice_products(float* acc, float* acc2, const uint64_t* da,
-                                               const uint64_t* db, int kc) {
+// The products of one BK-deep slice, issued by one warpgroup as one wgmma group: hi.hi into acc
+// and, with kSplit, hi.lo + lo.hi into acc2 (part 0 holds the fp16 high halves, part P - 1 the
+// low ones). The first step of a centroid block (kc == 0) overwrites the accumulators instead of
+// adding. The accumulators are fenced on both sides so the compiler keeps them in place while
+// the group is in flight.
+template <int BN, int BK, bool kSplit, int NACC, int NACC2, int P>
+__device__ __forceinline__ void slice_products(float (&acc)[NACC], float (&acc2)[NACC2],
+                                               const uint64_t (&da)[P], const uint64_t (&db)[P],
+                                               int kc) {
+#pragma unroll
+  for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
+#pragma unroll
+  for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
+  wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < BK / 16; ++kk) {
     const uint64_t step = uint64_t(kk * 32 >> 4);  // 16 halves further along every row
@@ -191,6 +199,11 @@ __device__ __forceinline__ void slice_products(float* acc, float* acc2, const ui
       wgmma_tile<BN>(acc2, da[P - 1] + step, db[0] + step, 1);
     }
   }
+  wgmma_commit();
+#pragma unroll
+  for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
+#pragma unroll
+  for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
 }
 
 template <int BN, int WG, bool kThree, bool kResident>
@@ -558,17 +571,7 @@ __global__ void __launch_bounds__(WG * 128,
             db[p] = smem_desc(st + P * Traits::kABytes + p * Traits::kBBytes);
           }
         }
-#pragma unroll
-        for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
-#pragma unroll
-        for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
-        wgmma_fence();
-        slice_products<BN, BK, kSplit, P>(acc, acc2, da, db, kc);
-        wgmma_commit();
-#pragma unroll
-        for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
-#pragma unroll
-        for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
+        slice_products<BN, BK, kSplit>(acc, acc2, da, db, kc);
       }
       {  // centroid block nt is complete: fold it
         wgmma_wait<0>();
@@ -774,17 +777,7 @@ __global__ void __launch_bounds__(PingPongTraits<BN, NC, kRole == Role::Screen>:
               smem_desc(rbase + (p * ksteps + kc) * Traits::kABytes + c * 64 * Traits::kRowBytes);
           db[p] = smem_desc(st + p * Traits::kBBytes);
         }
-#pragma unroll
-        for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
-#pragma unroll
-        for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
-        wgmma_fence();
-        slice_products<BN, BK, kSplit, P>(acc, acc2, da, db, kc);
-        wgmma_commit();
-#pragma unroll
-        for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
-#pragma unroll
-        for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
+        slice_products<BN, BK, kSplit>(acc, acc2, da, db, kc);
         if (++s == stages) {
           s = 0;
           phase ^= 1;
