@@ -184,6 +184,7 @@ template <int BN, int BK, bool kSplit, int NACC, int NACC2, int P>
 __device__ __forceinline__ void slice_products(float (&acc)[NACC], float (&acc2)[NACC2],
                                                const uint64_t (&da)[P], const uint64_t (&db)[P],
                                                int kc) {
+#ifdef FLASHKM_WGMMA
 #pragma unroll
   for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
 #pragma unroll
@@ -204,6 +205,7 @@ __device__ __forceinline__ void slice_products(float (&acc)[NACC], float (&acc2)
   for (int i = 0; i < NACC; ++i) fence_operand(acc[i]);
 #pragma unroll
   for (int i = 0; i < NACC2; ++i) fence_operand(acc2[i]);
+#endif
 }
 
 template <int BN, int WG, bool kThree, bool kResident>
