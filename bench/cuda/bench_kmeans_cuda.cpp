@@ -218,7 +218,7 @@ int main(int argc, char** argv) {
       min_free = std::min(min_free, free_device_bytes());
       std::vector<int64_t> counts(s.k);
       std::vector<double> it_ms, as_ms, up_ms;
-      int64_t fixups = 0, changed = 0;
+      int64_t fixups = 0, changed = 0, pruned = 0;
       double inertia = 0;
       for (int it = 0; it <= s.iters; ++it) {  // iteration 0 is the warm-up
         const double a = now_ms();
@@ -233,6 +233,7 @@ int main(int argc, char** argv) {
         as_ms.push_back(b - a);
         up_ms.push_back(u - b);
         fixups += out.fixups;
+        pruned += out.pruned;
         changed = out.changed;
         inertia = out.inertia;
       }
@@ -243,10 +244,10 @@ int main(int argc, char** argv) {
       char line[512];
       std::snprintf(line, sizeof(line),
                     "%10lld %4lld %6lld | %9.2f %9.2f %8.2f | %7.1f %7.1f | %8.4f%% | %6.2f GB | "
-                    "setup %.0f ms | %s",
+                    "setup %.0f ms | pruned %.1f%% | %s",
                     (long long)s.n, (long long)s.d, (long long)s.k, it_med, as_med, up_med,
                     flop / it_med / 1e9, flop / as_med / 1e9, 100 * fix_frac, extra_gb, setup_ms,
-                    variant.c_str());
+                    100 * double(pruned) / (double(s.n) * s.iters), variant.c_str());
       rows.push_back(line);
       std::printf("%s\n", line);
       std::fflush(stdout);
@@ -257,11 +258,11 @@ int main(int argc, char** argv) {
                     "\"assign_ms\": %.4f, \"update_ms\": %.4f, \"tflops_iter\": %.3f, "
                     "\"tflops_assign\": %.3f, \"fixup_fraction\": %.6g, \"extra_gpu_gb\": %.3f, "
                     "\"setup_ms\": %.1f, \"datagen_ms\": %.1f, \"last_changed\": %lld, "
-                    "\"last_inertia\": %.10g}",
+                    "\"last_inertia\": %.10g, \"pruned_fraction\": %.6g}",
                     json.back() == '[' ? "" : ", ", variant.c_str(), (long long)s.n, (long long)s.d,
                     (long long)s.k, s.iters, it_med, as_med, up_med, flop / it_med / 1e9,
                     flop / as_med / 1e9, fix_frac, extra_gb, setup_ms, gen_ms, (long long)changed,
-                    inertia);
+                    inertia, double(pruned) / (double(s.n) * s.iters));
       json += js;
       for (const auto& name : set_names) unsetenv(name.c_str());
     }

@@ -174,13 +174,6 @@ constexpr int kFixupThreads = 256;
 constexpr int kFixupRows = 16;   // rows per block pass: each centroid load serves 16 rows
 constexpr int kFixupChunk = 64;  // coordinates of those rows staged in shared memory at once
 
-__device__ __forceinline__ void lex_min(double& v, int& i, double ov, int oi) {
-  if (ov < v || (ov == v && oi < i)) {
-    v = ov;
-    i = oi;
-  }
-}
-
 // kFixupRows uncertified rows per block pass (grid-stride over the device-side count): thread
 // t evaluates the float64 formula of detail::exact_l2 / exact_ip (coordinates in ascending
 // order, explicit fma) for centroids t, t + 256, ... against all the pass's rows, then each

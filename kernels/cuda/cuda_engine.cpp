@@ -286,6 +286,24 @@ bool wgmma_pingpong() {
   return false;
 }
 
+/// FLASHKM_CUDA_PRUNE=off keeps the full assignment pass in every iteration where
+/// KMeansParams::bounds would prune (=on or unset: prune); the bench's A/B, and tests
+/// comparing the two (identical results).
+bool prune_allowed() {
+  const char* env = std::getenv("FLASHKM_CUDA_PRUNE");
+  if (env == nullptr || std::strcmp(env, "on") == 0) return true;
+  FLASHKM_THROW_IF_NOT(std::strcmp(env, "off") == 0,
+                       "FLASHKM_CUDA_PRUNE=%s: expected on or off (or unset)", env);
+  return false;
+}
+
+/// Largest k the pruning pass takes: each label's block measures its distance to every
+/// centroid (k^2 d work an iteration), which at k = 16384 and d = 128 already costs about
+/// what a tenth of the full pass does.
+constexpr int64_t kPruneMaxK = 16384;
+/// Passes that skip pruning after one that settled too few rows.
+constexpr int kPruneRest = 8;
+
 class CudaEngine final : public Engine {
  public:
   // x_on_device: x is device memory (is_device_pointer) and is used in place as the resident
@@ -319,6 +337,10 @@ class CudaEngine final : public Engine {
         mma && !(math_ == AssignMath::Fp16Wgmma && !row_split_arrays_forced() &&
                  wgmma_splits_rows(mma_shape_, p.precision == Precision::Exact, int(dpad_)));
     plan_memory(p.device_memory_budget);
+    // Centre-centre pruning (prune_kernels.cu): Exact L2 on resident data, from the second
+    // assignment on. Unlabelled first passes and streamed chunks take the full pass.
+    prune_ = p.bounds && p.metric == Metric::L2 && p.precision == Precision::Exact &&
+             resident_ && k <= kPruneMaxK && d <= kPruneMaxDim && prune_allowed();
     if (!resident_) register_host_rows();
     allocate();
 
@@ -408,6 +430,13 @@ class CudaEngine final : public Engine {
     // device, so an iteration moves the data over the bus once instead of twice.
     sums_ready_ = !resident_;
     if (sums_ready_) clear_sums();
+    // Pruning needs the last pass's labels, distances and centroids, and update()'s segments.
+    const bool could_prune = prune_ && prune_ready_ && segments_ready_;
+    const bool prune = could_prune && prune_rest_ == 0;
+    if (could_prune && !prune) --prune_rest_;
+    if (prune)
+      FLASHKM_CUDA_CHECK(
+          cudaMemsetAsync(prune_stats_.get(), 0, sizeof(int) * kPruneStats, res_.compute));
     for_each_chunk([&](const float* xd, int64_t off, int64_t rows, int64_t chunk) {
       if (!resident_) {
         row_norms(xd, rows, int(d_), shift_.get(), xnorm_.get(), res_.compute);
@@ -432,8 +461,9 @@ class CudaEngine final : public Engine {
       a.cand_top = cand_top_.get();
       a.recheck_list = recheck_list_.get();
       a.recheck_count = recheck_count_.get();
+      SplitRows xs;
+      SplitCentroids cs;
       if (mma) {
-        SplitRows xs;
         if (split_arrays_) {
           const int64_t xoff = resident_ ? off * dpad_ : 0;
           xs.hi = x16_hi_.get() + xoff;
@@ -441,10 +471,42 @@ class CudaEngine final : public Engine {
         }
         xs.dpad = int(dpad_);
         xs.scale_exp = x_scale_exp_;
-        SplitCentroids cs;
         cs.hi = c16_hi_.get();
         cs.lo = c16_lo_.get();
         cs.scale_exp = c_scale_exp_.get();
+      }
+      if (prune) {
+        // Rows settled by pruning get their label in cand; the rows of labels with too many
+        // candidates go to the collecting pass (wgmma) or to the float64 fix-up over all k.
+        const bool collect = math_ == AssignMath::Fp16Wgmma;
+        if (collect)
+          FLASHKM_CUDA_CHECK(cudaMemsetAsync(a.recheck_count, 0, sizeof(int), res_.compute));
+        const UpdateScratch sorted = update_scratch();
+        PruneArgs pa;
+        pa.x = xd;
+        pa.rows = rows;
+        pa.d = int(d_);
+        pa.k = int(k_);
+        pa.c_raw = c_raw_.get();
+        pa.c_raw_t = c_raw_t_.get();
+        pa.c_prev = c_prev_.get();
+        pa.dist_prev = dist64_.get();
+        pa.sorted_ids = sorted.ids_out;
+        pa.seg_begin = sorted.seg_begin;
+        pa.seg_end = sorted.seg_end;
+        pa.max_cands = prune_max_cands();
+        pa.cand = a.cand;
+        pa.fallback_list = collect ? a.recheck_list : a.fix_list;
+        pa.fallback_count = collect ? a.recheck_count : a.fix_count;
+        pa.stats = prune_stats_.get();
+        pa.radius2 = prune_radius2_.get();
+        pa.list_count = prune_list_count_.get();
+        pa.lists = prune_lists_.get();
+        pa.tiles = prune_tiles_.get();
+        pa.tile_count = prune_tile_count_.get();
+        launch_prune(pa, res_.compute);
+        if (collect) launch_wgmma_collect(mma_shape_, a, xs, cs, sm_count_, res_.compute);
+      } else if (mma) {
         if (math_ == AssignMath::Fp16Wgmma) {
           launch_wgmma_assign(mma_shape_, a, xs, cs, sm_count_, pingpong_, res_.compute);
         } else {
@@ -471,6 +533,14 @@ class CudaEngine final : public Engine {
         accumulate_sorted(xd, rows, int(d_), int(k_), scratch, sums_.get(), counts_.get(),
                           res_.compute);
     });
+    // The next pass may prune from this one: its centroids join its distances (dist64_)
+    // and its sort, which update() cuts into segments.
+    if (prune_) {
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(c_prev_.get(), c_raw_.get(), sizeof(float) * k_ * d_,
+                                         cudaMemcpyDeviceToDevice, res_.compute));
+      prune_ready_ = true;
+    }
+    segments_ready_ = false;
     const int64_t nblocks = (n_ + kReduceBlock - 1) / kReduceBlock;
     std::vector<double> inertia(nblocks);
     std::vector<int> changed(nchunks_), fixups(nchunks_), windowed(nchunks_);
@@ -483,8 +553,17 @@ class CudaEngine final : public Engine {
                                        cudaMemcpyDeviceToHost, res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(windowed.data(), win_counts_.get(), sizeof(int) * nchunks_,
                                        cudaMemcpyDeviceToHost, res_.compute));
+    int stats[kPruneStats] = {};
+    if (prune)
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(stats, prune_stats_.get(), sizeof(stats),
+                                         cudaMemcpyDeviceToHost, res_.compute));
     res_.sync();
+    const int64_t pruned = stats[0];
+    // A pass that settles under three quarters of the rows costs about what it saves (the
+    // rest take the full pass): the next kPruneRest passes skip it.
+    if (prune && pruned < n_ / 4 * 3) prune_rest_ = kPruneRest;
     AssignOutcome out;
+    out.pruned = pruned;
     int64_t window_fixups = 0;
     for (int64_t b = 0; b < nblocks; ++b) out.inertia += inertia[b];
     sorted_ = true;
@@ -493,12 +572,21 @@ class CudaEngine final : public Engine {
       out.fixups += fixups[c] + windowed[c];
       window_fixups += windowed[c];
     }
+    if (params_.verbose && prune)
+      std::fprintf(stderr,
+                   "flashkm cuda prune: %lld rows settled, %.1f candidates a row tile, %lld rows "
+                   "decided in float64, %d rows fell back to the full pass\n",
+                   (long long)pruned,
+                   double(stats[1]) / std::max<double>(1, double(pruned) / kPruneTileRows),
+                   (long long)stats[2], stats[3]);
     if (params_.verbose)
       std::fprintf(stderr,
                    "flashkm cuda assign: %s, %lld of %lld rows recomputed in float64 "
-                   "(%lld over their <= %d candidates, the rest over all k)\n",
+                   "(%lld over their <= %d candidates, the rest over all k); %lld settled by "
+                   "centre-centre pruning%s\n",
                    pass_name(), (long long)out.fixups, (long long)n_, (long long)window_fixups,
-                   kTop);
+                   kTop, (long long)pruned,
+                   prune ? "" : (could_prune ? " (resting)" : " (off or no previous pass)"));
     return out;
   }
 
@@ -509,6 +597,7 @@ class CudaEngine final : public Engine {
       clear_sums();
       accumulate_sorted(x_resident(), n_, int(d_), int(k_), update_scratch(), sums_.get(),
                         counts_.get(), res_.compute);
+      segments_ready_ = true;  // the segments of the last assign()'s labels, for pruning
     }
     sums_ready_ = false;
     compute_means(sums_.get(), counts_.get(), int(k_), int(d_), means_dev_.get(), res_.compute);
@@ -630,6 +719,15 @@ class CudaEngine final : public Engine {
     sort_temp_bytes_ = sort_temp_bytes(chunk_rows_);
     cand_top_.allocate(std::max<size_t>(chunk_rows_ * kTop, (sort_temp_bytes_ + 3) / 4), b);
     if (math_ == AssignMath::Fp16Wgmma) recheck_count_.allocate(1, b);
+    if (prune_) {
+      c_prev_.allocate(k_ * d_, b);
+      prune_stats_.allocate(kPruneStats, b);
+      prune_radius2_.allocate(k_, b);
+      prune_list_count_.allocate(k_, b);
+      prune_lists_.allocate(k_ * prune_max_cands(), b);
+      prune_tiles_.allocate(2 * prune_max_tiles(n_, int(k_)), b);
+      prune_tile_count_.allocate(1, b);
+    }
     xnorm_.allocate(chunk_rows_, b);
     seg_begin_.allocate(k_, b);
     seg_end_.allocate(k_, b);
@@ -751,12 +849,28 @@ class CudaEngine final : public Engine {
   bool have_centroids_ = false;
   bool sums_ready_ = false;  ///< sums_ / counts_ hold the labels of the last assign()
   bool sorted_ = false;      ///< the scratch holds the last assign()'s sort (resident data)
+  bool prune_ = false;       ///< centre-centre pruning applies to this engine's passes
+  /// c_prev_ and dist64_ describe the last assign(), and update() has since cut its sort
+  /// into segments: the next assign() may prune.
+  bool prune_ready_ = false, segments_ready_ = false;
+  /// Passes left before pruning is tried again, after one that settled too few rows.
+  int prune_rest_ = 0;
   size_t sort_temp_bytes_ = 0;
 
   DeviceArray<double> shift_, xnorm_, block_inertia_, dist64_;
   DeviceArray<int> labels_, changed_, fix_counts_, cand_, fix_list_;
   DeviceArray<int> win_list_, win_counts_, cand_top_, recheck_list_, recheck_count_;
   DeviceArray<int> seg_begin_, seg_end_;
+  /// Pruning: the centroids of the last assign() (its float64 distances are in dist64_ and
+  /// its sort in the update scratch) and the pruning pass's counters (PruneArgs::stats).
+  DeviceArray<float> c_prev_;
+  DeviceArray<int> prune_stats_, prune_list_count_, prune_lists_, prune_tiles_,
+      prune_tile_count_;
+  DeviceArray<double> prune_radius2_;
+  /// Candidates a label may keep: more, and its rows take the full pass.
+  int prune_max_cands() const {
+    return int(std::min<int64_t>(kPruneMaxCands, std::max<int64_t>(32, k_ / 8)));
+  }
   DeviceArray<float> c_raw_, c_raw_t_, c_shifted_t_, c_beta_, means_dev_, dist_;
   DeviceArray<double> c_norm_sq_, c_max_norm_, sums_;
   DeviceArray<long long> counts_;

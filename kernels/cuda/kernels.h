@@ -146,6 +146,59 @@ void launch_finalize(const AssignArgs& a, const int* sorted_labels, const int* s
                      int* labels, float* dist, double* dist64, double* block_inertia, int* changed,
                      cudaStream_t stream);
 
+/// Centre-centre pruning of an Exact L2 assignment (Elkan's lemma), from the previous one:
+/// a row whose previous label is a and a centroid c with |a - c| >= 2 |x - a| cannot beat a.
+/// Per label a, R bounds |x - a| over its rows from above (the previous pass's float64
+/// distances plus how far a moved), and every centroid that is not provably farther than 2R
+/// from a (a float32 lower bound) is a candidate. The rows are then decided over their
+/// label's candidates alone: float32 distances with a rigorous relative bound, and the
+/// float64 formula of detail::exact_l2 for rows whose two best are within it, so each label
+/// is the float64 argmin over all k (ties: lowest index), as without pruning. A label with
+/// more than max_cands candidates sends its rows to fallback_list instead.
+struct PruneArgs {
+  const float* x = nullptr;  ///< rows x d, raw (resident)
+  int64_t rows = 0;
+  int d = 0, k = 0;
+  const float* c_raw = nullptr;    ///< k x d: the centroids now
+  const float* c_raw_t = nullptr;  ///< d x k: the same, transposed
+  const float* c_prev = nullptr;   ///< k x d: the centroids of the previous assignment
+  /// rows: exact_l2 of each row to its previous label's centroid in c_prev (finalize's)
+  const double* dist_prev = nullptr;
+  const int* sorted_ids = nullptr;  ///< rows, by previous label (sort_by_label's ids)
+  const int* seg_begin = nullptr;   ///< k: label a's rows are sorted_ids[seg_begin[a] ..
+  const int* seg_end = nullptr;     ///< .. seg_end[a]) (empty: begin == end)
+  int max_cands = 0;                ///< at most kPruneMaxCands
+  int* cand = nullptr;              ///< rows: the label of every row pruning settles
+  int* fallback_list = nullptr;     ///< rows of labels with too many candidates
+  int* fallback_count = nullptr;    ///< scalar, incremented (integer atomics only)
+  /// kPruneStats counters, added to: rows settled here, candidates summed over the row
+  /// tiles that prune, rows decided in float64, rows that fall back.
+  int* stats = nullptr;
+  /// Scratch: per label its bound and candidate list, the row tiles.
+  double* radius2 = nullptr;  ///< k
+  int* list_count = nullptr;  ///< k
+  int* lists = nullptr;       ///< k x max_cands
+  int* tiles = nullptr;       ///< prune_max_tiles(rows, k) x 2: (label, first sorted row)
+  int* tile_count = nullptr;  ///< scalar
+};
+constexpr int kPruneMaxCands = 512;
+constexpr int kPruneStats = 4;
+/// Largest d the pruning pass takes.
+constexpr int kPruneMaxDim = 8192;
+/// Row tiles of the pruning pass: rows of one label, at most kPruneTileRows a tile.
+constexpr int kPruneTileRows = 128;
+inline int64_t prune_max_tiles(int64_t rows, int k) {
+  return (rows + kPruneTileRows - 1) / kPruneTileRows + k;
+}
+void launch_prune(const PruneArgs& p, cudaStream_t stream);
+
+/// The collecting pass of the wgmma Exact assignment alone, over the rows listed in
+/// a.recheck_list (*a.recheck_count on the device, filled by the caller): their candidates,
+/// certification and fix-up routing, as for the rows Screen cannot certify. Rows too wide to
+/// stay in shared memory come from the split arrays (xs.hi, xs.lo).
+void launch_wgmma_collect(int shape, const AssignArgs& a, const SplitRows& xs,
+                          const SplitCentroids& cs, int sm_count, cudaStream_t stream);
+
 /// Scratch of the sort-inverse pieces (all chunk- or k-sized device arrays).
 struct UpdateScratch {
   int* keys_out = nullptr;   ///< chunk rows

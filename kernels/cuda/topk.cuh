@@ -18,6 +18,15 @@ namespace flashkm {
 namespace detail {
 namespace cuda {
 
+/// (v, i) = the lexicographically smaller of (v, i) and (ov, oi): the float64 argmin of the
+/// fix-ups, ties to the lowest index.
+__device__ __forceinline__ void lex_min(double& v, int& i, double ov, int oi) {
+  if (ov < v || (ov == v && oi < i)) {
+    v = ov;
+    i = oi;
+  }
+}
+
 template <int K>
 struct TopK {
   static constexpr int kSize = K;

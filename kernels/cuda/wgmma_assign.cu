@@ -954,6 +954,23 @@ void launch_wgmma_shape(const AssignArgs& a, const SplitRows& xs, const SplitCen
   }
 }
 
+// Collect alone, over rows the caller listed (launch_wgmma_collect): one block per SM at
+// most, grid-stride over the device-side count, rows resident where they fit, else streamed
+// from the split arrays with the centroids.
+template <int S>
+void launch_collect_shape(const AssignArgs& a, const SplitRows& xs, const SplitCentroids& cs,
+                          int sm_count, cudaStream_t stream) {
+  constexpr MmaTiles t = kMmaShapes[S];
+  constexpr int BN = t.centroids, WG = t.rows / 64;
+  const int64_t blocks = std::min<int64_t>((a.rows + t.rows - 1) / t.rows, sm_count);
+  if (rows_resident<S, true>(xs.dpad)) {
+    launch_wgmma<BN, WG, true, Role::Collect>(a, xs, cs, blocks, stream);
+  } else {
+    FLASHKM_ASSERT(xs.hi != nullptr);  // streamed row slices come from split arrays
+    launch_wgmma<BN, WG, false, Role::Collect>(a, xs, cs, blocks, stream);
+  }
+}
+
 }  // namespace
 
 bool wgmma_splits_rows(int shape, bool exact, int dpad) {
@@ -981,6 +998,24 @@ void launch_wgmma_assign(int shape, const AssignArgs& a, const SplitRows& xs,
       break;
     case 3:
       launch_wgmma_shape<1, true>(a, xs, cs, sm_count, pingpong, stream);
+      break;
+    default:
+      FLASHKM_THROW("tensor-core shape %d is not compiled (0..%d)", shape, kNumMmaShapes - 1);
+  }
+}
+
+void launch_wgmma_collect(int shape, const AssignArgs& a, const SplitRows& xs,
+                          const SplitCentroids& cs, int sm_count, cudaStream_t stream) {
+  static_assert(kNumMmaShapes == 2, "add the new shape to the switch below");
+  FLASHKM_THROW_IF_NOT(a.certify && a.recheck_list != nullptr && a.recheck_count != nullptr,
+                       "the collecting pass needs Exact precision and a recheck list");
+  if (a.rows == 0) return;
+  switch (shape) {
+    case 0:
+      launch_collect_shape<0>(a, xs, cs, sm_count, stream);
+      break;
+    case 1:
+      launch_collect_shape<1>(a, xs, cs, sm_count, stream);
       break;
     default:
       FLASHKM_THROW("tensor-core shape %d is not compiled (0..%d)", shape, kNumMmaShapes - 1);

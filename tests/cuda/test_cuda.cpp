@@ -604,6 +604,121 @@ TEST_P(CudaMath, KMeansFitMatchesCpuEveryIteration) {
 
 // fp16: the device's best tensor-core pass (wgmma on compute capability 9.0); fp16-sync:
 // the mma.sync pass, which every other device with tensor cores runs.
+// Centre-centre pruning (KMeansParams::bounds, on by default): from the second pass on, the
+// GPU decides a row over the centroids near its previous label only, and labels with more
+// candidates than the pass takes fall back to the full pass. Every pass must still give the
+// oracle's labels and exactly the CPU's results (the CPU without its own bounds); `settled`
+// checks that pruning really ran: at least `min_pruned` rows in the first pass that can
+// prune, and fewer than all of them when some labels must fall back. keep_init: every pass
+// gets the initial centroids again (so exact ties among them persist), not the means.
+void check_pruning(const Shape& s, const std::vector<float>& x, const std::vector<float>& init,
+                   int iters, int64_t min_pruned, bool some_fall_back, bool keep_init = false) {
+  SCOPED_TRACE(describe(s));
+  KMeansParams pg = params_for(s);
+  pg.bounds = true;
+  auto gpu = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), pg);
+  auto cpu = detail::make_cpu_engine(s.n, s.d, s.k, x.data(), params_for(s));
+  std::vector<float> c = init;
+  for (int it = 0; it < iters; ++it) {
+    SCOPED_TRACE("iteration " + std::to_string(it));
+    const std::vector<int32_t> want = oracle_labels(s.metric, x, s.n, s.d, c, s.k);
+    Step g = run_step(*gpu, c), h = run_step(*cpu, c);
+    ASSERT_EQ(g.labels, want);
+    expect_same(g, h, "GPU with pruning vs CPU engine", false);
+    if (it == 0) EXPECT_EQ(g.out.pruned, 0);  // nothing to prune from yet
+    if (it == 1) {
+      EXPECT_GE(g.out.pruned, min_pruned);
+      if (some_fall_back) EXPECT_LT(g.out.pruned, s.n);
+    }
+    if (!keep_init) c = g.centroids;
+  }
+}
+
+TEST_P(CudaMath, CentrePruningMatchesOracleAndCpu) {
+  {  // blobs far apart: most rows are settled from the second pass on
+    const Shape s{4000, 24, 40, Metric::L2, 91};
+    const std::vector<float> x = make_data(s);
+    check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 5, s.n / 2, false);
+  }
+  {  // d = 37: a partial last chunk of coordinates; offset data (raw, uncentred values)
+    const Shape s{3000, 37, 30, Metric::L2, 92, 500.f};
+    const std::vector<float> x = make_data(s);
+    check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 3, s.n / 2, false);
+  }
+  {  // d = 1
+    const Shape s{2000, 1, 9, Metric::L2, 93};
+    const std::vector<float> x = make_data(s);
+    check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 3, 1, false);
+  }
+  {  // coordinates near 1e-20: float32 squares underflow, every row is decided in float64
+    const Shape s{1500, 16, 20, Metric::L2, 94, 0.f, 1e-20f};
+    const std::vector<float> x = make_data(s);
+    check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 3, 1, false);
+  }
+}
+
+// Two regions: 2000 rows in a blob far away with 2 centroids (their candidate lists are
+// short: pruned), 3000 in a blob at the origin with 60 centroids (more candidates than a
+// label may take, max(32, k / 8): its rows fall back to the full pass). Then integer points
+// with duplicated centroids: exact ties, which float32 cannot separate, so the float64
+// formula decides them over the candidates and must pick the lowest index.
+TEST_P(CudaMath, CentrePruningFallsBackAndBreaksTies) {
+  {
+    const Shape s{5000, 8, 62, Metric::L2, 95};
+    std::mt19937_64 rng(s.seed);
+    std::normal_distribution<float> g(0.f, 1.f);
+    std::vector<float> x(s.n * s.d);
+    for (int64_t i = 0; i < s.n; ++i)
+      for (int64_t j = 0; j < s.d; ++j) x[i * s.d + j] = g(rng) + (i < 2000 ? 100.f : 0.f);
+    std::vector<float> init(s.k * s.d);
+    for (int64_t c = 0; c < s.k; ++c) {
+      const int64_t row = c < 2 ? c * 7 : 2000 + c * 31;
+      std::copy(x.begin() + row * s.d, x.begin() + (row + 1) * s.d, init.begin() + c * s.d);
+    }
+    check_pruning(s, x, init, 4, 2000, true);
+  }
+  {
+    const Shape s{3000, 6, 24, Metric::L2, 96};
+    std::mt19937_64 rng(s.seed);
+    std::vector<float> x(s.n * s.d), init(s.k * s.d);
+    for (auto& v : x) v = float(int(rng() % 7) - 3) + (rng() % 2 ? 40.f : 0.f);
+    for (int64_t j = 0; j < s.k / 2; ++j)
+      for (int64_t t = 0; t < s.d; ++t) init[j * s.d + t] = float(int(rng() % 5) - 2);
+    for (int64_t j = s.k / 2; j < s.k; ++j)  // the second half duplicates the first
+      std::copy(init.begin() + (j - s.k / 2) * s.d, init.begin() + (j - s.k / 2 + 1) * s.d,
+                init.begin() + j * s.d);
+    check_pruning(s, x, init, 3, 1, false, true);
+  }
+}
+
+// FLASHKM_CUDA_PRUNE=off keeps the full pass: the same results, nothing pruned.
+TEST_P(CudaMath, CentrePruningOffGivesTheSameResults) {
+  const Shape s{3000, 16, 30, Metric::L2, 97};
+  const std::vector<float> x = make_data(s);
+  KMeansParams p = params_for(s);
+  p.bounds = true;
+  auto on = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+  std::unique_ptr<Engine> off;
+  {
+    EnvScope env("FLASHKM_CUDA_PRUNE", "off");
+    off = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+  }
+  {
+    EnvScope env("FLASHKM_CUDA_PRUNE", "sometimes");
+    EXPECT_THROW(detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p), Error);
+  }
+  std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+  int64_t pruned = 0;
+  for (int it = 0; it < 3; ++it) {
+    Step a = run_step(*on, c), b = run_step(*off, c);
+    expect_same(a, b, "pruning on vs off, iteration " + std::to_string(it), false);
+    EXPECT_EQ(b.out.pruned, 0);
+    pruned += a.out.pruned;
+    c = a.centroids;
+  }
+  EXPECT_GT(pruned, 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(FirstPass, CudaMath, ::testing::Values("ffma", "fp16", "fp16-sync"),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            std::string name = i.param;

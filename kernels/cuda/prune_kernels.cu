@@ -1,0 +1,360 @@
+// Centre-centre pruning of the Exact L2 assignment (kernels.h, PruneArgs): Elkan's lemma
+// with the previous assignment's labels as anchors.
+//
+// For a row x whose previous label is a: if |a - c| > 2 |x - a| then |x - c| >= |a - c| -
+// |x - a| > |x - a|, so c cannot be x's nearest centroid. Four kernels, so that the work is
+// spread evenly whatever the sizes of the clusters:
+//  1. per label a (a warp): R >= |x - a| for every row of a's segment, the largest of their
+//     previous float64 distances (to a's previous position) plus how far a moved, both
+//     rounded up;
+//  2. label x centroid tiles: every centroid c whose float32 distance to a, lowered by its
+//     rounding bound, is not beyond 2R (with a relative margin) joins a's candidate list;
+//     the others are provably farther from each of a's rows than a itself, by more than
+//     any float64 rounding (the list's order does not matter: see 4);
+//  3. one block cuts the segments into row tiles of one label each;
+//  4. per row tile, each row's float32 distances to its label's candidates, t = fl(x_j - c_j) then an fma chain of
+//     t^2. Every term is a square, so the chain's error is relative: true^2 lies in
+//     [(s - eta)(1 - gl), (s + eta)(1 + gu)], gl = 1.01 (d + 2) u, gu = 1.02 (d + 2) u,
+//     u = 2^-24, with eta = (2 d + 4) 2^-126 for results flushed or rounded below the normal
+//     range. A row whose second smallest s clears its smallest by that bound (and 1e-9 more,
+//     for the float64 formula's own rounding) has its float64 argmin certified; the others
+//     evaluate detail::exact_l2 over all candidates (ties: lowest index).
+// So every label is the float64 argmin over all k, exactly as the unpruned passes decide it.
+#include <math_constants.h>
+
+#include <cfloat>
+#include <climits>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/kernels.h"
+#include "kernels/cuda/topk.cuh"
+
+namespace flashkm {
+namespace detail {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = kPruneTileRows;  // the row pass: one row per thread
+constexpr int kWarps = kThreads / 32;
+constexpr int kRowsPerThread = kThreads / kWarps;  // rows whose chunk a thread stages
+constexpr int kAuxThreads = 256;                    // the other kernels' blocks
+constexpr int kAuxWarps = kAuxThreads / 32;
+constexpr int kChunk = 32;                         // coordinates staged per step
+constexpr int kXStride = kChunk + 4;  // float4 reads: 8 lanes' rows cover the 32 banks
+constexpr int kGroup = 32;            // candidates a pass over the rows evaluates
+constexpr double kU = 5.9604644775390625e-08;     // 2^-24
+constexpr double kTiny = 1.1754943508222875e-38;  // 2^-126
+
+// The float32 chain's error terms for d coordinates (see the top of the file).
+struct Float32Bound {
+  double eta, gl, gu;
+  __device__ explicit Float32Bound(int d)
+      : eta((2.0 * d + 4) * kTiny), gl(1.01 * (d + 2) * kU), gu(1.02 * (d + 2) * kU) {}
+  /// A lower bound on the true squared distance whose float32 chain gave s (0 or less when
+  /// nothing is known; +inf only from a finite s).
+  __device__ double lower(float s) const {
+    return s <= FLT_MAX ? (double(s) - eta) * (1 - gl) : 0.0;
+  }
+  /// An upper bound, likewise.
+  __device__ double upper(float s) const { return (double(s) + eta) * (1 + gu); }
+};
+
+// 1. radius2[a] = (2R)^2 (1 + 1e-5), R >= |x - a| over a's rows; -1 for a label without rows.
+__global__ void __launch_bounds__(kAuxThreads) prune_radius_kernel(const PruneArgs p) {
+  const int lane = threadIdx.x % 32, d = p.d;
+  const int a = blockIdx.x * kAuxWarps + threadIdx.x / 32;
+  if (a >= p.k) return;
+  const int b = p.seg_begin[a], e = p.seg_end[a];
+  if (lane == 0) p.list_count[a] = 0;
+  if (b >= e) {
+    if (lane == 0) p.radius2[a] = -1;
+    return;
+  }
+  double rmax = 0, drift = 0;
+  for (int q = b + lane; q < e; q += 32) rmax = fmax(rmax, p.dist_prev[p.sorted_ids[q]]);
+  for (int j = lane; j < d; j += 32) {
+    const double t = __dsub_rn(double(p.c_raw[int64_t(a) * d + j]),
+                               double(p.c_prev[int64_t(a) * d + j]));
+    drift = __fma_rn(t, t, drift);
+  }
+  for (int off = 16; off > 0; off /= 2) {
+    rmax = fmax(rmax, __shfl_xor_sync(0xffffffffu, rmax, off));
+    drift = __dadd_rn(drift, __shfl_xor_sync(0xffffffffu, drift, off));
+  }
+  if (lane == 0) {
+    // float64 sums of d squares and their square roots: relative errors far below 1e-9.
+    const double R = __dmul_rn(__dadd_rn(sqrt(rmax), sqrt(drift)), 1 + 1e-9);
+    p.radius2[a] = 4 * R * R * (1 + 1e-5);
+  }
+}
+
+// 2. Label tile (32 labels) x centroid tile (128 centroids): thread (ty, lane) measures labels
+// 4 ty .. 4 ty + 3 against centroids lane + 32 m, m < 4, coordinates staged 32 at a time from
+// the transposed centroids.
+constexpr int kCandLabels = 32, kCandCentroids = 128;
+__global__ void __launch_bounds__(kAuxThreads) prune_candidates_kernel(const PruneArgs p) {
+  __shared__ float as[kChunk][kCandLabels];
+  __shared__ float cs[kChunk][kCandCentroids];
+  const int tid = threadIdx.x, lane = tid % 32, ty = tid / 32, d = p.d, k = p.k;
+  const int a0 = blockIdx.y * kCandLabels, c0 = blockIdx.x * kCandCentroids;
+  float acc[4][4] = {};
+  for (int j0 = 0; j0 < d; j0 += kChunk) {
+    __syncthreads();
+    for (int q = tid; q < kChunk * kCandLabels; q += kAuxThreads) {
+      const int jj = q / kCandLabels, i = q % kCandLabels;
+      as[jj][i] = (j0 + jj < d && a0 + i < k) ? p.c_raw_t[int64_t(j0 + jj) * k + a0 + i] : 0.f;
+    }
+    for (int q = tid; q < kChunk * kCandCentroids; q += kAuxThreads) {
+      const int jj = q / kCandCentroids, i = q % kCandCentroids;
+      cs[jj][i] = (j0 + jj < d && c0 + i < k) ? p.c_raw_t[int64_t(j0 + jj) * k + c0 + i] : 0.f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int jj = 0; jj < kChunk; ++jj) {
+      float av[4], cv[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) av[i] = as[jj][4 * ty + i];
+#pragma unroll
+      for (int m = 0; m < 4; ++m) cv[m] = cs[jj][lane + 32 * m];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+          const float t = __fsub_rn(av[i], cv[m]);
+          acc[i][m] = __fmaf_rn(t, t, acc[i][m]);
+        }
+    }
+  }
+  const Float32Bound bound(d);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int a = a0 + 4 * ty + i;
+    if (a >= k) continue;
+    const double T2 = p.radius2[a];
+    if (T2 < 0) continue;  // no rows
+#pragma unroll
+    for (int m = 0; m < 4; ++m) {
+      const int c = c0 + lane + 32 * m;
+      if (c < k && !(bound.lower(acc[i][m]) > T2)) {
+        const int pos = atomicAdd(p.list_count + a, 1);
+        if (pos < p.max_cands) p.lists[int64_t(a) * p.max_cands + pos] = c;
+      }
+    }
+  }
+}
+
+// 3. One block: the row tiles, label by label, kPruneTileRows rows at most each.
+constexpr int kTileThreads = 1024;
+__global__ void __launch_bounds__(kTileThreads) prune_tiles_kernel(const PruneArgs p) {
+  __shared__ int warp_sum[kTileThreads / 32];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int per = (p.k + kTileThreads - 1) / kTileThreads;
+  const int l0 = min(p.k, tid * per), l1 = min(p.k, l0 + per);
+  auto tiles_of = [&](int a) {
+    return (p.seg_end[a] - p.seg_begin[a] + kPruneTileRows - 1) / kPruneTileRows;
+  };
+  int mine = 0;
+  for (int a = l0; a < l1; ++a) mine += tiles_of(a);
+  int incl = mine;  // inclusive scan over the block
+  for (int off = 1; off < 32; off *= 2) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, off);
+    if (lane >= off) incl += v;
+  }
+  if (lane == 31) warp_sum[warp] = incl;
+  __syncthreads();
+  int before = incl - mine;
+  for (int w = 0; w < warp; ++w) before += warp_sum[w];
+  for (int a = l0; a < l1; ++a) {
+    const int b = p.seg_begin[a], n = tiles_of(a);
+    for (int t = 0; t < n; ++t, ++before) {
+      p.tiles[2 * before] = a;
+      p.tiles[2 * before + 1] = b + t * kPruneTileRows;
+    }
+  }
+  if (tid == kTileThreads - 1) *p.tile_count = before;
+}
+
+// The float32 distances of the tile's rows to candidates list[g0 .. g0 + ng), NG >= ng
+// (padding repeats the last candidate), folded into each row's smallest (s0, i0) and second
+// smallest s1. Each chunk of coordinates is loaded into registers while the previous one is
+// computed on. Called by every thread of the block (it synchronizes).
+template <int NG>
+__device__ __forceinline__ void group_pass(const PruneArgs& p, const int* list, int g0, int ng,
+                                           const int* rows_of, float* xs, float (*cs)[kChunk],
+                                           int row, float& s0, int& i0, float& s1, bool& bad) {
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, d = p.d;
+  constexpr int kCShare = (NG * kChunk + kThreads - 1) / kThreads;
+  float px[kRowsPerThread], pc[kCShare];
+  auto load = [&](int j0) {
+    const int jn = min(kChunk, d - j0);
+#pragma unroll
+    for (int i = 0; i < kRowsPerThread; ++i) {
+      const int rr = rows_of[warp + kWarps * i];
+      px[i] = (rr >= 0 && lane < jn) ? p.x[int64_t(rr) * d + j0 + lane] : 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < kCShare; ++i) {
+      const int q = tid + i * kThreads, u = q / kChunk, jj = q % kChunk;
+      const int c = list[g0 + min(u, ng - 1)];
+      pc[i] = (u < NG && jj < jn) ? p.c_raw[int64_t(c) * d + j0 + jj] : 0.f;
+    }
+  };
+  float acc[NG];
+#pragma unroll
+  for (int u = 0; u < NG; ++u) acc[u] = 0.f;
+  load(0);
+  for (int j0 = 0; j0 < d; j0 += kChunk) {
+    __syncthreads();  // the previous chunk is consumed
+#pragma unroll
+    for (int i = 0; i < kRowsPerThread; ++i) xs[(warp + kWarps * i) * kXStride + lane] = px[i];
+#pragma unroll
+    for (int i = 0; i < kCShare; ++i) {
+      const int q = tid + i * kThreads;
+      if (q < NG * kChunk) cs[q / kChunk][q % kChunk] = pc[i];
+    }
+    __syncthreads();
+    if (j0 + kChunk < d) load(j0 + kChunk);
+    if (row >= 0) {
+      // Zero padding past d adds fma(0, 0, s) = s exactly.
+      const float* xr = xs + tid * kXStride;
+#pragma unroll
+      for (int jj = 0; jj < kChunk; jj += 4) {
+        const float4 xv = *reinterpret_cast<const float4*>(xr + jj);
+#pragma unroll
+        for (int u = 0; u < NG; ++u) {
+          const float4 cv = *reinterpret_cast<const float4*>(&cs[u][jj]);
+          float t = __fsub_rn(xv.x, cv.x);
+          acc[u] = __fmaf_rn(t, t, acc[u]);
+          t = __fsub_rn(xv.y, cv.y);
+          acc[u] = __fmaf_rn(t, t, acc[u]);
+          t = __fsub_rn(xv.z, cv.z);
+          acc[u] = __fmaf_rn(t, t, acc[u]);
+          t = __fsub_rn(xv.w, cv.w);
+          acc[u] = __fmaf_rn(t, t, acc[u]);
+        }
+      }
+    }
+  }
+  if (row >= 0) {
+#pragma unroll
+    for (int u = 0; u < NG; ++u) {
+      if (u < ng) {
+        const float v = acc[u];
+        if (v != v) {
+          bad = true;  // not reachable from finite data; the row is then decided in float64
+        } else if (v < s0) {
+          s1 = s0;
+          s0 = v;
+          i0 = list[g0 + u];
+        } else if (v < s1) {
+          s1 = v;
+        }
+      }
+    }
+  }
+}
+
+// 4. One row tile: its label's candidates, each row's label.
+__global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p) {
+  __shared__ __align__(16) float xs[kThreads * kXStride];
+  __shared__ __align__(16) float cs[kGroup][kChunk];
+  __shared__ int list[kPruneMaxCands];
+  __shared__ int rows_of[kThreads], unc[kThreads];
+  __shared__ int nunc, base;
+  const int t = blockIdx.x;
+  if (t >= *p.tile_count) return;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, d = p.d;
+  const int a = p.tiles[2 * t], first = p.tiles[2 * t + 1];
+  const int count = min(kThreads, p.seg_end[a] - first);
+  const int nc = p.list_count[a];
+  if (nc > p.max_cands || nc == 0) {  // too many to be worth it: the caller's pass decides
+    if (tid == 0) {
+      base = atomicAdd(p.fallback_count, count);
+      atomicAdd(p.stats + 3, count);
+    }
+    __syncthreads();
+    if (tid < count) p.fallback_list[base + tid] = p.sorted_ids[first + tid];
+    return;
+  }
+  for (int q = tid; q < nc; q += kThreads) list[q] = p.lists[int64_t(a) * p.max_cands + q];
+  const int row = tid < count ? p.sorted_ids[first + tid] : -1;
+  rows_of[tid] = row;
+  if (tid == 0) nunc = 0;
+  __syncthreads();
+  float s0 = CUDART_INF_F, s1 = CUDART_INF_F;
+  int i0 = INT_MAX;
+  bool bad = false;
+  for (int g0 = 0; g0 < nc; g0 += kGroup) {
+    const int ng = min(kGroup, nc - g0);
+    if (ng <= 4) {
+      group_pass<4>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad);
+    } else if (ng <= 8) {
+      group_pass<8>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad);
+    } else if (ng <= 16) {
+      group_pass<16>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad);
+    } else {
+      group_pass<kGroup>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad);
+    }
+  }
+  if (row >= 0) {
+    const Float32Bound bound(d);
+    // Every other candidate's true distance is at least bound.lower(s1); the best's at most
+    // bound.upper(s0); 1e-9 more keeps the float64 formula's order the same.
+    // A single candidate is the label whatever its value.
+    if (nc == 1 || (!bad && s0 <= FLT_MAX && bound.lower(s1) > bound.upper(s0) * (1 + 1e-9))) {
+      p.cand[row] = i0;
+    } else {
+      unc[atomicAdd(&nunc, 1)] = row;
+    }
+  }
+  __syncthreads();
+  // Uncertified rows: the float64 formula over every candidate, a warp a row.
+  for (int q = warp; q < nunc; q += kWarps) {
+    const int rr = unc[q];
+    const float* xr = p.x + int64_t(rr) * d;
+    double bv = CUDART_INF;
+    int bi = INT_MAX;
+    for (int u = lane; u < nc; u += 32) {
+      const int c = list[u];
+      const float* cr = p.c_raw + int64_t(c) * d;
+      double acc = 0;
+      for (int j = 0; j < d; ++j) {
+        const double tj = __dsub_rn(double(xr[j]), double(cr[j]));
+        acc = __fma_rn(tj, tj, acc);
+      }
+      lex_min(bv, bi, acc, c);
+    }
+    for (int off = 16; off > 0; off /= 2)
+      lex_min(bv, bi, __shfl_xor_sync(0xffffffffu, bv, off), __shfl_xor_sync(0xffffffffu, bi, off));
+    if (lane == 0) p.cand[rr] = bi;
+  }
+  if (tid == 0) {
+    atomicAdd(p.stats, count);
+    atomicAdd(p.stats + 1, nc);
+    atomicAdd(p.stats + 2, nunc);
+  }
+}
+
+}  // namespace
+
+void launch_prune(const PruneArgs& p, cudaStream_t stream) {
+  FLASHKM_THROW_IF_NOT(p.d >= 1 && p.d <= kPruneMaxDim && p.max_cands >= 1 &&
+                           p.max_cands <= kPruneMaxCands,
+                       "pruning pass: d=%d (1..%d) or max_cands=%d (1..%d) out of range", p.d,
+                       kPruneMaxDim, p.max_cands, kPruneMaxCands);
+  if (p.rows == 0 || p.k == 0) return;
+  prune_radius_kernel<<<unsigned((p.k + kAuxWarps - 1) / kAuxWarps), kAuxThreads, 0, stream>>>(p);
+  FLASHKM_CUDA_CHECK_LAUNCH(prune_radius_kernel);
+  const dim3 grid(unsigned((p.k + kCandCentroids - 1) / kCandCentroids),
+                  unsigned((p.k + kCandLabels - 1) / kCandLabels));
+  prune_candidates_kernel<<<grid, kAuxThreads, 0, stream>>>(p);
+  FLASHKM_CUDA_CHECK_LAUNCH(prune_candidates_kernel);
+  prune_tiles_kernel<<<1, kTileThreads, 0, stream>>>(p);
+  FLASHKM_CUDA_CHECK_LAUNCH(prune_tiles_kernel);
+  prune_rows_kernel<<<unsigned(prune_max_tiles(p.rows, p.k)), kThreads, 0, stream>>>(p);
+  FLASHKM_CUDA_CHECK_LAUNCH(prune_rows_kernel);
+}
+
+}  // namespace cuda
+}  // namespace detail
+}  // namespace flashkm
