@@ -396,6 +396,39 @@ __global__ void __launch_bounds__(kFinalizeThreads)
   if (tid == 0 && block_changed) atomicAdd(changed, block_changed);
 }
 
+// finalize_sorted_kernel for listed rows, a thread a row: the pruning pass's fallback rows.
+__global__ void __launch_bounds__(kFinalizeThreads)
+    finalize_list_kernel(const AssignArgs a, const int* __restrict__ list,
+                         const int* __restrict__ count, int* __restrict__ labels,
+                         float* __restrict__ dist, double* __restrict__ dist64,
+                         int* __restrict__ changed) {
+  __shared__ int block_changed;
+  if (threadIdx.x == 0) block_changed = 0;
+  __syncthreads();
+  const int n = *count, d = a.d;
+  for (int i = blockIdx.x * kFinalizeThreads + threadIdx.x; i < n;
+       i += gridDim.x * kFinalizeThreads) {
+    const int row = list[i], lab = a.cand[row];
+    const float* xr = a.x + int64_t(row) * d;
+    const float* cr = a.c.raw + int64_t(lab) * d;
+    double acc = 0;
+    for (int j = 0; j < d; ++j) {
+      if (a.inner_product) {
+        acc = __fma_rn(double(xr[j]), double(cr[j]), acc);
+      } else {
+        const double df = __dsub_rn(double(xr[j]), double(cr[j]));
+        acc = __fma_rn(df, df, acc);
+      }
+    }
+    if (labels[row] != lab) atomicAdd(&block_changed, 1);
+    labels[row] = lab;
+    dist64[row] = acc;
+    if (dist) dist[row] = __double2float_rn(acc);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0 && block_changed) atomicAdd(changed, block_changed);
+}
+
 // Inertia per kReduceBlock rows, summed by one thread in row order, as the CPU does.
 __global__ void block_sum_kernel(const double* __restrict__ dist64, int64_t rows,
                                  double* __restrict__ block_inertia) {
@@ -478,8 +511,25 @@ void launch_finalize(const AssignArgs& a, const int* sorted_labels, const int* s
                            kFinalizeThreads, 0, stream>>>(a, sorted_labels, sorted_ids, labels,
                                                           dist, dist64, changed);
   FLASHKM_CUDA_CHECK_LAUNCH(finalize_sorted_kernel);
-  block_sum_kernel<<<unsigned((a.rows + kReduceBlock - 1) / kReduceBlock), 256, 0, stream>>>(
-      dist64, a.rows, block_inertia);
+  launch_block_inertia(dist64, a.rows, block_inertia, stream);
+}
+
+void launch_finalize_list(const AssignArgs& a, const int* list, const int* count, int* labels,
+                          float* dist, double* dist64, int* changed, int sm_count,
+                          cudaStream_t stream) {
+  if (a.rows == 0) return;
+  const int64_t most = (a.rows + kFinalizeThreads - 1) / kFinalizeThreads;
+  finalize_list_kernel<<<unsigned(std::min<int64_t>(most, int64_t(sm_count) * 8)),
+                         kFinalizeThreads, 0, stream>>>(a, list, count, labels, dist, dist64,
+                                                        changed);
+  FLASHKM_CUDA_CHECK_LAUNCH(finalize_list_kernel);
+}
+
+void launch_block_inertia(const double* dist64, int64_t rows, double* block_inertia,
+                          cudaStream_t stream) {
+  if (rows == 0) return;
+  block_sum_kernel<<<unsigned((rows + kReduceBlock - 1) / kReduceBlock), 256, 0, stream>>>(
+      dist64, rows, block_inertia);
   FLASHKM_CUDA_CHECK_LAUNCH(block_sum_kernel);
 }
 

@@ -496,12 +496,17 @@ class CudaEngine final : public Engine {
         pa.seg_end = sorted.seg_end;
         pa.max_cands = prune_max_cands();
         pa.cand = a.cand;
+        pa.labels = labels_.get() + off;
+        pa.dist = distances ? dist_.get() : nullptr;
+        pa.dist64 = dist64_.get();
+        pa.changed = changed_.get() + chunk;
         pa.fallback_list = collect ? a.recheck_list : a.fix_list;
         pa.fallback_count = collect ? a.recheck_count : a.fix_count;
         pa.stats = prune_stats_.get();
         pa.radius2 = prune_radius2_.get();
         pa.list_count = prune_list_count_.get();
         pa.lists = prune_lists_.get();
+        pa.list_lower = prune_list_lower_.get();
         pa.tiles = prune_tiles_.get();
         pa.tile_count = prune_tile_count_.get();
         launch_prune(pa, res_.compute);
@@ -516,15 +521,29 @@ class CudaEngine final : public Engine {
         launch_flash_assign(shape_, a, res_.compute);
       }
       if (certify) launch_fixup(a, sm_count_, res_.compute);
+      // The pruning pass finalized the rows it settled; its fallback rows are finalized here,
+      // before the sort takes the recheck list's storage.
+      if (prune) {
+        const bool collected = math_ == AssignMath::Fp16Wgmma;
+        launch_finalize_list(a, collected ? a.recheck_list : a.fix_list,
+                             collected ? a.recheck_count : a.fix_count, labels_.get() + off,
+                             distances ? dist_.get() : nullptr, dist64_.get(),
+                             changed_.get() + chunk, sm_count_, res_.compute);
+      }
       // Sorting by label here serves the finalize pass (rows of one centroid together) and
       // the update (the sort-inverse order).
       const UpdateScratch scratch = update_scratch();
       fill_iota(scratch.ids_in, rows, res_.compute);  // its storage held the recheck list
       sort_by_label(cand_.get(), rows, int(k_), scratch, res_.compute);
-      launch_finalize(a, scratch.keys_out, scratch.ids_out, labels_.get() + off,
-                      distances ? dist_.get() : nullptr, dist64_.get(),
-                      block_inertia_.get() + off / kReduceBlock, changed_.get() + chunk,
-                      res_.compute);
+      if (prune) {
+        launch_block_inertia(dist64_.get(), rows, block_inertia_.get() + off / kReduceBlock,
+                             res_.compute);
+      } else {
+        launch_finalize(a, scratch.keys_out, scratch.ids_out, labels_.get() + off,
+                        distances ? dist_.get() : nullptr, dist64_.get(),
+                        block_inertia_.get() + off / kReduceBlock, changed_.get() + chunk,
+                        res_.compute);
+      }
       if (distances) {
         FLASHKM_CUDA_CHECK(cudaMemcpyAsync(distances + off, dist_.get(), sizeof(float) * rows,
                                            cudaMemcpyDeviceToHost, res_.compute));
@@ -724,7 +743,8 @@ class CudaEngine final : public Engine {
       prune_stats_.allocate(kPruneStats, b);
       prune_radius2_.allocate(k_, b);
       prune_list_count_.allocate(k_, b);
-      prune_lists_.allocate(k_ * prune_max_cands(), b);
+      prune_lists_.allocate(k_ * kPruneMaxCands, b);
+      prune_list_lower_.allocate(k_ * kPruneMaxCands, b);
       prune_tiles_.allocate(2 * prune_max_tiles(n_, int(k_)), b);
       prune_tile_count_.allocate(1, b);
     }
@@ -867,6 +887,7 @@ class CudaEngine final : public Engine {
   DeviceArray<int> prune_stats_, prune_list_count_, prune_lists_, prune_tiles_,
       prune_tile_count_;
   DeviceArray<double> prune_radius2_;
+  DeviceArray<float> prune_list_lower_;
   /// Candidates a label may keep: more, and its rows take the full pass.
   int prune_max_cands() const {
     return int(std::min<int64_t>(kPruneMaxCands, std::max<int64_t>(32, k_ / 8)));

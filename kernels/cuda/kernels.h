@@ -153,8 +153,10 @@ void launch_finalize(const AssignArgs& a, const int* sorted_labels, const int* s
 /// from a (a float32 lower bound) is a candidate. The rows are then decided over their
 /// label's candidates alone: float32 distances with a rigorous relative bound, and the
 /// float64 formula of detail::exact_l2 for rows whose two best are within it, so each label
-/// is the float64 argmin over all k (ties: lowest index), as without pruning. A label with
-/// more than max_cands candidates sends its rows to fallback_list instead.
+/// is the float64 argmin over all k (ties: lowest index), as without pruning. A row tile
+/// with more than max_cands candidates sends its rows to fallback_list instead. The pass
+/// also finalizes the rows it settles (labels, distances, changed count: as
+/// launch_finalize does); launch_finalize_list finalizes the fallback rows.
 struct PruneArgs {
   const float* x = nullptr;  ///< rows x d, raw (resident)
   int64_t rows = 0;
@@ -167,8 +169,13 @@ struct PruneArgs {
   const int* sorted_ids = nullptr;  ///< rows, by previous label (sort_by_label's ids)
   const int* seg_begin = nullptr;   ///< k: label a's rows are sorted_ids[seg_begin[a] ..
   const int* seg_end = nullptr;     ///< .. seg_end[a]) (empty: begin == end)
-  int max_cands = 0;                ///< at most kPruneMaxCands
+  int max_cands = 0;                ///< candidates a row tile may evaluate, <= kPruneMaxCands
   int* cand = nullptr;              ///< rows: the label of every row pruning settles
+  int* labels = nullptr;            ///< rows: previous labels in, new labels out (settled rows)
+  float* dist = nullptr;            ///< rows or null: float(dist64) of settled rows
+  /// rows: exact_l2 to the new label of settled rows (may be dist_prev: read before written)
+  double* dist64 = nullptr;
+  int* changed = nullptr;           ///< scalar: settled rows whose label changed are added
   int* fallback_list = nullptr;     ///< rows of labels with too many candidates
   int* fallback_count = nullptr;    ///< scalar, incremented (integer atomics only)
   /// kPruneStats counters, added to: rows settled here, candidates summed over the row
@@ -177,7 +184,8 @@ struct PruneArgs {
   /// Scratch: per label its bound and candidate list, the row tiles.
   double* radius2 = nullptr;  ///< k
   int* list_count = nullptr;  ///< k
-  int* lists = nullptr;       ///< k x max_cands
+  int* lists = nullptr;       ///< k x kPruneMaxCands: candidates
+  float* list_lower = nullptr;  ///< k x kPruneMaxCands: a lower bound on |a - c|^2
   int* tiles = nullptr;       ///< prune_max_tiles(rows, k) x 2: (label, first sorted row)
   int* tile_count = nullptr;  ///< scalar
 };
@@ -191,6 +199,16 @@ inline int64_t prune_max_tiles(int64_t rows, int k) {
   return (rows + kPruneTileRows - 1) / kPruneTileRows + k;
 }
 void launch_prune(const PruneArgs& p, cudaStream_t stream);
+
+/// launch_finalize for the rows list[0 .. *count) only (in any order), from a.cand: their
+/// labels, distances and changed count; the inertia blocks are launch_block_inertia's.
+void launch_finalize_list(const AssignArgs& a, const int* list, const int* count, int* labels,
+                          float* dist, double* dist64, int* changed, int sm_count,
+                          cudaStream_t stream);
+
+/// The per-kReduceBlock sums of dist64 in row order (the last step of launch_finalize).
+void launch_block_inertia(const double* dist64, int64_t rows, double* block_inertia,
+                          cudaStream_t stream);
 
 /// The collecting pass of the wgmma Exact assignment alone, over the rows listed in
 /// a.recheck_list (*a.recheck_count on the device, filled by the caller): their candidates,

@@ -135,9 +135,13 @@ __global__ void __launch_bounds__(kAuxThreads) prune_candidates_kernel(const Pru
 #pragma unroll
     for (int m = 0; m < 4; ++m) {
       const int c = c0 + lane + 32 * m;
-      if (c < k && !(bound.lower(acc[i][m]) > T2)) {
+      const double lower = bound.lower(acc[i][m]);
+      if (c < k && !(lower > T2)) {
         const int pos = atomicAdd(p.list_count + a, 1);
-        if (pos < p.max_cands) p.lists[int64_t(a) * p.max_cands + pos] = c;
+        if (pos < kPruneMaxCands) {
+          p.lists[int64_t(a) * kPruneMaxCands + pos] = c;
+          p.list_lower[int64_t(a) * kPruneMaxCands + pos] = __double2float_rd(lower);
+        }
       }
     }
   }
@@ -176,12 +180,15 @@ __global__ void __launch_bounds__(kTileThreads) prune_tiles_kernel(const PruneAr
 
 // The float32 distances of the tile's rows to candidates list[g0 .. g0 + ng), NG >= ng
 // (padding repeats the last candidate), folded into each row's smallest (s0, i0) and second
-// smallest s1. Each chunk of coordinates is loaded into registers while the previous one is
-// computed on. Called by every thread of the block (it synchronizes).
-template <int NG>
+// smallest s1. kAnchor64: list[g0] is the row's previous label a, and d64 gets
+// detail::exact_l2(x, a) too (the same chain: coordinates ascending, zero padding adds
+// fma(0, 0, acc) = acc). Each chunk of coordinates is loaded into registers while the
+// previous one is computed on. Called by every thread of the block (it synchronizes).
+template <int NG, bool kAnchor64>
 __device__ __forceinline__ void group_pass(const PruneArgs& p, const int* list, int g0, int ng,
                                            const int* rows_of, float* xs, float (*cs)[kChunk],
-                                           int row, float& s0, int& i0, float& s1, bool& bad) {
+                                           int row, float& s0, int& i0, float& s1, bool& bad,
+                                           double& d64) {
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, d = p.d;
   constexpr int kCShare = (NG * kChunk + kThreads - 1) / kThreads;
   float px[kRowsPerThread], pc[kCShare];
@@ -215,11 +222,21 @@ __device__ __forceinline__ void group_pass(const PruneArgs& p, const int* list, 
     __syncthreads();
     if (j0 + kChunk < d) load(j0 + kChunk);
     if (row >= 0) {
-      // Zero padding past d adds fma(0, 0, s) = s exactly.
       const float* xr = xs + tid * kXStride;
 #pragma unroll
       for (int jj = 0; jj < kChunk; jj += 4) {
         const float4 xv = *reinterpret_cast<const float4*>(xr + jj);
+        if constexpr (kAnchor64) {
+          const float4 av = *reinterpret_cast<const float4*>(&cs[0][jj]);
+          double t = __dsub_rn(double(xv.x), double(av.x));
+          d64 = __fma_rn(t, t, d64);
+          t = __dsub_rn(double(xv.y), double(av.y));
+          d64 = __fma_rn(t, t, d64);
+          t = __dsub_rn(double(xv.z), double(av.z));
+          d64 = __fma_rn(t, t, d64);
+          t = __dsub_rn(double(xv.w), double(av.w));
+          d64 = __fma_rn(t, t, d64);
+        }
 #pragma unroll
         for (int u = 0; u < NG; ++u) {
           const float4 cv = *reinterpret_cast<const float4*>(&cs[u][jj]);
@@ -254,64 +271,137 @@ __device__ __forceinline__ void group_pass(const PruneArgs& p, const int* list, 
   }
 }
 
-// 4. One row tile: its label's candidates, each row's label.
+// Group passes over list[g0 .. nc) (kAnchor64 for the first, whose list[g0] is the label).
+template <bool kAnchor64>
+__device__ __forceinline__ void groups(const PruneArgs& p, const int* list, int g0, int nc,
+                                       const int* rows_of, float* xs, float (*cs)[kChunk],
+                                       int row, float& s0, int& i0, float& s1, bool& bad,
+                                       double& d64) {
+  for (bool first = true; g0 < nc; g0 += kGroup, first = false) {
+    const int ng = min(kGroup, nc - g0);
+    if (kAnchor64 && first) {
+      if (ng <= 4) {
+        group_pass<4, true>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+      } else if (ng <= 8) {
+        group_pass<8, true>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+      } else if (ng <= 16) {
+        group_pass<16, true>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+      } else {
+        group_pass<kGroup, true>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+      }
+    } else if (ng <= 4) {
+      group_pass<4, false>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+    } else if (ng <= 8) {
+      group_pass<8, false>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+    } else if (ng <= 16) {
+      group_pass<16, false>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+    } else {
+      group_pass<kGroup, false>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+    }
+  }
+}
+
+// A label's list longer than this is first narrowed to the row tile's own radius (one more
+// pass over the tile's rows, measuring them against the label alone).
+constexpr int kNarrowFrom = 32;
+
+// 4. One row tile of label a: its candidates, each row's label, and the finalize of the rows.
 __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p) {
   __shared__ __align__(16) float xs[kThreads * kXStride];
   __shared__ __align__(16) float cs[kGroup][kChunk];
   __shared__ int list[kPruneMaxCands];
-  __shared__ int rows_of[kThreads], unc[kThreads];
-  __shared__ int nunc, base;
+  __shared__ int rows_of[kThreads], unc[kThreads], far[kThreads], far_label[kThreads];
+  __shared__ double red[kWarps];
+  __shared__ int nc, nunc, nfar, base, changed;
   const int t = blockIdx.x;
   if (t >= *p.tile_count) return;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, d = p.d;
   const int a = p.tiles[2 * t], first = p.tiles[2 * t + 1];
   const int count = min(kThreads, p.seg_end[a] - first);
-  const int nc = p.list_count[a];
-  if (nc > p.max_cands || nc == 0) {  // too many to be worth it: the caller's pass decides
+  const int nl = p.list_count[a];
+  const int row = tid < count ? p.sorted_ids[first + tid] : -1;
+  rows_of[tid] = row;
+  if (tid == 0) {
+    list[0] = a;  // the label itself: first, so that its float64 distance comes along
+    nc = 1;
+    nunc = 0;
+    nfar = 0;
+    changed = 0;
+  }
+  __syncthreads();
+  float s0 = CUDART_INF_F, s1 = CUDART_INF_F;
+  int i0 = INT_MAX;
+  bool bad = false;
+  double d64 = 0;  // exact_l2(x, a)
+  bool fall_back = nl > kPruneMaxCands;  // the label's list overflowed
+  if (!fall_back && nl > kNarrowFrom) {
+    // |x - a| of each row (float64), their largest: the tile's radius, tighter than the
+    // label's (which adds how far a moved); then the candidates it leaves.
+    group_pass<1, true>(p, list, 0, 1, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+    double r2 = row >= 0 ? d64 : 0.0;
+    for (int off = 16; off > 0; off /= 2) r2 = fmax(r2, __shfl_xor_sync(0xffffffffu, r2, off));
+    if (lane == 0) red[warp] = r2;
+    __syncthreads();
+    r2 = red[0];
+    for (int w = 1; w < kWarps; ++w) r2 = fmax(r2, red[w]);
+    const double T2 = 4 * __dmul_rn(r2, 1 + 1e-9) * (1 + 1e-5);
+    for (int q = tid; q < nl; q += kThreads) {
+      const int c = p.lists[int64_t(a) * kPruneMaxCands + q];
+      if (c != a && !(double(p.list_lower[int64_t(a) * kPruneMaxCands + q]) > T2))
+        list[atomicAdd(&nc, 1)] = c;
+    }
+    __syncthreads();
+    fall_back = nc > p.max_cands;
+    if (!fall_back) groups<false>(p, list, 1, nc, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+  } else if (!fall_back) {
+    for (int q = tid; q < nl; q += kThreads) {
+      const int c = p.lists[int64_t(a) * kPruneMaxCands + q];
+      if (c != a) list[atomicAdd(&nc, 1)] = c;
+    }
+    __syncthreads();
+    fall_back = nc > p.max_cands;
+    if (!fall_back) groups<true>(p, list, 0, nc, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+  }
+  if (fall_back) {  // too many candidates to be worth it: the caller's pass decides
     if (tid == 0) {
       base = atomicAdd(p.fallback_count, count);
       atomicAdd(p.stats + 3, count);
     }
     __syncthreads();
-    if (tid < count) p.fallback_list[base + tid] = p.sorted_ids[first + tid];
+    if (row >= 0) p.fallback_list[base + tid] = row;
     return;
   }
-  for (int q = tid; q < nc; q += kThreads) list[q] = p.lists[int64_t(a) * p.max_cands + q];
-  const int row = tid < count ? p.sorted_ids[first + tid] : -1;
-  rows_of[tid] = row;
-  if (tid == 0) nunc = 0;
-  __syncthreads();
-  float s0 = CUDART_INF_F, s1 = CUDART_INF_F;
-  int i0 = INT_MAX;
-  bool bad = false;
-  for (int g0 = 0; g0 < nc; g0 += kGroup) {
-    const int ng = min(kGroup, nc - g0);
-    if (ng <= 4) {
-      group_pass<4>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad);
-    } else if (ng <= 8) {
-      group_pass<8>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad);
-    } else if (ng <= 16) {
-      group_pass<16>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad);
-    } else {
-      group_pass<kGroup>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad);
-    }
-  }
+  // Outputs of a settled row, as launch_finalize writes them.
+  auto finish = [&](int r, int label, double dist) {
+    p.cand[r] = label;
+    if (p.labels[r] != label) atomicAdd(&changed, 1);
+    p.labels[r] = label;
+    p.dist64[r] = dist;
+    if (p.dist) p.dist[r] = __double2float_rn(dist);
+  };
   if (row >= 0) {
     const Float32Bound bound(d);
     // Every other candidate's true distance is at least bound.lower(s1); the best's at most
-    // bound.upper(s0); 1e-9 more keeps the float64 formula's order the same.
-    // A single candidate is the label whatever its value.
+    // bound.upper(s0); 1e-9 more keeps the float64 formula's order the same. A single
+    // candidate is the label whatever its value.
     if (nc == 1 || (!bad && s0 <= FLT_MAX && bound.lower(s1) > bound.upper(s0) * (1 + 1e-9))) {
-      p.cand[row] = i0;
+      if (i0 == a) {
+        finish(row, a, d64);
+      } else {
+        const int q = atomicAdd(&nfar, 1);  // its distance below
+        far[q] = row;
+        far_label[q] = i0;
+      }
     } else {
       unc[atomicAdd(&nunc, 1)] = row;
     }
   }
   __syncthreads();
-  // Uncertified rows: the float64 formula over every candidate, a warp a row.
+  // Uncertified rows: the float64 formula over every candidate, a warp a row; the winner's
+  // value is the row's distance.
   for (int q = warp; q < nunc; q += kWarps) {
-    const int rr = unc[q];
-    const float* xr = p.x + int64_t(rr) * d;
+    const int r = unc[q];
+    const float* xr = p.x + int64_t(r) * d;
     double bv = CUDART_INF;
     int bi = INT_MAX;
     for (int u = lane; u < nc; u += 32) {
@@ -326,12 +416,26 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
     }
     for (int off = 16; off > 0; off /= 2)
       lex_min(bv, bi, __shfl_xor_sync(0xffffffffu, bv, off), __shfl_xor_sync(0xffffffffu, bi, off));
-    if (lane == 0) p.cand[rr] = bi;
+    if (lane == 0) finish(r, bi, bv);
   }
+  // Certified rows that left a: their float64 distance to the new label, a thread a row.
+  for (int q = tid; q < nfar; q += kThreads) {
+    const int r = far[q], c = far_label[q];
+    const float* xr = p.x + int64_t(r) * d;
+    const float* cr = p.c_raw + int64_t(c) * d;
+    double acc = 0;
+    for (int j = 0; j < d; ++j) {
+      const double tj = __dsub_rn(double(xr[j]), double(cr[j]));
+      acc = __fma_rn(tj, tj, acc);
+    }
+    finish(r, c, acc);
+  }
+  __syncthreads();
   if (tid == 0) {
     atomicAdd(p.stats, count);
     atomicAdd(p.stats + 1, nc);
     atomicAdd(p.stats + 2, nunc);
+    if (changed) atomicAdd(p.changed, changed);
   }
 }
 
