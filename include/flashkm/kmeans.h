@@ -75,8 +75,8 @@ struct IterationStats {
   double seconds = 0;   ///< wall time of this iteration
   int64_t changed = 0;  ///< points whose label differs from the previous iteration
   int64_t fixups = 0;   ///< rows whose fast distance was not certified and were recomputed
-  /// rows settled without a distance pass, from bounds kept since the previous iteration
-  /// (KMeansParams::bounds; CPU backend)
+  /// rows settled without the full distance pass (KMeansParams::bounds): CPU, from bounds
+  /// kept since the previous iteration; CUDA, over the few centroids near their previous one
   int64_t pruned = 0;
   int64_t empty_clusters = 0;  ///< clusters that received no point (then handled by policy)
 };
@@ -109,6 +109,13 @@ struct KMeansParams {
   /// near-ties, which the contract counts as ties (a settled row is decided by its two float64
   /// distances, as the fix-up decides). Only speed changes; later iterations, where centroids
   /// move little, gain most. Memory: 12 bytes per point.
+  /// CUDA (Exact, L2, data resident on the device, k <= 16384): from the second pass on, a
+  /// point is measured only against the centroids that are not provably farther than twice
+  /// its distance to its previous centroid (Elkan's lemma, from centre-centre distances), in
+  /// float32 with a rigorous bound and float64 where that cannot decide; labels are
+  /// bit-identical to the full pass. Pays when clusters are apart relative to their spread;
+  /// where too few points are settled the full pass runs again for a while. Memory: about
+  /// 4 KB + 4 d bytes per centroid and 8 bytes per 128 points.
   bool bounds = true;
   /// Upper bound on bytes of device memory flashkm may hold for data (0 = free memory less a
   /// margin). Host data that does not fit is streamed in chunks: for a fit of private

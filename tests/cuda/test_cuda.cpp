@@ -190,8 +190,9 @@ void expect_same(const Step& a, const Step& b, const std::string& what, bool fix
 }
 
 // bounds off: the CPU backend's bound-based pruning settles rows without a distance pass, so
-// its fix-up count would no longer be comparable with the FFMA pass's (the CUDA backend
-// ignores the flag; labels are identical either way).
+// its fix-up count would no longer be comparable with the FFMA pass's; the CUDA backend's
+// centre-centre pruning is tested on its own below (check_pruning). Labels are identical
+// either way.
 KMeansParams params_for(const Shape& s) {
   KMeansParams p;
   p.n_clusters = int(s.k);
@@ -689,6 +690,26 @@ TEST_P(CudaMath, CentrePruningFallsBackAndBreaksTies) {
                 init.begin() + j * s.d);
     check_pruning(s, x, init, 3, 1, false, true);
   }
+}
+
+// Blobs on a line, 40 apart, 12 centroids each, first placed 15 off their blob's centre and
+// then moved onto their rows' means: a label's radius adds how far its centroid moved, so its
+// list holds the neighbouring blobs' centroids too (36, more than a row tile may evaluate:
+// max(32, k / 8) = 32). The second pass prunes only if each row tile narrows the list to its
+// own radius (its rows' float64 distances to the moved centroid).
+TEST_P(CudaMath, CentrePruningNarrowsListsAfterBigMoves) {
+  const int64_t blobs = 12, per = 300, m = 12;
+  const Shape s{blobs * per, 8, blobs * m, Metric::L2, 98};
+  std::mt19937_64 rng(s.seed);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::uniform_real_distribution<float> jitter(-0.5f, 0.5f);
+  std::vector<float> x(s.n * s.d), init(s.k * s.d);
+  for (int64_t i = 0; i < s.n; ++i)
+    for (int64_t j = 0; j < s.d; ++j) x[i * s.d + j] = g(rng) + (j == 0 ? 40.f * (i / per) : 0.f);
+  for (int64_t c = 0; c < s.k; ++c)
+    for (int64_t j = 0; j < s.d; ++j)
+      init[c * s.d + j] = jitter(rng) + (j == 0 ? 40.f * (c / m) : 0.f) + (j == 1 ? 15.f : 0.f);
+  check_pruning(s, x, init, 3, s.n / 2, false);
 }
 
 // FLASHKM_CUDA_PRUNE=off keeps the full pass: the same results, nothing pruned.
