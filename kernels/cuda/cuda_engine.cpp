@@ -336,11 +336,12 @@ class CudaEngine final : public Engine {
     split_arrays_ =
         mma && !(math_ == AssignMath::Fp16Wgmma && !row_split_arrays_forced() &&
                  wgmma_splits_rows(mma_shape_, p.precision == Precision::Exact, int(dpad_)));
-    plan_memory(p.device_memory_budget);
     // Centre-centre pruning (prune_kernels.cu): Exact L2 on resident data, from the second
     // assignment on. Unlabelled first passes and streamed chunks take the full pass.
     prune_ = p.bounds && p.metric == Metric::L2 && p.precision == Precision::Exact &&
-             resident_ && k <= kPruneMaxK && d <= kPruneMaxDim && prune_allowed();
+             k <= kPruneMaxK && d <= kPruneMaxDim && prune_allowed();
+    plan_memory(p.device_memory_budget);
+    prune_ = prune_ && resident_;
     if (!resident_) register_host_rows();
     allocate();
 
@@ -394,6 +395,7 @@ class CudaEngine final : public Engine {
   // until the first assign(); streamed data keeps the host implementation.
   void kmeanspp(uint64_t seed, float* centroids) override {
     static_assert(kReduceBlock == kKMeansPPBlock, "block sums are shared scratch");
+    prune_ready_ = false;  // dist64_ is its scratch: the next pass must not prune from it
     if (!resident_) {
       Engine::kmeanspp(seed, centroids);
       return;
@@ -434,6 +436,9 @@ class CudaEngine final : public Engine {
     const bool could_prune = prune_ && prune_ready_ && segments_ready_;
     const bool prune = could_prune && prune_rest_ == 0;
     if (could_prune && !prune) --prune_rest_;
+    // Until this pass completes, its scratch describes no previous pass (an exception below
+    // leaves the engine unable to prune, not pruning from half-written state).
+    prune_ready_ = segments_ready_ = false;
     if (prune)
       FLASHKM_CUDA_CHECK(
           cudaMemsetAsync(prune_stats_.get(), 0, sizeof(int) * kPruneStats, res_.compute));
@@ -554,12 +559,9 @@ class CudaEngine final : public Engine {
     });
     // The next pass may prune from this one: its centroids join its distances (dist64_)
     // and its sort, which update() cuts into segments.
-    if (prune_) {
+    if (prune_)
       FLASHKM_CUDA_CHECK(cudaMemcpyAsync(c_prev_.get(), c_raw_.get(), sizeof(float) * k_ * d_,
                                          cudaMemcpyDeviceToDevice, res_.compute));
-      prune_ready_ = true;
-    }
-    segments_ready_ = false;
     const int64_t nblocks = (n_ + kReduceBlock - 1) / kReduceBlock;
     std::vector<double> inertia(nblocks);
     std::vector<int> changed(nchunks_), fixups(nchunks_), windowed(nchunks_);
@@ -577,10 +579,15 @@ class CudaEngine final : public Engine {
       FLASHKM_CUDA_CHECK(cudaMemcpyAsync(stats, prune_stats_.get(), sizeof(stats),
                                          cudaMemcpyDeviceToHost, res_.compute));
     res_.sync();
+    prune_ready_ = prune_;
     const int64_t pruned = stats[0];
     // A pass that settles under three quarters of the rows costs about what it saves (the
-    // rest take the full pass): the next kPruneRest passes skip it.
-    if (prune && pruned < n_ / 4 * 3) prune_rest_ = kPruneRest;
+    // rest take the full pass): the next kPruneRest passes skip it. Without the collecting
+    // pass (devices before Hopper) the rest are recomputed in float64 over all k, which on
+    // GPUs with slow float64 outweighs the pruning already at a few percent of the rows.
+    const int64_t worth =
+        math_ == AssignMath::Fp16Wgmma ? n_ / 4 * 3 : n_ - n_ / 50;
+    if (prune && pruned < worth) prune_rest_ = kPruneRest;
     AssignOutcome out;
     out.pruned = pruned;
     int64_t window_fixups = 0;
@@ -668,7 +675,11 @@ class CudaEngine final : public Engine {
       // Leave room for the per-point arrays (labels, distances, candidate lists shared with
       // the sort: 44 bytes a point, a little more where CUB's temporary storage outgrows the
       // candidate slots), the centroid arrays and a 1 GiB margin for the runtime and others.
-      const size_t other = size_t(n_) * 48 + size_t(k_) * d_ * 24 + (size_t(1) << 30);
+      // Pruning adds its candidate lists (8 bytes a slot) and the previous centroids.
+      const size_t prune_bytes =
+          prune_ ? size_t(k_) * (kPruneMaxCands * 8 + d_ * 4 + 16) : 0;
+      const size_t other =
+          size_t(n_) * 48 + size_t(k_) * d_ * 24 + prune_bytes + (size_t(1) << 30);
       budget = free_bytes > other ? (free_bytes - other) / 10 * 9 : 0;
     }
     if (x_on_device_) {

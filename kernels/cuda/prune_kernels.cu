@@ -4,7 +4,7 @@
 // For a row x whose previous label is a: if |a - c| > 2 |x - a| then |x - c| >= |a - c| -
 // |x - a| > |x - a|, so c cannot be x's nearest centroid. Four kernels, so that the work is
 // spread evenly whatever the sizes of the clusters:
-//  1. per label a (a warp): R >= |x - a| for every row of a's segment, the largest of their
+//  1. per label a (a block): R >= |x - a| for every row of a's segment, the largest of their
 //     previous float64 distances (to a's previous position) plus how far a moved, both
 //     rounded up;
 //  2. label x centroid tiles: every centroid c whose float32 distance to a, lowered by its
@@ -60,19 +60,19 @@ struct Float32Bound {
 };
 
 // 1. radius2[a] = (2R)^2 (1 + 1e-5), R >= |x - a| over a's rows; -1 for a label without rows.
+// A block a label, so that one huge cluster does not hold the pass up.
 __global__ void __launch_bounds__(kAuxThreads) prune_radius_kernel(const PruneArgs p) {
-  const int lane = threadIdx.x % 32, d = p.d;
-  const int a = blockIdx.x * kAuxWarps + threadIdx.x / 32;
-  if (a >= p.k) return;
+  __shared__ double red_r[kAuxWarps], red_d[kAuxWarps];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, d = p.d, a = blockIdx.x;
   const int b = p.seg_begin[a], e = p.seg_end[a];
-  if (lane == 0) p.list_count[a] = 0;
+  if (tid == 0) p.list_count[a] = 0;
   if (b >= e) {
-    if (lane == 0) p.radius2[a] = -1;
+    if (tid == 0) p.radius2[a] = -1;
     return;
   }
   double rmax = 0, drift = 0;
-  for (int q = b + lane; q < e; q += 32) rmax = fmax(rmax, p.dist_prev[p.sorted_ids[q]]);
-  for (int j = lane; j < d; j += 32) {
+  for (int q = b + tid; q < e; q += kAuxThreads) rmax = fmax(rmax, p.dist_prev[p.sorted_ids[q]]);
+  for (int j = tid; j < d; j += kAuxThreads) {
     const double t = __dsub_rn(double(p.c_raw[int64_t(a) * d + j]),
                                double(p.c_prev[int64_t(a) * d + j]));
     drift = __fma_rn(t, t, drift);
@@ -82,6 +82,15 @@ __global__ void __launch_bounds__(kAuxThreads) prune_radius_kernel(const PruneAr
     drift = __dadd_rn(drift, __shfl_xor_sync(0xffffffffu, drift, off));
   }
   if (lane == 0) {
+    red_r[warp] = rmax;
+    red_d[warp] = drift;
+  }
+  __syncthreads();
+  if (tid == 0) {
+    for (int w = 1; w < kAuxWarps; ++w) {
+      rmax = fmax(rmax, red_r[w]);
+      drift = __dadd_rn(drift, red_d[w]);
+    }
     // float64 sums of d squares and their square roots: relative errors far below 1e-9.
     const double R = __dmul_rn(__dadd_rn(sqrt(rmax), sqrt(drift)), 1 + 1e-9);
     p.radius2[a] = 4 * R * R * (1 + 1e-5);
@@ -385,12 +394,13 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
     // bound.upper(s0); 1e-9 more keeps the float64 formula's order the same. A single
     // candidate is the label whatever its value.
     if (nc == 1 || (!bad && s0 <= FLT_MAX && bound.lower(s1) > bound.upper(s0) * (1 + 1e-9))) {
-      if (i0 == a) {
+      const int label = nc == 1 ? a : i0;  // i0 is unset when a's float32 value overflowed
+      if (label == a) {
         finish(row, a, d64);
       } else {
         const int q = atomicAdd(&nfar, 1);  // its distance below
         far[q] = row;
-        far_label[q] = i0;
+        far_label[q] = label;
       }
     } else {
       unc[atomicAdd(&nunc, 1)] = row;
@@ -447,7 +457,7 @@ void launch_prune(const PruneArgs& p, cudaStream_t stream) {
                        "pruning pass: d=%d (1..%d) or max_cands=%d (1..%d) out of range", p.d,
                        kPruneMaxDim, p.max_cands, kPruneMaxCands);
   if (p.rows == 0 || p.k == 0) return;
-  prune_radius_kernel<<<unsigned((p.k + kAuxWarps - 1) / kAuxWarps), kAuxThreads, 0, stream>>>(p);
+  prune_radius_kernel<<<unsigned(p.k), kAuxThreads, 0, stream>>>(p);
   FLASHKM_CUDA_CHECK_LAUNCH(prune_radius_kernel);
   const dim3 grid(unsigned((p.k + kCandCentroids - 1) / kCandCentroids),
                   unsigned((p.k + kCandLabels - 1) / kCandLabels));

@@ -601,10 +601,32 @@ TEST_P(CudaMath, KMeansFitMatchesCpuEveryIteration) {
   EXPECT_EQ(rg.labels, rc.labels);
   EXPECT_EQ(rg.centroids, rc.centroids);
   EXPECT_EQ(rg.inertia, rc.inertia);
+  // The same fit with the GPU's centre-centre pruning (the CPU keeps its bounds off, so
+  // both decide every float64 near-tie alike), from k-means++ on the device (whose scratch
+  // the pruning shares), through the final assignment pass.
+  p.init = Init::KMeansPlusPlus;
+  p.n_clusters = 120;  // about 4.6 centroids a blob
+  p.device = Device::CPU;
+  p.bounds = false;
+  KMeansResult pc = KMeans(s.d, p).fit(s.n, x.data());
+  p.device = Device::CUDA;
+  p.bounds = true;
+  KMeansResult pg = KMeans(s.d, p).fit(s.n, x.data());
+  ASSERT_EQ(pg.iterations.size(), pc.iterations.size());
+  int64_t pruned = 0;
+  for (size_t i = 0; i < pc.iterations.size(); ++i) {
+    SCOPED_TRACE("pruned fit, iteration " + std::to_string(i));
+    EXPECT_EQ(pg.iterations[i].inertia, pc.iterations[i].inertia);
+    EXPECT_EQ(pg.iterations[i].changed, pc.iterations[i].changed);
+    EXPECT_EQ(pg.iterations[i].empty_clusters, pc.iterations[i].empty_clusters);
+    pruned += pg.iterations[i].pruned;
+  }
+  EXPECT_GT(pruned, 0);
+  EXPECT_EQ(pg.labels, pc.labels);
+  EXPECT_EQ(pg.centroids, pc.centroids);
+  EXPECT_EQ(pg.inertia, pc.inertia);
 }
 
-// fp16: the device's best tensor-core pass (wgmma on compute capability 9.0); fp16-sync:
-// the mma.sync pass, which every other device with tensor cores runs.
 // Centre-centre pruning (KMeansParams::bounds, on by default): from the second pass on, the
 // GPU decides a row over the centroids near its previous label only, and labels with more
 // candidates than the pass takes fall back to the full pass. Every pass must still give the
@@ -636,7 +658,7 @@ void check_pruning(const Shape& s, const std::vector<float>& x, const std::vecto
 }
 
 TEST_P(CudaMath, CentrePruningMatchesOracleAndCpu) {
-  {  // blobs far apart: most rows are settled from the second pass on
+  {  // blobs far apart: the second pass settles most rows
     const Shape s{4000, 24, 40, Metric::L2, 91};
     const std::vector<float> x = make_data(s);
     check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 5, s.n / 2, false);
@@ -660,12 +682,14 @@ TEST_P(CudaMath, CentrePruningMatchesOracleAndCpu) {
 
 // Two regions: 2000 rows in a blob far away with 2 centroids (their candidate lists are
 // short: pruned), 3000 in a blob at the origin with 60 centroids (more candidates than a
-// label may take, max(32, k / 8): its rows fall back to the full pass). Then integer points
-// with duplicated centroids: exact ties, which float32 cannot separate, so the float64
-// formula decides them over the candidates and must pick the lowest index.
+// label may take, max(32, k / 8): its rows fall back to the full pass), at d = 8 and at
+// d = 300 (wgmma: the fallback rows are too wide to stay in shared memory and stream from
+// the split arrays). Then integer points with duplicated centroids: exact ties, which
+// float32 cannot separate, so the float64 formula decides them over the candidates and
+// must pick the lowest index.
 TEST_P(CudaMath, CentrePruningFallsBackAndBreaksTies) {
-  {
-    const Shape s{5000, 8, 62, Metric::L2, 95};
+  for (const int64_t d : {8, 300}) {
+    const Shape s{5000, d, 62, Metric::L2, 95};
     std::mt19937_64 rng(s.seed);
     std::normal_distribution<float> g(0.f, 1.f);
     std::vector<float> x(s.n * s.d);
@@ -712,6 +736,35 @@ TEST_P(CudaMath, CentrePruningNarrowsListsAfterBigMoves) {
   check_pruning(s, x, init, 3, s.n / 2, false);
 }
 
+// Blobs 100 apart, 92 centroids each (k = 1104: several candidate tiles and more labels
+// than the tile kernel's threads): a row tile evaluates its ~92 candidates in groups of 32,
+// carrying each row's two best from group to group. Then k = 1 with coordinates near
+// +-2e19, whose float32 squares overflow: the single candidate is the label regardless.
+TEST_P(CudaMath, CentrePruningManyCandidatesAndOneCentroid) {
+  {
+    const int64_t blobs = 12, per = 250, m = 92;
+    const Shape s{blobs * per, 8, blobs * m, Metric::L2, 99};
+    std::mt19937_64 rng(s.seed);
+    std::normal_distribution<float> g(0.f, 1.f);
+    std::vector<float> x(s.n * s.d), init(s.k * s.d);
+    for (int64_t i = 0; i < s.n; ++i)
+      for (int64_t j = 0; j < s.d; ++j)
+        x[i * s.d + j] = g(rng) + (j == 0 ? 100.f * (i / per) : 0.f);
+    for (int64_t c = 0; c < s.k; ++c) {  // rows of the centroid's own blob
+      const int64_t row = (c / m) * per + c % m;
+      std::copy(x.begin() + row * s.d, x.begin() + (row + 1) * s.d, init.begin() + c * s.d);
+    }
+    check_pruning(s, x, init, 3, s.n / 2, false);
+  }
+  {
+    const Shape s{1000, 1, 1, Metric::L2, 100};
+    std::mt19937_64 rng(s.seed);
+    std::vector<float> x(s.n);
+    for (auto& v : x) v = (rng() % 2 ? 2e19f : -2e19f) * (1.f + float(rng() % 100) / 100.f);
+    check_pruning(s, x, {x[0]}, 3, 1, false);
+  }
+}
+
 // FLASHKM_CUDA_PRUNE=off keeps the full pass: the same results, nothing pruned.
 TEST_P(CudaMath, CentrePruningOffGivesTheSameResults) {
   const Shape s{3000, 16, 30, Metric::L2, 97};
@@ -740,6 +793,8 @@ TEST_P(CudaMath, CentrePruningOffGivesTheSameResults) {
   EXPECT_GT(pruned, 0);
 }
 
+// fp16: the device's best tensor-core pass (wgmma on compute capability 9.0); fp16-sync:
+// the mma.sync pass, which every other device with tensor cores runs.
 INSTANTIATE_TEST_SUITE_P(FirstPass, CudaMath, ::testing::Values("ffma", "fp16", "fp16-sync"),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            std::string name = i.param;
