@@ -109,7 +109,7 @@ struct KMeansParams {
   /// near-ties, which the contract counts as ties (a settled row is decided by its two float64
   /// distances, as the fix-up decides). Only speed changes; later iterations, where centroids
   /// move little, gain most. Memory: 12 bytes per point.
-  /// CUDA (Exact, L2, data resident on the device, k <= 16384): from the second pass on, a
+  /// CUDA (Exact, L2, data resident on the device, k <= 131072): from the second pass on, a
   /// point is measured only against the centroids that are not provably farther than twice
   /// its distance to its previous centroid (Elkan's lemma, from centre-centre distances), in
   /// float32 with a rigorous bound and float64 where that cannot decide; labels are

@@ -297,10 +297,26 @@ bool prune_allowed() {
   return false;
 }
 
-/// Largest k the pruning pass takes: each label's block measures its distance to every
-/// centroid (k^2 d work an iteration), which at k = 16384 and d = 128 already costs about
-/// what a tenth of the full pass does.
-constexpr int64_t kPruneMaxK = 16384;
+/// Largest k the pruning pass takes: kPruneMaxGroups groups of kPivotStride centroids.
+constexpr int64_t kPruneMaxK = int64_t(kPruneMaxGroups) * kPivotStride;
+/// From this k on, candidates are found through groups around pivots (k^2 d / 16 work)
+/// rather than by measuring every pair (k^2 d): at k = 8192 and d = 128 that already costs
+/// about a tenth of the full pass.
+constexpr int64_t kPruneGroupsFromK = 8192;
+
+/// Groups of the pruning pass's candidate search: FLASHKM_CUDA_PRUNE_GROUPS=always takes
+/// groups at every k, =never measures every pair (tests compare both with the default).
+int64_t prune_groups(int64_t k) {
+  const char* env = std::getenv("FLASHKM_CUDA_PRUNE_GROUPS");
+  bool use = k >= kPruneGroupsFromK;
+  if (env != nullptr) {
+    FLASHKM_THROW_IF_NOT(std::strcmp(env, "always") == 0 || std::strcmp(env, "never") == 0,
+                         "FLASHKM_CUDA_PRUNE_GROUPS=%s: expected always or never (or unset)",
+                         env);
+    use = std::strcmp(env, "always") == 0;
+  }
+  return use ? std::max<int64_t>(1, k / kPivotStride) : 0;
+}
 /// Passes that skip pruning after one that settled too few rows.
 constexpr int kPruneRest = 8;
 
@@ -342,6 +358,7 @@ class CudaEngine final : public Engine {
              k <= kPruneMaxK && d <= kPruneMaxDim && prune_allowed();
     plan_memory(p.device_memory_budget);
     prune_ = prune_ && resident_;
+    if (prune_) prune_groups_ = prune_groups(k);
     if (!resident_) register_host_rows();
     allocate();
 
@@ -514,6 +531,14 @@ class CudaEngine final : public Engine {
         pa.list_lower = prune_list_lower_.get();
         pa.tiles = prune_tiles_.get();
         pa.tile_count = prune_tile_count_.get();
+        pa.groups = int(prune_groups_);
+        pa.pivots_t = pivots_t_.get();
+        pa.nearest = nearest_.get();
+        pa.group_radius = group_radius_.get();
+        pa.group_count = group_count_.get();
+        pa.group_start = group_start_.get();
+        pa.group_fill = group_fill_.get();
+        pa.members = members_.get();
         launch_prune(pa, res_.compute);
         if (collect) launch_wgmma_collect(mma_shape_, a, xs, cs, sm_count_, res_.compute);
       } else if (mma) {
@@ -603,7 +628,7 @@ class CudaEngine final : public Engine {
                    "flashkm cuda prune: %lld rows settled, %.1f candidates a row tile, %lld rows "
                    "decided in float64, %d rows fell back to the full pass\n",
                    (long long)pruned,
-                   double(stats[1]) / std::max<double>(1, double(pruned) / kPruneTileRows),
+                   double(stats[1]) / std::max(1, stats[4]),
                    (long long)stats[2], stats[3]);
     if (params_.verbose)
       std::fprintf(stderr,
@@ -677,7 +702,7 @@ class CudaEngine final : public Engine {
       // candidate slots), the centroid arrays and a 1 GiB margin for the runtime and others.
       // Pruning adds its candidate lists (8 bytes a slot) and the previous centroids.
       const size_t prune_bytes =
-          prune_ ? size_t(k_) * (kPruneMaxCands * 8 + d_ * 4 + 16) : 0;
+          prune_ ? size_t(k_) * (kPruneMaxCands * 8 + d_ * 4 + 32) : 0;
       const size_t other =
           size_t(n_) * 48 + size_t(k_) * d_ * 24 + prune_bytes + (size_t(1) << 30);
       budget = free_bytes > other ? (free_bytes - other) / 10 * 9 : 0;
@@ -758,6 +783,15 @@ class CudaEngine final : public Engine {
       prune_list_lower_.allocate(k_ * kPruneMaxCands, b);
       prune_tiles_.allocate(2 * prune_max_tiles(n_, int(k_)), b);
       prune_tile_count_.allocate(1, b);
+      if (prune_groups_ > 0) {
+        pivots_t_.allocate(d_ * prune_groups_, b);
+        nearest_.allocate(k_, b);
+        group_radius_.allocate(prune_groups_, b);
+        group_count_.allocate(prune_groups_, b);
+        group_start_.allocate(prune_groups_ + 1, b);
+        group_fill_.allocate(prune_groups_, b);
+        members_.allocate(k_, b);
+      }
     }
     xnorm_.allocate(chunk_rows_, b);
     seg_begin_.allocate(k_, b);
@@ -898,7 +932,11 @@ class CudaEngine final : public Engine {
   DeviceArray<int> prune_stats_, prune_list_count_, prune_lists_, prune_tiles_,
       prune_tile_count_;
   DeviceArray<double> prune_radius2_;
-  DeviceArray<float> prune_list_lower_;
+  DeviceArray<float> prune_list_lower_, pivots_t_;
+  DeviceArray<unsigned long long> nearest_;
+  DeviceArray<unsigned> group_radius_;
+  DeviceArray<int> group_count_, group_start_, group_fill_, members_;
+  int64_t prune_groups_ = 0;  ///< PruneArgs::groups
   /// Candidates a label may keep: more, and its rows take the full pass.
   int prune_max_cands() const {
     return int(std::min<int64_t>(kPruneMaxCands, std::max<int64_t>(32, k_ / 8)));

@@ -179,7 +179,7 @@ struct PruneArgs {
   int* fallback_list = nullptr;     ///< rows of labels with too many candidates
   int* fallback_count = nullptr;    ///< scalar, incremented (integer atomics only)
   /// kPruneStats counters, added to: rows settled here, candidates summed over the row
-  /// tiles that prune, rows decided in float64, rows that fall back.
+  /// tiles that prune, rows decided in float64, rows that fall back, row tiles that prune.
   int* stats = nullptr;
   /// Scratch: per label its bound and candidate list, the row tiles.
   double* radius2 = nullptr;  ///< k
@@ -188,9 +188,20 @@ struct PruneArgs {
   float* list_lower = nullptr;  ///< k x kPruneMaxCands: a lower bound on |a - c|^2
   int* tiles = nullptr;       ///< prune_max_tiles(rows, k) x 2: (label, first sorted row)
   int* tile_count = nullptr;  ///< scalar
+  /// Candidates through groups of centroids around pivots (0: every pair is measured); the
+  /// rest is their scratch: pivots_t d x groups, nearest k, group_* groups (+1), members k.
+  int groups = 0;
+  float* pivots_t = nullptr;
+  unsigned long long* nearest = nullptr;
+  unsigned* group_radius = nullptr;
+  int *group_count = nullptr, *group_start = nullptr, *group_fill = nullptr;
+  int* members = nullptr;
 };
+/// Pivot g of the grouped candidate search is centroid g * kPivotStride.
+constexpr int kPivotStride = 32;
+constexpr int kPruneMaxGroups = 4096;
 constexpr int kPruneMaxCands = 512;
-constexpr int kPruneStats = 4;
+constexpr int kPruneStats = 5;
 /// Largest d the pruning pass takes.
 constexpr int kPruneMaxDim = 8192;
 /// Row tiles of the pruning pass: rows of one label, at most kPruneTileRows a tile.

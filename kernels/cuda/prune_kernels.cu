@@ -10,7 +10,8 @@
 //  2. label x centroid tiles: every centroid c whose float32 distance to a, lowered by its
 //     rounding bound, is not beyond 2R (with a relative margin) joins a's candidate list;
 //     the others are provably farther from each of a's rows than a itself, by more than
-//     any float64 rounding (the list's order does not matter: see 4);
+//     any float64 rounding (the list's order does not matter: see 4). From k = 8192 on,
+//     groups of centroids around pivots spare most pairs (2' below);
 //  3. one block cuts the segments into row tiles of one label each;
 //  4. per row tile, each row's float32 distances to its label's candidates, t = fl(x_j - c_j) then an fma chain of
 //     t^2. Every term is a square, so the chain's error is relative: true^2 lies in
@@ -22,6 +23,7 @@
 // So every label is the float64 argmin over all k, exactly as the unpruned passes decide it.
 #include <math_constants.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <climits>
 
@@ -97,61 +99,193 @@ __global__ void __launch_bounds__(kAuxThreads) prune_radius_kernel(const PruneAr
   }
 }
 
-// 2. Label tile (32 labels) x centroid tile (128 centroids): thread (ty, lane) measures labels
-// 4 ty .. 4 ty + 3 against centroids lane + 32 m, m < 4, coordinates staged 32 at a time from
-// the transposed centroids.
-constexpr int kCandLabels = 32, kCandCentroids = 128;
-__global__ void __launch_bounds__(kAuxThreads) prune_candidates_kernel(const PruneArgs p) {
-  __shared__ float as[kChunk][kCandLabels];
-  __shared__ float cs[kChunk][kCandCentroids];
-  const int tid = threadIdx.x, lane = tid % 32, ty = tid / 32, d = p.d, k = p.k;
-  const int a0 = blockIdx.y * kCandLabels, c0 = blockIdx.x * kCandCentroids;
+// Squared float32 distances of a tile of 32 "A" points x 128 "B" points (both transposed:
+// coordinate j of point i at X_t[j * ld + i]); thread (ty, lane) holds A points 4 ty .. 4 ty
+// + 3 against B points lane + 32 m, m < 4, coordinates staged 32 at a time. Then
+// epilogue(a, b, s) for every pair in range.
+constexpr int kPairA = 32, kPairB = 128;
+template <class Epilogue>
+__device__ __forceinline__ void pair_tile(const float* A_t, int na, int lda, int a0,
+                                          const float* B_t, int nb, int ldb, int b0, int d,
+                                          Epilogue&& epilogue) {
+  __shared__ float as[kChunk][kPairA];
+  __shared__ float bs[kChunk][kPairB];
+  const int tid = threadIdx.x, lane = tid % 32, ty = tid / 32;
   float acc[4][4] = {};
   for (int j0 = 0; j0 < d; j0 += kChunk) {
     __syncthreads();
-    for (int q = tid; q < kChunk * kCandLabels; q += kAuxThreads) {
-      const int jj = q / kCandLabels, i = q % kCandLabels;
-      as[jj][i] = (j0 + jj < d && a0 + i < k) ? p.c_raw_t[int64_t(j0 + jj) * k + a0 + i] : 0.f;
+    for (int q = tid; q < kChunk * kPairA; q += kAuxThreads) {
+      const int jj = q / kPairA, i = q % kPairA;
+      as[jj][i] = (j0 + jj < d && a0 + i < na) ? A_t[int64_t(j0 + jj) * lda + a0 + i] : 0.f;
     }
-    for (int q = tid; q < kChunk * kCandCentroids; q += kAuxThreads) {
-      const int jj = q / kCandCentroids, i = q % kCandCentroids;
-      cs[jj][i] = (j0 + jj < d && c0 + i < k) ? p.c_raw_t[int64_t(j0 + jj) * k + c0 + i] : 0.f;
+    for (int q = tid; q < kChunk * kPairB; q += kAuxThreads) {
+      const int jj = q / kPairB, i = q % kPairB;
+      bs[jj][i] = (j0 + jj < d && b0 + i < nb) ? B_t[int64_t(j0 + jj) * ldb + b0 + i] : 0.f;
     }
     __syncthreads();
 #pragma unroll 8
     for (int jj = 0; jj < kChunk; ++jj) {
-      float av[4], cv[4];
+      float av[4], bv[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) av[i] = as[jj][4 * ty + i];
 #pragma unroll
-      for (int m = 0; m < 4; ++m) cv[m] = cs[jj][lane + 32 * m];
+      for (int m = 0; m < 4; ++m) bv[m] = bs[jj][lane + 32 * m];
 #pragma unroll
       for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int m = 0; m < 4; ++m) {
-          const float t = __fsub_rn(av[i], cv[m]);
+          const float t = __fsub_rn(av[i], bv[m]);
           acc[i][m] = __fmaf_rn(t, t, acc[i][m]);
         }
     }
   }
-  const Float32Bound bound(d);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const int a = a0 + 4 * ty + i;
-    if (a >= k) continue;
-    const double T2 = p.radius2[a];
-    if (T2 < 0) continue;  // no rows
+    if (a >= na) continue;
 #pragma unroll
     for (int m = 0; m < 4; ++m) {
-      const int c = c0 + lane + 32 * m;
-      const double lower = bound.lower(acc[i][m]);
-      if (c < k && !(lower > T2)) {
-        const int pos = atomicAdd(p.list_count + a, 1);
-        if (pos < kPruneMaxCands) {
-          p.lists[int64_t(a) * kPruneMaxCands + pos] = c;
-          p.list_lower[int64_t(a) * kPruneMaxCands + pos] = __double2float_rd(lower);
-        }
+      const int b = b0 + lane + 32 * m;
+      if (b < nb) epilogue(a, b, acc[i][m]);
+    }
+  }
+}
+
+// Adds c to a's candidate list when |a - c|^2 is not provably above radius2[a].
+__device__ __forceinline__ void offer_candidate(const PruneArgs& p, const Float32Bound& bound,
+                                                int a, int c, float s) {
+  const double lower = bound.lower(s);
+  if (lower > p.radius2[a]) return;  // also every centroid of a label without rows (-1)
+  const int pos = atomicAdd(p.list_count + a, 1);
+  if (pos < kPruneMaxCands) {
+    p.lists[int64_t(a) * kPruneMaxCands + pos] = c;
+    p.list_lower[int64_t(a) * kPruneMaxCands + pos] = __double2float_rd(lower);
+  }
+}
+
+// 2. Candidates, every pair: label tiles x centroid tiles.
+__global__ void __launch_bounds__(kAuxThreads) prune_candidates_kernel(const PruneArgs p) {
+  const Float32Bound bound(p.d);
+  pair_tile(p.c_raw_t, p.k, p.k, blockIdx.y * kPairA, p.c_raw_t, p.k, p.k,
+            blockIdx.x * kPairB, p.d,
+            [&](int a, int c, float s) { offer_candidate(p, bound, a, c, s); });
+}
+
+// 2'. Candidates through groups, for large k (PruneArgs::groups): centroid g * kPivotStride is
+// pivot g; every centroid joins its nearest pivot's group (float32 value, ties to the lower
+// pivot: one 64-bit atomicMin, so the groups do not depend on scheduling), the group's radius
+// rho_g bounds its members' distances to the pivot from above, and a label then measures only
+// the members of groups with |a - pivot| - rho_g <= 2R (triangle inequality: any other member
+// is farther than 2R). Which centroids are measured changes no label, only the work.
+__global__ void pivot_copy_kernel(const PruneArgs p) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int g = p.groups;
+  if (i < int64_t(p.d) * g) {
+    const int64_t j = i / g, h = i % g;
+    p.pivots_t[i] = p.c_raw_t[j * p.k + h * kPivotStride];
+  }
+  if (i < p.k) p.nearest[i] = ~0ull;
+  if (i < g) {
+    p.group_radius[i] = 0;
+    p.group_count[i] = 0;
+  }
+}
+
+__global__ void __launch_bounds__(kAuxThreads) pivot_assign_kernel(const PruneArgs p) {
+  pair_tile(p.c_raw_t, p.k, p.k, blockIdx.y * kPairA, p.pivots_t, p.groups, p.groups,
+            blockIdx.x * kPairB, p.d, [&](int c, int g, float s) {
+              const unsigned long long key =
+                  (static_cast<unsigned long long>(__float_as_uint(s)) << 32) | unsigned(g);
+              atomicMin(p.nearest + c, key);
+            });
+}
+
+// Each centroid's group: its size, and the radius rounded up (a non-negative float's bits
+// order as the float does, so an integer atomicMax is its maximum).
+__global__ void group_radius_kernel(const PruneArgs p) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= p.k) return;
+  const unsigned long long key = p.nearest[c];
+  const int g = int(key & 0xffffffffu);
+  const float s = __uint_as_float(unsigned(key >> 32));
+  const Float32Bound bound(p.d);
+  const float rho = s <= FLT_MAX ? __double2float_ru(sqrt(bound.upper(s)) * (1 + 1e-7))
+                                 : CUDART_INF_F;
+  atomicMax(p.group_radius + g, __float_as_uint(rho));
+  atomicAdd(p.group_count + g, 1);
+}
+
+// One block: group_start = exclusive sums of group_count (group_start[groups] = k), and the
+// fill cursors.
+__global__ void __launch_bounds__(1024) group_scan_kernel(const PruneArgs p) {
+  __shared__ int warp_sum[32];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = p.groups;
+  const int per = (g + 1023) / 1024;
+  const int h0 = min(g, tid * per), h1 = min(g, h0 + per);
+  int mine = 0;
+  for (int h = h0; h < h1; ++h) mine += p.group_count[h];
+  int incl = mine;
+  for (int off = 1; off < 32; off *= 2) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, off);
+    if (lane >= off) incl += v;
+  }
+  if (lane == 31) warp_sum[warp] = incl;
+  __syncthreads();
+  int before = incl - mine;
+  for (int w = 0; w < warp; ++w) before += warp_sum[w];
+  for (int h = h0; h < h1; ++h) {
+    p.group_start[h] = before;
+    p.group_fill[h] = before;
+    before += p.group_count[h];
+  }
+  if (tid == 1023) p.group_start[g] = before;
+}
+
+__global__ void group_fill_kernel(const PruneArgs p) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= p.k) return;
+  const int g = int(p.nearest[c] & 0xffffffffu);
+  p.members[atomicAdd(p.group_fill + g, 1)] = c;
+}
+
+// A block per label: its distance to every pivot (a thread a pivot, float32 chain), the
+// groups that may hold a candidate, then their members (a warp a member, lanes over the
+// coordinates: the bound holds for any order of the sum).
+__global__ void __launch_bounds__(kAuxThreads) grouped_candidates_kernel(const PruneArgs p) {
+  extern __shared__ float ca[];  // d: the label
+  __shared__ int scan[kPruneMaxGroups];
+  __shared__ int nscan;
+  const int a = blockIdx.x, tid = threadIdx.x, lane = tid % 32, warp = tid / 32, d = p.d;
+  const double T2 = p.radius2[a];
+  if (T2 < 0) return;  // no rows
+  for (int j = tid; j < d; j += kAuxThreads) ca[j] = p.c_raw[int64_t(a) * d + j];
+  if (tid == 0) nscan = 0;
+  __syncthreads();
+  const Float32Bound bound(d);
+  const double reach = sqrt(T2);
+  for (int g = tid; g < p.groups; g += kAuxThreads) {
+    float s = 0.f;
+#pragma unroll 8
+    for (int j = 0; j < d; ++j) {
+      const float t = __fsub_rn(ca[j], p.pivots_t[int64_t(j) * p.groups + g]);
+      s = __fmaf_rn(t, t, s);
+    }
+    const double rho = double(__uint_as_float(p.group_radius[g]));
+    const double lower = sqrt(fmax(bound.lower(s), 0.0)) - rho;
+    if (!(lower > reach) && p.group_count[g] > 0) scan[atomicAdd(&nscan, 1)] = g;
+  }
+  __syncthreads();
+  for (int q = 0; q < nscan; ++q) {
+    const int g = scan[q], b = p.group_start[g], e = p.group_start[g + 1];
+    for (int m = b + warp; m < e; m += kAuxWarps) {
+      const int c = p.members[m];
+      float s = 0.f;
+      for (int j = lane; j < d; j += 32) {
+        const float t = __fsub_rn(ca[j], p.c_raw[int64_t(c) * d + j]);
+        s = __fmaf_rn(t, t, s);
       }
+      for (int off = 16; off > 0; off /= 2) s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, off));
+      if (lane == 0) offer_candidate(p, bound, a, c, s);
     }
   }
 }
@@ -445,6 +579,7 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
     atomicAdd(p.stats, count);
     atomicAdd(p.stats + 1, nc);
     atomicAdd(p.stats + 2, nunc);
+    atomicAdd(p.stats + 4, 1);
     if (changed) atomicAdd(p.changed, changed);
   }
 }
@@ -459,10 +594,30 @@ void launch_prune(const PruneArgs& p, cudaStream_t stream) {
   if (p.rows == 0 || p.k == 0) return;
   prune_radius_kernel<<<unsigned(p.k), kAuxThreads, 0, stream>>>(p);
   FLASHKM_CUDA_CHECK_LAUNCH(prune_radius_kernel);
-  const dim3 grid(unsigned((p.k + kCandCentroids - 1) / kCandCentroids),
-                  unsigned((p.k + kCandLabels - 1) / kCandLabels));
-  prune_candidates_kernel<<<grid, kAuxThreads, 0, stream>>>(p);
-  FLASHKM_CUDA_CHECK_LAUNCH(prune_candidates_kernel);
+  if (p.groups == 0) {
+    const dim3 grid(unsigned((p.k + kPairB - 1) / kPairB), unsigned((p.k + kPairA - 1) / kPairA));
+    prune_candidates_kernel<<<grid, kAuxThreads, 0, stream>>>(p);
+    FLASHKM_CUDA_CHECK_LAUNCH(prune_candidates_kernel);
+  } else {
+    const int64_t copy = std::max<int64_t>(int64_t(p.d) * p.groups, p.k);
+    pivot_copy_kernel<<<unsigned((copy + 255) / 256), 256, 0, stream>>>(p);
+    FLASHKM_CUDA_CHECK_LAUNCH(pivot_copy_kernel);
+    const dim3 grid(unsigned((p.groups + kPairB - 1) / kPairB),
+                    unsigned((p.k + kPairA - 1) / kPairA));
+    pivot_assign_kernel<<<grid, kAuxThreads, 0, stream>>>(p);
+    FLASHKM_CUDA_CHECK_LAUNCH(pivot_assign_kernel);
+    group_radius_kernel<<<unsigned((p.k + 255) / 256), 256, 0, stream>>>(p);
+    FLASHKM_CUDA_CHECK_LAUNCH(group_radius_kernel);
+    group_scan_kernel<<<1, 1024, 0, stream>>>(p);
+    FLASHKM_CUDA_CHECK_LAUNCH(group_scan_kernel);
+    group_fill_kernel<<<unsigned((p.k + 255) / 256), 256, 0, stream>>>(p);
+    FLASHKM_CUDA_CHECK_LAUNCH(group_fill_kernel);
+    const int smem = int(sizeof(float)) * p.d;
+    FLASHKM_CUDA_CHECK(cudaFuncSetAttribute(grouped_candidates_kernel,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    grouped_candidates_kernel<<<unsigned(p.k), kAuxThreads, smem, stream>>>(p);
+    FLASHKM_CUDA_CHECK_LAUNCH(grouped_candidates_kernel);
+  }
   prune_tiles_kernel<<<1, kTileThreads, 0, stream>>>(p);
   FLASHKM_CUDA_CHECK_LAUNCH(prune_tiles_kernel);
   prune_rows_kernel<<<unsigned(prune_max_tiles(p.rows, p.k)), kThreads, 0, stream>>>(p);

@@ -765,6 +765,53 @@ TEST_P(CudaMath, CentrePruningManyCandidatesAndOneCentroid) {
   }
 }
 
+// Large k finds candidates through groups of centroids around pivots rather than by
+// measuring every pair (FLASHKM_CUDA_PRUNE_GROUPS=always takes that path at these sizes):
+// blobs (k = 40: two groups), many candidates a label (k = 1104: 34 groups, each label's own
+// blob spread over several), and a region whose labels fall back.
+TEST_P(CudaMath, CentrePruningThroughGroups) {
+  EnvScope groups("FLASHKM_CUDA_PRUNE_GROUPS", "always");
+  {
+    const Shape s{4000, 24, 40, Metric::L2, 91};
+    const std::vector<float> x = make_data(s);
+    check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 4, s.n / 2, false);
+  }
+  {
+    const int64_t blobs = 12, per = 250, m = 92;
+    const Shape s{blobs * per, 8, blobs * m, Metric::L2, 99};
+    std::mt19937_64 rng(s.seed);
+    std::normal_distribution<float> g(0.f, 1.f);
+    std::vector<float> x(s.n * s.d), init(s.k * s.d);
+    for (int64_t i = 0; i < s.n; ++i)
+      for (int64_t j = 0; j < s.d; ++j)
+        x[i * s.d + j] = g(rng) + (j == 0 ? 100.f * (i / per) : 0.f);
+    for (int64_t c = 0; c < s.k; ++c) {
+      const int64_t row = (c / m) * per + c % m;
+      std::copy(x.begin() + row * s.d, x.begin() + (row + 1) * s.d, init.begin() + c * s.d);
+    }
+    check_pruning(s, x, init, 3, s.n / 2, false);
+  }
+  {
+    const Shape s{5000, 8, 62, Metric::L2, 95};
+    std::mt19937_64 rng(s.seed);
+    std::normal_distribution<float> g(0.f, 1.f);
+    std::vector<float> x(s.n * s.d);
+    for (int64_t i = 0; i < s.n; ++i)
+      for (int64_t j = 0; j < s.d; ++j) x[i * s.d + j] = g(rng) + (i < 2000 ? 100.f : 0.f);
+    std::vector<float> init(s.k * s.d);
+    for (int64_t c = 0; c < s.k; ++c) {
+      const int64_t row = c < 2 ? c * 7 : 2000 + c * 31;
+      std::copy(x.begin() + row * s.d, x.begin() + (row + 1) * s.d, init.begin() + c * s.d);
+    }
+    check_pruning(s, x, init, 3, 2000, true);
+  }
+  EnvScope bad("FLASHKM_CUDA_PRUNE_GROUPS", "sometimes");
+  const std::vector<float> x(64 * 4, 1.f);
+  KMeansParams p;
+  p.n_clusters = 4;
+  EXPECT_THROW(detail::make_cuda_engine(64, 4, 4, x.data(), p), Error);
+}
+
 // FLASHKM_CUDA_PRUNE=off keeps the full pass: the same results, nothing pruned.
 TEST_P(CudaMath, CentrePruningOffGivesTheSameResults) {
   const Shape s{3000, 16, 30, Metric::L2, 97};
