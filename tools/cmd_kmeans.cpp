@@ -65,9 +65,9 @@ class KMeansCommand : public Command {
         ->capture_default_str()
         ->check(enum_validator(parse_precision, "exact|fast"));
     app.add_flag("--no-bounds", no_bounds_,
-                 "CPU: a full distance pass for every point in every iteration, instead of "
-                 "settling points whose nearest centroid is proven by the last pass's bounds "
-                 "(same results, slower; for comparisons)");
+                 "A full distance pass for every point in every iteration, instead of settling "
+                 "points whose nearest centroid is proven by bounds (CPU: the last pass's "
+                 "bounds; GPU: centroid-to-centroid distances) (same results; for comparisons)");
     app.add_option("--output,-o", output_, "Centroids to write (k x d): .fvecs or .npy")
         ->required();
     app.add_option("--labels", labels_,

@@ -61,6 +61,27 @@ struct Float32Bound {
   __device__ double upper(float s) const { return (double(s) + eta) * (1 + gu); }
 };
 
+// Exclusive prefix of `mine` over the threads of a block of kScanThreads (warp_sum: 32 ints of
+// shared memory); also returns the block's total in *total (every thread).
+constexpr int kScanThreads = 1024;
+__device__ __forceinline__ int block_exclusive_sum(int mine, int* warp_sum, int* total) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  int incl = mine;
+  for (int off = 1; off < 32; off *= 2) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, off);
+    if (lane >= off) incl += v;
+  }
+  if (lane == 31) warp_sum[warp] = incl;
+  __syncthreads();
+  int before = incl - mine, all = 0;
+  for (int w = 0; w < kScanThreads / 32; ++w) {
+    if (w < warp) before += warp_sum[w];
+    all += warp_sum[w];
+  }
+  *total = all;
+  return before;
+}
+
 // 1. radius2[a] = (2R)^2 (1 + 1e-5), R >= |x - a| over a's rows; -1 for a label without rows.
 // A block a label, so that one huge cluster does not hold the pass up.
 __global__ void __launch_bounds__(kAuxThreads) prune_radius_kernel(const PruneArgs p) {
@@ -217,28 +238,21 @@ __global__ void group_radius_kernel(const PruneArgs p) {
 
 // One block: group_start = exclusive sums of group_count (group_start[groups] = k), and the
 // fill cursors.
-__global__ void __launch_bounds__(1024) group_scan_kernel(const PruneArgs p) {
-  __shared__ int warp_sum[32];
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = p.groups;
-  const int per = (g + 1023) / 1024;
+__global__ void __launch_bounds__(kScanThreads) group_scan_kernel(const PruneArgs p) {
+  __shared__ int warp_sum[kScanThreads / 32];
+  const int tid = threadIdx.x, g = p.groups;
+  const int per = (g + kScanThreads - 1) / kScanThreads;
   const int h0 = min(g, tid * per), h1 = min(g, h0 + per);
   int mine = 0;
   for (int h = h0; h < h1; ++h) mine += p.group_count[h];
-  int incl = mine;
-  for (int off = 1; off < 32; off *= 2) {
-    const int v = __shfl_up_sync(0xffffffffu, incl, off);
-    if (lane >= off) incl += v;
-  }
-  if (lane == 31) warp_sum[warp] = incl;
-  __syncthreads();
-  int before = incl - mine;
-  for (int w = 0; w < warp; ++w) before += warp_sum[w];
+  int total = 0;
+  int before = block_exclusive_sum(mine, warp_sum, &total);
   for (int h = h0; h < h1; ++h) {
     p.group_start[h] = before;
     p.group_fill[h] = before;
     before += p.group_count[h];
   }
-  if (tid == 1023) p.group_start[g] = before;
+  if (tid == 0) p.group_start[g] = total;
 }
 
 __global__ void group_fill_kernel(const PruneArgs p) {
@@ -291,26 +305,18 @@ __global__ void __launch_bounds__(kAuxThreads) grouped_candidates_kernel(const P
 }
 
 // 3. One block: the row tiles, label by label, kPruneTileRows rows at most each.
-constexpr int kTileThreads = 1024;
-__global__ void __launch_bounds__(kTileThreads) prune_tiles_kernel(const PruneArgs p) {
-  __shared__ int warp_sum[kTileThreads / 32];
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int per = (p.k + kTileThreads - 1) / kTileThreads;
+__global__ void __launch_bounds__(kScanThreads) prune_tiles_kernel(const PruneArgs p) {
+  __shared__ int warp_sum[kScanThreads / 32];
+  const int tid = threadIdx.x;
+  const int per = (p.k + kScanThreads - 1) / kScanThreads;
   const int l0 = min(p.k, tid * per), l1 = min(p.k, l0 + per);
   auto tiles_of = [&](int a) {
     return (p.seg_end[a] - p.seg_begin[a] + kPruneTileRows - 1) / kPruneTileRows;
   };
   int mine = 0;
   for (int a = l0; a < l1; ++a) mine += tiles_of(a);
-  int incl = mine;  // inclusive scan over the block
-  for (int off = 1; off < 32; off *= 2) {
-    const int v = __shfl_up_sync(0xffffffffu, incl, off);
-    if (lane >= off) incl += v;
-  }
-  if (lane == 31) warp_sum[warp] = incl;
-  __syncthreads();
-  int before = incl - mine;
-  for (int w = 0; w < warp; ++w) before += warp_sum[w];
+  int total = 0;
+  int before = block_exclusive_sum(mine, warp_sum, &total);
   for (int a = l0; a < l1; ++a) {
     const int b = p.seg_begin[a], n = tiles_of(a);
     for (int t = 0; t < n; ++t, ++before) {
@@ -318,7 +324,7 @@ __global__ void __launch_bounds__(kTileThreads) prune_tiles_kernel(const PruneAr
       p.tiles[2 * before + 1] = b + t * kPruneTileRows;
     }
   }
-  if (tid == kTileThreads - 1) *p.tile_count = before;
+  if (tid == 0) *p.tile_count = total;
 }
 
 // The float32 distances of the tile's rows to candidates list[g0 .. g0 + ng), NG >= ng
@@ -608,7 +614,7 @@ void launch_prune(const PruneArgs& p, cudaStream_t stream) {
     FLASHKM_CUDA_CHECK_LAUNCH(pivot_assign_kernel);
     group_radius_kernel<<<unsigned((p.k + 255) / 256), 256, 0, stream>>>(p);
     FLASHKM_CUDA_CHECK_LAUNCH(group_radius_kernel);
-    group_scan_kernel<<<1, 1024, 0, stream>>>(p);
+    group_scan_kernel<<<1, kScanThreads, 0, stream>>>(p);
     FLASHKM_CUDA_CHECK_LAUNCH(group_scan_kernel);
     group_fill_kernel<<<unsigned((p.k + 255) / 256), 256, 0, stream>>>(p);
     FLASHKM_CUDA_CHECK_LAUNCH(group_fill_kernel);
@@ -618,7 +624,7 @@ void launch_prune(const PruneArgs& p, cudaStream_t stream) {
     grouped_candidates_kernel<<<unsigned(p.k), kAuxThreads, smem, stream>>>(p);
     FLASHKM_CUDA_CHECK_LAUNCH(grouped_candidates_kernel);
   }
-  prune_tiles_kernel<<<1, kTileThreads, 0, stream>>>(p);
+  prune_tiles_kernel<<<1, kScanThreads, 0, stream>>>(p);
   FLASHKM_CUDA_CHECK_LAUNCH(prune_tiles_kernel);
   prune_rows_kernel<<<unsigned(prune_max_tiles(p.rows, p.k)), kThreads, 0, stream>>>(p);
   FLASHKM_CUDA_CHECK_LAUNCH(prune_rows_kernel);

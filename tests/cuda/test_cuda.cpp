@@ -657,6 +657,42 @@ void check_pruning(const Shape& s, const std::vector<float>& x, const std::vecto
   }
 }
 
+// 2000 rows in a blob far away with 2 centroids (short candidate lists: pruned) and 3000 in a
+// blob at the origin with 60 centroids (more candidates than a row tile may take,
+// max(32, k / 8): those rows fall back to the full pass).
+void check_fallback(int64_t d) {
+  const Shape s{5000, d, 62, Metric::L2, 95};
+  std::mt19937_64 rng(s.seed);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> x(s.n * s.d);
+  for (int64_t i = 0; i < s.n; ++i)
+    for (int64_t j = 0; j < s.d; ++j) x[i * s.d + j] = g(rng) + (i < 2000 ? 100.f : 0.f);
+  std::vector<float> init(s.k * s.d);
+  for (int64_t c = 0; c < s.k; ++c) {
+    const int64_t row = c < 2 ? c * 7 : 2000 + c * 31;
+    std::copy(x.begin() + row * s.d, x.begin() + (row + 1) * s.d, init.begin() + c * s.d);
+  }
+  check_pruning(s, x, init, 4, 2000, true);
+}
+
+// 12 blobs 100 apart on a line, 250 rows and 92 centroids each (rows of their own blob):
+// k = 1104, so several candidate tiles, more labels than the tile kernel's threads, and row
+// tiles with ~92 candidates, evaluated in groups of 32.
+void check_many_candidates() {
+  const int64_t blobs = 12, per = 250, m = 92;
+  const Shape s{blobs * per, 8, blobs * m, Metric::L2, 99};
+  std::mt19937_64 rng(s.seed);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> x(s.n * s.d), init(s.k * s.d);
+  for (int64_t i = 0; i < s.n; ++i)
+    for (int64_t j = 0; j < s.d; ++j) x[i * s.d + j] = g(rng) + (j == 0 ? 100.f * (i / per) : 0.f);
+  for (int64_t c = 0; c < s.k; ++c) {
+    const int64_t row = (c / m) * per + c % m;
+    std::copy(x.begin() + row * s.d, x.begin() + (row + 1) * s.d, init.begin() + c * s.d);
+  }
+  check_pruning(s, x, init, 3, s.n / 2, false);
+}
+
 TEST_P(CudaMath, CentrePruningMatchesOracleAndCpu) {
   {  // blobs far apart: the second pass settles most rows
     const Shape s{4000, 24, 40, Metric::L2, 91};
@@ -680,28 +716,13 @@ TEST_P(CudaMath, CentrePruningMatchesOracleAndCpu) {
   }
 }
 
-// Two regions: 2000 rows in a blob far away with 2 centroids (their candidate lists are
-// short: pruned), 3000 in a blob at the origin with 60 centroids (more candidates than a
-// label may take, max(32, k / 8): its rows fall back to the full pass), at d = 8 and at
-// d = 300 (wgmma: the fallback rows are too wide to stay in shared memory and stream from
-// the split arrays). Then integer points with duplicated centroids: exact ties, which
+// check_fallback at d = 8 and at d = 300 (wgmma: the fallback rows are too wide to stay in
+// shared memory and stream from the split arrays). Then integer points with duplicated centroids: exact ties, which
 // float32 cannot separate, so the float64 formula decides them over the candidates and
 // must pick the lowest index.
 TEST_P(CudaMath, CentrePruningFallsBackAndBreaksTies) {
-  for (const int64_t d : {8, 300}) {
-    const Shape s{5000, d, 62, Metric::L2, 95};
-    std::mt19937_64 rng(s.seed);
-    std::normal_distribution<float> g(0.f, 1.f);
-    std::vector<float> x(s.n * s.d);
-    for (int64_t i = 0; i < s.n; ++i)
-      for (int64_t j = 0; j < s.d; ++j) x[i * s.d + j] = g(rng) + (i < 2000 ? 100.f : 0.f);
-    std::vector<float> init(s.k * s.d);
-    for (int64_t c = 0; c < s.k; ++c) {
-      const int64_t row = c < 2 ? c * 7 : 2000 + c * 31;
-      std::copy(x.begin() + row * s.d, x.begin() + (row + 1) * s.d, init.begin() + c * s.d);
-    }
-    check_pruning(s, x, init, 4, 2000, true);
-  }
+  check_fallback(8);
+  check_fallback(300);
   {
     const Shape s{3000, 6, 24, Metric::L2, 96};
     std::mt19937_64 rng(s.seed);
@@ -741,21 +762,7 @@ TEST_P(CudaMath, CentrePruningNarrowsListsAfterBigMoves) {
 // carrying each row's two best from group to group. Then k = 1 with coordinates near
 // +-2e19, whose float32 squares overflow: the single candidate is the label regardless.
 TEST_P(CudaMath, CentrePruningManyCandidatesAndOneCentroid) {
-  {
-    const int64_t blobs = 12, per = 250, m = 92;
-    const Shape s{blobs * per, 8, blobs * m, Metric::L2, 99};
-    std::mt19937_64 rng(s.seed);
-    std::normal_distribution<float> g(0.f, 1.f);
-    std::vector<float> x(s.n * s.d), init(s.k * s.d);
-    for (int64_t i = 0; i < s.n; ++i)
-      for (int64_t j = 0; j < s.d; ++j)
-        x[i * s.d + j] = g(rng) + (j == 0 ? 100.f * (i / per) : 0.f);
-    for (int64_t c = 0; c < s.k; ++c) {  // rows of the centroid's own blob
-      const int64_t row = (c / m) * per + c % m;
-      std::copy(x.begin() + row * s.d, x.begin() + (row + 1) * s.d, init.begin() + c * s.d);
-    }
-    check_pruning(s, x, init, 3, s.n / 2, false);
-  }
+  check_many_candidates();
   {
     const Shape s{1000, 1, 1, Metric::L2, 100};
     std::mt19937_64 rng(s.seed);
@@ -776,35 +783,8 @@ TEST_P(CudaMath, CentrePruningThroughGroups) {
     const std::vector<float> x = make_data(s);
     check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 4, s.n / 2, false);
   }
-  {
-    const int64_t blobs = 12, per = 250, m = 92;
-    const Shape s{blobs * per, 8, blobs * m, Metric::L2, 99};
-    std::mt19937_64 rng(s.seed);
-    std::normal_distribution<float> g(0.f, 1.f);
-    std::vector<float> x(s.n * s.d), init(s.k * s.d);
-    for (int64_t i = 0; i < s.n; ++i)
-      for (int64_t j = 0; j < s.d; ++j)
-        x[i * s.d + j] = g(rng) + (j == 0 ? 100.f * (i / per) : 0.f);
-    for (int64_t c = 0; c < s.k; ++c) {
-      const int64_t row = (c / m) * per + c % m;
-      std::copy(x.begin() + row * s.d, x.begin() + (row + 1) * s.d, init.begin() + c * s.d);
-    }
-    check_pruning(s, x, init, 3, s.n / 2, false);
-  }
-  {
-    const Shape s{5000, 8, 62, Metric::L2, 95};
-    std::mt19937_64 rng(s.seed);
-    std::normal_distribution<float> g(0.f, 1.f);
-    std::vector<float> x(s.n * s.d);
-    for (int64_t i = 0; i < s.n; ++i)
-      for (int64_t j = 0; j < s.d; ++j) x[i * s.d + j] = g(rng) + (i < 2000 ? 100.f : 0.f);
-    std::vector<float> init(s.k * s.d);
-    for (int64_t c = 0; c < s.k; ++c) {
-      const int64_t row = c < 2 ? c * 7 : 2000 + c * 31;
-      std::copy(x.begin() + row * s.d, x.begin() + (row + 1) * s.d, init.begin() + c * s.d);
-    }
-    check_pruning(s, x, init, 3, 2000, true);
-  }
+  check_many_candidates();
+  check_fallback(8);
   EnvScope bad("FLASHKM_CUDA_PRUNE_GROUPS", "sometimes");
   const std::vector<float> x(64 * 4, 1.f);
   KMeansParams p;
