@@ -442,9 +442,8 @@ class CudaEngine final : public Engine {
     const bool certify = params_.precision == Precision::Exact;
     if (distances && !dist_.get()) dist_.allocate(chunk_rows_, &res_.device_bytes);
     const bool mma = math_ != AssignMath::Ffma;
-    FLASHKM_CUDA_CHECK(cudaMemsetAsync(fix_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
-    FLASHKM_CUDA_CHECK(cudaMemsetAsync(changed_.get(), 0, sizeof(int) * nchunks_, res_.compute));
-    FLASHKM_CUDA_CHECK(cudaMemsetAsync(win_counts_.get(), 0, sizeof(int) * nchunks_, res_.compute));
+    FLASHKM_CUDA_CHECK(
+        cudaMemsetAsync(counters_.get(), 0, sizeof(int) * counter_count(), res_.compute));
     // Streaming: the update's sums are accumulated here, from the chunk already on the
     // device, so an iteration moves the data over the bus once instead of twice.
     sums_ready_ = !resident_;
@@ -456,9 +455,6 @@ class CudaEngine final : public Engine {
     // Until this pass completes, its scratch describes no previous pass (an exception below
     // leaves the engine unable to prune, not pruning from half-written state).
     prune_ready_ = segments_ready_ = false;
-    if (prune)
-      FLASHKM_CUDA_CHECK(
-          cudaMemsetAsync(prune_stats_.get(), 0, sizeof(int) * kPruneStats, res_.compute));
     for_each_chunk([&](const float* xd, int64_t off, int64_t rows, int64_t chunk) {
       if (!resident_) {
         row_norms(xd, rows, int(d_), shift_.get(), xnorm_.get(), res_.compute);
@@ -477,9 +473,9 @@ class CudaEngine final : public Engine {
       a.certify = certify;
       a.cand = cand_.get();
       a.fix_list = fix_list_.get();
-      a.fix_count = fix_counts_.get() + chunk;
+      a.fix_count = fix_counts() + chunk;
       a.win_list = win_list_.get();
-      a.win_count = win_counts_.get() + chunk;
+      a.win_count = win_counts() + chunk;
       a.cand_top = cand_top_.get();
       a.recheck_list = recheck_list_.get();
       a.recheck_count = recheck_count_.get();
@@ -521,10 +517,10 @@ class CudaEngine final : public Engine {
         pa.labels = labels_.get() + off;
         pa.dist = distances ? dist_.get() : nullptr;
         pa.dist64 = dist64_.get();
-        pa.changed = changed_.get() + chunk;
+        pa.changed = changed_counts() + chunk;
         pa.fallback_list = collect ? a.recheck_list : a.fix_list;
         pa.fallback_count = collect ? a.recheck_count : a.fix_count;
-        pa.stats = prune_stats_.get();
+        pa.stats = prune_stats();
         pa.radius2 = prune_radius2_.get();
         pa.list_count = prune_list_count_.get();
         pa.lists = prune_lists_.get();
@@ -558,7 +554,7 @@ class CudaEngine final : public Engine {
         launch_finalize_list(a, collected ? a.recheck_list : a.fix_list,
                              collected ? a.recheck_count : a.fix_count, labels_.get() + off,
                              distances ? dist_.get() : nullptr, dist64_.get(),
-                             changed_.get() + chunk, sm_count_, res_.compute);
+                             changed_counts() + chunk, sm_count_, res_.compute);
       }
       // Sorting by label here serves the finalize pass (rows of one centroid together) and
       // the update (the sort-inverse order).
@@ -571,7 +567,7 @@ class CudaEngine final : public Engine {
       } else {
         launch_finalize(a, scratch.keys_out, scratch.ids_out, labels_.get() + off,
                         distances ? dist_.get() : nullptr, dist64_.get(),
-                        block_inertia_.get() + off / kReduceBlock, changed_.get() + chunk,
+                        block_inertia_.get() + off / kReduceBlock, changed_counts() + chunk,
                         res_.compute);
       }
       if (distances) {
@@ -587,23 +583,21 @@ class CudaEngine final : public Engine {
     if (prune_)
       FLASHKM_CUDA_CHECK(cudaMemcpyAsync(c_prev_.get(), c_raw_.get(), sizeof(float) * k_ * d_,
                                          cudaMemcpyDeviceToDevice, res_.compute));
+    // The pass's sums and counters come back in two copies into pinned memory (copies into
+    // pageable memory wait for the device one by one).
     const int64_t nblocks = (n_ + kReduceBlock - 1) / kReduceBlock;
-    std::vector<double> inertia(nblocks);
-    std::vector<int> changed(nchunks_), fixups(nchunks_), windowed(nchunks_);
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(inertia.data(), block_inertia_.get(),
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(inertia_host_.get(), block_inertia_.get(),
                                        sizeof(double) * nblocks, cudaMemcpyDeviceToHost,
                                        res_.compute));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(changed.data(), changed_.get(), sizeof(int) * nchunks_,
-                                       cudaMemcpyDeviceToHost, res_.compute));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(fixups.data(), fix_counts_.get(), sizeof(int) * nchunks_,
-                                       cudaMemcpyDeviceToHost, res_.compute));
-    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(windowed.data(), win_counts_.get(), sizeof(int) * nchunks_,
-                                       cudaMemcpyDeviceToHost, res_.compute));
-    int stats[kPruneStats] = {};
-    if (prune)
-      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(stats, prune_stats_.get(), sizeof(stats),
-                                         cudaMemcpyDeviceToHost, res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemcpyAsync(counters_host_.get(), counters_.get(),
+                                       sizeof(int) * counter_count(), cudaMemcpyDeviceToHost,
+                                       res_.compute));
     res_.sync();
+    const double* inertia = inertia_host_.get();
+    const int* changed = counters_host_.get();
+    const int* fixups = changed + nchunks_;
+    const int* windowed = fixups + nchunks_;
+    const int* stats = windowed + nchunks_;
     prune_ready_ = prune_;
     const int64_t pruned = stats[0];
     // A pass that settles under three quarters of the rows costs about what it saves (the
@@ -760,9 +754,10 @@ class CudaEngine final : public Engine {
     shift_.allocate(d_, b);
     labels_.allocate(n_, b);
     block_inertia_.allocate(nblocks, b);
-    changed_.allocate(nchunks_, b);
+    counters_.allocate(counter_count(), b);
+    counters_host_.allocate(counter_count());
+    inertia_host_.allocate(nblocks);
     dist64_.allocate(chunk_rows_, b);
-    fix_counts_.allocate(nchunks_, b);
     cand_.allocate(chunk_rows_, b);
     // The candidate lists live from the assignment pass to the end of the fix-ups; the sort
     // by label, which follows, takes their storage (update_scratch), so they cost no more
@@ -770,13 +765,11 @@ class CudaEngine final : public Engine {
     fix_list_.allocate(chunk_rows_, b);
     win_list_.allocate(chunk_rows_, b);
     recheck_list_.allocate(chunk_rows_, b);
-    win_counts_.allocate(nchunks_, b);
     sort_temp_bytes_ = sort_temp_bytes(chunk_rows_);
     cand_top_.allocate(std::max<size_t>(chunk_rows_ * kTop, (sort_temp_bytes_ + 3) / 4), b);
     if (math_ == AssignMath::Fp16Wgmma) recheck_count_.allocate(1, b);
     if (prune_) {
       c_prev_.allocate(k_ * d_, b);
-      prune_stats_.allocate(kPruneStats, b);
       prune_radius2_.allocate(k_, b);
       prune_list_count_.allocate(k_, b);
       prune_lists_.allocate(k_ * kPruneMaxCands, b);
@@ -923,13 +916,23 @@ class CudaEngine final : public Engine {
   size_t sort_temp_bytes_ = 0;
 
   DeviceArray<double> shift_, xnorm_, block_inertia_, dist64_;
-  DeviceArray<int> labels_, changed_, fix_counts_, cand_, fix_list_;
-  DeviceArray<int> win_list_, win_counts_, cand_top_, recheck_list_, recheck_count_;
+  DeviceArray<int> labels_, cand_, fix_list_;
+  DeviceArray<int> win_list_, cand_top_, recheck_list_, recheck_count_;
+  /// One pass's counters, zeroed and read back together: changed labels, rows fixed up over
+  /// all k, rows fixed up over their window (nchunks_ each), the pruning pass's stats.
+  DeviceArray<int> counters_;
+  PinnedArray<int> counters_host_;
+  PinnedArray<double> inertia_host_;  ///< the per-kReduceBlock inertia sums, read back
+  int64_t counter_count() const { return 3 * nchunks_ + kPruneStats; }
+  int* changed_counts() const { return counters_.get(); }
+  int* fix_counts() const { return counters_.get() + nchunks_; }
+  int* win_counts() const { return counters_.get() + 2 * nchunks_; }
+  int* prune_stats() const { return counters_.get() + 3 * nchunks_; }
   DeviceArray<int> seg_begin_, seg_end_;
   /// Pruning: the centroids of the last assign() (its float64 distances are in dist64_ and
   /// its sort in the update scratch) and the pruning pass's counters (PruneArgs::stats).
   DeviceArray<float> c_prev_;
-  DeviceArray<int> prune_stats_, prune_list_count_, prune_lists_, prune_tiles_,
+  DeviceArray<int> prune_list_count_, prune_lists_, prune_tiles_,
       prune_tile_count_;
   DeviceArray<double> prune_radius2_;
   DeviceArray<float> prune_list_lower_, pivots_t_;
