@@ -519,9 +519,8 @@ void launch_finalize_list(const AssignArgs& a, const int* list, const int* count
                           cudaStream_t stream) {
   if (a.rows == 0) return;
   const int64_t most = (a.rows + kFinalizeThreads - 1) / kFinalizeThreads;
-  finalize_list_kernel<<<unsigned(std::min<int64_t>(most, int64_t(sm_count) * 8)),
-                         kFinalizeThreads, 0, stream>>>(a, list, count, labels, dist, dist64,
-                                                        changed);
+  finalize_list_kernel<<<unsigned(std::min<int64_t>(most, int64_t(sm_count) * 8)), kFinalizeThreads,
+                         0, stream>>>(a, list, count, labels, dist, dist64, changed);
   FLASHKM_CUDA_CHECK_LAUNCH(finalize_list_kernel);
 }
 

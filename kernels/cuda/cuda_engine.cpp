@@ -311,8 +311,7 @@ int64_t prune_groups(int64_t k) {
   bool use = k >= kPruneGroupsFromK;
   if (env != nullptr) {
     FLASHKM_THROW_IF_NOT(std::strcmp(env, "always") == 0 || std::strcmp(env, "never") == 0,
-                         "FLASHKM_CUDA_PRUNE_GROUPS=%s: expected always or never (or unset)",
-                         env);
+                         "FLASHKM_CUDA_PRUNE_GROUPS=%s: expected always or never (or unset)", env);
     use = std::strcmp(env, "always") == 0;
   }
   return use ? std::max<int64_t>(1, k / kPivotStride) : 0;
@@ -604,8 +603,7 @@ class CudaEngine final : public Engine {
     // rest take the full pass): the next kPruneRest passes skip it. Without the collecting
     // pass (devices before Hopper) the rest are recomputed in float64 over all k, which on
     // GPUs with slow float64 outweighs the pruning already at a few percent of the rows.
-    const int64_t worth =
-        math_ == AssignMath::Fp16Wgmma ? n_ / 4 * 3 : n_ - n_ / 50;
+    const int64_t worth = math_ == AssignMath::Fp16Wgmma ? n_ / 4 * 3 : n_ - n_ / 50;
     if (prune && pruned < worth) prune_rest_ = kPruneRest;
     AssignOutcome out;
     out.pruned = pruned;
@@ -621,9 +619,8 @@ class CudaEngine final : public Engine {
       std::fprintf(stderr,
                    "flashkm cuda prune: %lld rows settled, %.1f candidates a row tile, %lld rows "
                    "decided in float64, %d rows fell back to the full pass\n",
-                   (long long)pruned,
-                   double(stats[1]) / std::max(1, stats[4]),
-                   (long long)stats[2], stats[3]);
+                   (long long)pruned, double(stats[1]) / std::max(1, stats[4]), (long long)stats[2],
+                   stats[3]);
     if (params_.verbose)
       std::fprintf(stderr,
                    "flashkm cuda assign: %s, %lld of %lld rows recomputed in float64 "
@@ -695,10 +692,8 @@ class CudaEngine final : public Engine {
       // the sort: 44 bytes a point, a little more where CUB's temporary storage outgrows the
       // candidate slots), the centroid arrays and a 1 GiB margin for the runtime and others.
       // Pruning adds its candidate lists (8 bytes a slot) and the previous centroids.
-      const size_t prune_bytes =
-          prune_ ? size_t(k_) * (kPruneMaxCands * 8 + d_ * 4 + 32) : 0;
-      const size_t other =
-          size_t(n_) * 48 + size_t(k_) * d_ * 24 + prune_bytes + (size_t(1) << 30);
+      const size_t prune_bytes = prune_ ? size_t(k_) * (kPruneMaxCands * 8 + d_ * 4 + 32) : 0;
+      const size_t other = size_t(n_) * 48 + size_t(k_) * d_ * 24 + prune_bytes + (size_t(1) << 30);
       budget = free_bytes > other ? (free_bytes - other) / 10 * 9 : 0;
     }
     if (x_on_device_) {
@@ -930,17 +925,16 @@ class CudaEngine final : public Engine {
   int* prune_stats() const { return counters_.get() + 3 * nchunks_; }
   DeviceArray<int> seg_begin_, seg_end_;
   /// Pruning: the centroids of the last assign() (its float64 distances are in dist64_ and
-  /// its sort in the update scratch) and the pruning pass's counters (PruneArgs::stats).
+  /// its sort in the update scratch), then the pruning pass's scratch (PruneArgs).
   DeviceArray<float> c_prev_;
-  DeviceArray<int> prune_list_count_, prune_lists_, prune_tiles_,
-      prune_tile_count_;
+  DeviceArray<int> prune_list_count_, prune_lists_, prune_tiles_, prune_tile_count_;
   DeviceArray<double> prune_radius2_;
   DeviceArray<float> prune_list_lower_, pivots_t_;
   DeviceArray<unsigned long long> nearest_;
   DeviceArray<unsigned> group_radius_;
   DeviceArray<int> group_count_, group_start_, group_fill_, members_;
   int64_t prune_groups_ = 0;  ///< PruneArgs::groups
-  /// Candidates a label may keep: more, and its rows take the full pass.
+  /// Candidates a row tile may evaluate: more, and its rows take the full pass.
   int prune_max_cands() const {
     return int(std::min<int64_t>(kPruneMaxCands, std::max<int64_t>(32, k_ / 8)));
   }

@@ -175,19 +175,19 @@ struct PruneArgs {
   float* dist = nullptr;            ///< rows or null: float(dist64) of settled rows
   /// rows: exact_l2 to the new label of settled rows (may be dist_prev: read before written)
   double* dist64 = nullptr;
-  int* changed = nullptr;           ///< scalar: settled rows whose label changed are added
-  int* fallback_list = nullptr;     ///< rows of labels with too many candidates
-  int* fallback_count = nullptr;    ///< scalar, incremented (integer atomics only)
+  int* changed = nullptr;         ///< scalar: settled rows whose label changed are added
+  int* fallback_list = nullptr;   ///< rows of labels with too many candidates
+  int* fallback_count = nullptr;  ///< scalar, incremented (integer atomics only)
   /// kPruneStats counters, added to: rows settled here, candidates summed over the row
   /// tiles that prune, rows decided in float64, rows that fall back, row tiles that prune.
   int* stats = nullptr;
   /// Scratch: per label its bound and candidate list, the row tiles.
-  double* radius2 = nullptr;  ///< k
-  int* list_count = nullptr;  ///< k
-  int* lists = nullptr;       ///< k x kPruneMaxCands: candidates
+  double* radius2 = nullptr;    ///< k
+  int* list_count = nullptr;    ///< k
+  int* lists = nullptr;         ///< k x kPruneMaxCands: candidates
   float* list_lower = nullptr;  ///< k x kPruneMaxCands: a lower bound on |a - c|^2
-  int* tiles = nullptr;       ///< prune_max_tiles(rows, k) x 2: (label, first sorted row)
-  int* tile_count = nullptr;  ///< scalar
+  int* tiles = nullptr;         ///< prune_max_tiles(rows, k) x 2: (label, first sorted row)
+  int* tile_count = nullptr;    ///< scalar
   /// Candidates through groups of centroids around pivots (0: every pair is measured); the
   /// rest is their scratch: pivots_t d x groups, nearest k, group_* groups (+1), members k.
   int groups = 0;

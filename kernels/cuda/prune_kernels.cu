@@ -13,8 +13,9 @@
 //     any float64 rounding (the list's order does not matter: see 4). From k = 8192 on,
 //     groups of centroids around pivots spare most pairs (2' below);
 //  3. one block cuts the segments into row tiles of one label each;
-//  4. per row tile, each row's float32 distances to its label's candidates, t = fl(x_j - c_j) then an fma chain of
-//     t^2. Every term is a square, so the chain's error is relative: true^2 lies in
+//  4. per row tile, each row's float32 distances to its label's candidates, t = fl(x_j - c_j)
+//     then an fma chain of t^2. Every term is a square, so the chain's error is relative:
+//     true^2 lies in
 //     [(s - eta)(1 - gl), (s + eta)(1 + gu)], gl = 1.01 (d + 2) u, gu = 1.02 (d + 2) u,
 //     u = 2^-24, with eta = (2 d + 4) 2^-126 for results flushed or rounded below the normal
 //     range. A row whose second smallest s clears its smallest by that bound (and 1e-9 more,
@@ -39,11 +40,11 @@ namespace {
 constexpr int kThreads = kPruneTileRows;  // the row pass: one row per thread
 constexpr int kWarps = kThreads / 32;
 constexpr int kRowsPerThread = kThreads / kWarps;  // rows whose chunk a thread stages
-constexpr int kAuxThreads = 256;                    // the other kernels' blocks
+constexpr int kAuxThreads = 256;                   // the other kernels' blocks
 constexpr int kAuxWarps = kAuxThreads / 32;
-constexpr int kChunk = 32;                         // coordinates staged per step
-constexpr int kXStride = kChunk + 4;  // float4 reads: 8 lanes' rows cover the 32 banks
-constexpr int kGroup = 32;            // candidates a pass over the rows evaluates
+constexpr int kChunk = 32;                        // coordinates staged per step
+constexpr int kXStride = kChunk + 4;              // float4 reads: 8 lanes' rows cover the 32 banks
+constexpr int kGroup = 32;                        // candidates a pass over the rows evaluates
 constexpr double kU = 5.9604644775390625e-08;     // 2^-24
 constexpr double kTiny = 1.1754943508222875e-38;  // 2^-126
 
@@ -96,8 +97,8 @@ __global__ void __launch_bounds__(kAuxThreads) prune_radius_kernel(const PruneAr
   double rmax = 0, drift = 0;
   for (int q = b + tid; q < e; q += kAuxThreads) rmax = fmax(rmax, p.dist_prev[p.sorted_ids[q]]);
   for (int j = tid; j < d; j += kAuxThreads) {
-    const double t = __dsub_rn(double(p.c_raw[int64_t(a) * d + j]),
-                               double(p.c_prev[int64_t(a) * d + j]));
+    const double t =
+        __dsub_rn(double(p.c_raw[int64_t(a) * d + j]), double(p.c_prev[int64_t(a) * d + j]));
     drift = __fma_rn(t, t, drift);
   }
   for (int off = 16; off > 0; off /= 2) {
@@ -187,8 +188,7 @@ __device__ __forceinline__ void offer_candidate(const PruneArgs& p, const Float3
 // 2. Candidates, every pair: label tiles x centroid tiles.
 __global__ void __launch_bounds__(kAuxThreads) prune_candidates_kernel(const PruneArgs p) {
   const Float32Bound bound(p.d);
-  pair_tile(p.c_raw_t, p.k, p.k, blockIdx.y * kPairA, p.c_raw_t, p.k, p.k,
-            blockIdx.x * kPairB, p.d,
+  pair_tile(p.c_raw_t, p.k, p.k, blockIdx.y * kPairA, p.c_raw_t, p.k, p.k, blockIdx.x * kPairB, p.d,
             [&](int a, int c, float s) { offer_candidate(p, bound, a, c, s); });
 }
 
@@ -230,8 +230,8 @@ __global__ void group_radius_kernel(const PruneArgs p) {
   const int g = int(key & 0xffffffffu);
   const float s = __uint_as_float(unsigned(key >> 32));
   const Float32Bound bound(p.d);
-  const float rho = s <= FLT_MAX ? __double2float_ru(sqrt(bound.upper(s)) * (1 + 1e-7))
-                                 : CUDART_INF_F;
+  const float rho =
+      s <= FLT_MAX ? __double2float_ru(sqrt(bound.upper(s)) * (1 + 1e-7)) : CUDART_INF_F;
   atomicMax(p.group_radius + g, __float_as_uint(rho));
   atomicAdd(p.group_count + g, 1);
 }
@@ -423,9 +423,8 @@ __device__ __forceinline__ void group_pass(const PruneArgs& p, const int* list, 
 // Group passes over list[g0 .. nc) (kAnchor64 for the first, whose list[g0] is the label).
 template <bool kAnchor64>
 __device__ __forceinline__ void groups(const PruneArgs& p, const int* list, int g0, int nc,
-                                       const int* rows_of, float* xs, float (*cs)[kChunk],
-                                       int row, float& s0, int& i0, float& s1, bool& bad,
-                                       double& d64) {
+                                       const int* rows_of, float* xs, float (*cs)[kChunk], int row,
+                                       float& s0, int& i0, float& s1, bool& bad, double& d64) {
   for (bool first = true; g0 < nc; g0 += kGroup, first = false) {
     const int ng = min(kGroup, nc - g0);
     if (kAnchor64 && first) {
@@ -481,7 +480,7 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
   float s0 = CUDART_INF_F, s1 = CUDART_INF_F;
   int i0 = INT_MAX;
   bool bad = false;
-  double d64 = 0;  // exact_l2(x, a)
+  double d64 = 0;                        // exact_l2(x, a)
   bool fall_back = nl > kPruneMaxCands;  // the label's list overflowed
   if (!fall_back && nl > kNarrowFrom) {
     // |x - a| of each row (float64), their largest: the tile's radius, tighter than the
@@ -593,10 +592,10 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
 }  // namespace
 
 void launch_prune(const PruneArgs& p, cudaStream_t stream) {
-  FLASHKM_THROW_IF_NOT(p.d >= 1 && p.d <= kPruneMaxDim && p.max_cands >= 1 &&
-                           p.max_cands <= kPruneMaxCands,
-                       "pruning pass: d=%d (1..%d) or max_cands=%d (1..%d) out of range", p.d,
-                       kPruneMaxDim, p.max_cands, kPruneMaxCands);
+  FLASHKM_THROW_IF_NOT(
+      p.d >= 1 && p.d <= kPruneMaxDim && p.max_cands >= 1 && p.max_cands <= kPruneMaxCands,
+      "pruning pass: d=%d (1..%d) or max_cands=%d (1..%d) out of range", p.d, kPruneMaxDim,
+      p.max_cands, kPruneMaxCands);
   if (p.rows == 0 || p.k == 0) return;
   prune_radius_kernel<<<unsigned(p.k), kAuxThreads, 0, stream>>>(p);
   FLASHKM_CUDA_CHECK_LAUNCH(prune_radius_kernel);

@@ -717,9 +717,9 @@ TEST_P(CudaMath, CentrePruningMatchesOracleAndCpu) {
 }
 
 // check_fallback at d = 8 and at d = 300 (wgmma: the fallback rows are too wide to stay in
-// shared memory and stream from the split arrays). Then integer points with duplicated centroids: exact ties, which
-// float32 cannot separate, so the float64 formula decides them over the candidates and
-// must pick the lowest index.
+// shared memory and stream from the split arrays). Then integer points with duplicated
+// centroids: exact ties, which float32 cannot separate, so the float64 formula decides them
+// over the candidates and must pick the lowest index.
 TEST_P(CudaMath, CentrePruningFallsBackAndBreaksTies) {
   check_fallback(8);
   check_fallback(300);
