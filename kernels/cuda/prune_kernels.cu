@@ -63,7 +63,8 @@ struct Float32Bound {
 };
 
 // Exclusive prefix of `mine` over the threads of a block of kScanThreads (warp_sum: 32 ints of
-// shared memory); also returns the block's total in *total (every thread).
+// shared memory); also returns the block's total in *total (every thread). Called once per
+// kernel by every thread of the block: warp_sum is not released for another call.
 constexpr int kScanThreads = 1024;
 __device__ __forceinline__ int block_exclusive_sum(int mine, int* warp_sum, int* total) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -495,8 +496,10 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
     const double T2 = 4 * __dmul_rn(r2, 1 + 1e-9) * (1 + 1e-5);
     for (int q = tid; q < nl; q += kThreads) {
       const int c = p.lists[int64_t(a) * kPruneMaxCands + q];
-      if (c != a && !(double(p.list_lower[int64_t(a) * kPruneMaxCands + q]) > T2))
-        list[atomicAdd(&nc, 1)] = c;
+      if (c != a && !(double(p.list_lower[int64_t(a) * kPruneMaxCands + q]) > T2)) {
+        const int pos = atomicAdd(&nc, 1);  // <= nl: a is in its own list (lower bound < 0)
+        if (pos < kPruneMaxCands) list[pos] = c;
+      }
     }
     __syncthreads();
     fall_back = nc > p.max_cands;
@@ -504,7 +507,10 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
   } else if (!fall_back) {
     for (int q = tid; q < nl; q += kThreads) {
       const int c = p.lists[int64_t(a) * kPruneMaxCands + q];
-      if (c != a) list[atomicAdd(&nc, 1)] = c;
+      if (c != a) {
+        const int pos = atomicAdd(&nc, 1);
+        if (pos < kPruneMaxCands) list[pos] = c;
+      }
     }
     __syncthreads();
     fall_back = nc > p.max_cands;
@@ -596,6 +602,10 @@ void launch_prune(const PruneArgs& p, cudaStream_t stream) {
       p.d >= 1 && p.d <= kPruneMaxDim && p.max_cands >= 1 && p.max_cands <= kPruneMaxCands,
       "pruning pass: d=%d (1..%d) or max_cands=%d (1..%d) out of range", p.d, kPruneMaxDim,
       p.max_cands, kPruneMaxCands);
+  FLASHKM_THROW_IF_NOT(
+      p.groups >= 0 && p.groups <= kPruneMaxGroups && int64_t(p.groups - 1) * kPivotStride < p.k,
+      "pruning pass: %d pivot groups for k=%d (at most %d, pivots every %d)", p.groups, p.k,
+      kPruneMaxGroups, kPivotStride);
   if (p.rows == 0 || p.k == 0) return;
   prune_radius_kernel<<<unsigned(p.k), kAuxThreads, 0, stream>>>(p);
   FLASHKM_CUDA_CHECK_LAUNCH(prune_radius_kernel);

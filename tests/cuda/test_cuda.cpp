@@ -675,6 +675,24 @@ void check_fallback(int64_t d) {
   check_pruning(s, x, init, 4, 2000, true);
 }
 
+// 2000 rows in a far blob with 2 centroids (pruned) and 4000 at the origin with 600
+// centroids: every one of those labels has more candidates than its list holds
+// (kPruneMaxCands = 512), so its rows fall back before any list is read past its end.
+void check_list_overflow() {
+  const Shape s{6000, 4, 602, Metric::L2, 101};
+  std::mt19937_64 rng(s.seed);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> x(s.n * s.d);
+  for (int64_t i = 0; i < s.n; ++i)
+    for (int64_t j = 0; j < s.d; ++j) x[i * s.d + j] = g(rng) + (i < 2000 ? 100.f : 0.f);
+  std::vector<float> init(s.k * s.d);
+  for (int64_t c = 0; c < s.k; ++c) {
+    const int64_t row = c < 2 ? c * 7 : 2000 + (c - 2) * 6;
+    std::copy(x.begin() + row * s.d, x.begin() + (row + 1) * s.d, init.begin() + c * s.d);
+  }
+  check_pruning(s, x, init, 3, 2000, true);
+}
+
 // 12 blobs 100 apart on a line, 250 rows and 92 centroids each (rows of their own blob):
 // k = 1104, so several candidate tiles, more labels than the tile kernel's threads, and row
 // tiles with ~92 candidates, evaluated in groups of 32.
@@ -723,6 +741,7 @@ TEST_P(CudaMath, CentrePruningMatchesOracleAndCpu) {
 TEST_P(CudaMath, CentrePruningFallsBackAndBreaksTies) {
   check_fallback(8);
   check_fallback(300);
+  check_list_overflow();
   {
     const Shape s{3000, 6, 24, Metric::L2, 96};
     std::mt19937_64 rng(s.seed);
@@ -774,8 +793,9 @@ TEST_P(CudaMath, CentrePruningManyCandidatesAndOneCentroid) {
 
 // Large k finds candidates through groups of centroids around pivots rather than by
 // measuring every pair (FLASHKM_CUDA_PRUNE_GROUPS=always takes that path at these sizes):
-// blobs (k = 40: two groups), many candidates a label (k = 1104: 34 groups, each label's own
-// blob spread over several), and a region whose labels fall back.
+// blobs (k = 40: one group, so nothing is skipped), many candidates a label (k = 1104: 34
+// groups, each label's own blob spread over several, the others skipped), a region whose
+// labels fall back, and labels whose candidate lists overflow.
 TEST_P(CudaMath, CentrePruningThroughGroups) {
   EnvScope groups("FLASHKM_CUDA_PRUNE_GROUPS", "always");
   {
@@ -785,6 +805,7 @@ TEST_P(CudaMath, CentrePruningThroughGroups) {
   }
   check_many_candidates();
   check_fallback(8);
+  check_list_overflow();
   EnvScope bad("FLASHKM_CUDA_PRUNE_GROUPS", "sometimes");
   const std::vector<float> x(64 * 4, 1.f);
   KMeansParams p;
