@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -244,6 +246,21 @@ void parallel_copy(float* dst, const float* src, size_t count, unsigned threads)
   });
 }
 
+/// The position of environment variable `name`'s value among `values`, -1 when it is unset;
+/// any other value is refused with an error that lists them.
+int env_choice(const char* name, std::initializer_list<const char*> values) {
+  const char* env = std::getenv(name);
+  if (env == nullptr) return -1;
+  std::string expected;
+  int i = 0;
+  for (const char* v : values) {
+    if (std::strcmp(env, v) == 0) return i;
+    expected += (i++ ? " or " : "");
+    expected += v;
+  }
+  FLASHKM_THROW("%s=%s: expected %s (or unset)", name, env, expected.c_str());
+}
+
 /// How streamed chunks leave host memory: FLASHKM_CUDA_STREAM=staged always copies through
 /// the pinned staging buffers, =registered requires page-locking the caller's rows in place
 /// (throws when the driver refuses), unset tries in place and falls back to staging. Tests
@@ -251,11 +268,14 @@ void parallel_copy(float* dst, const float* src, size_t count, unsigned threads)
 enum class HostPath { Auto, Staged, Registered };
 
 HostPath host_path() {
-  const char* env = std::getenv("FLASHKM_CUDA_STREAM");
-  if (env == nullptr) return HostPath::Auto;
-  if (std::strcmp(env, "staged") == 0) return HostPath::Staged;
-  if (std::strcmp(env, "registered") == 0) return HostPath::Registered;
-  FLASHKM_THROW("FLASHKM_CUDA_STREAM=%s: expected staged or registered", env);
+  switch (env_choice("FLASHKM_CUDA_STREAM", {"staged", "registered"})) {
+    case 0:
+      return HostPath::Staged;
+    case 1:
+      return HostPath::Registered;
+    default:
+      return HostPath::Auto;
+  }
 }
 
 /// Largest streamed chunk: 1 GiB of float32 rows. Small enough that the first copy, the only
@@ -267,35 +287,17 @@ constexpr size_t kMaxChunkBytes = size_t(1) << 30;
 /// FLASHKM_CUDA_ROW_SPLIT=arrays keeps the rows' fp16 split in device arrays (4 dpad bytes a
 /// row, split_rows) where the wgmma pass would split them in shared memory; tests compare
 /// the two (identical halves, so identical values, fix-up counts and labels).
-bool row_split_arrays_forced() {
-  const char* env = std::getenv("FLASHKM_CUDA_ROW_SPLIT");
-  if (env == nullptr) return false;
-  FLASHKM_THROW_IF_NOT(std::strcmp(env, "arrays") == 0,
-                       "FLASHKM_CUDA_ROW_SPLIT=%s: expected arrays (or unset)", env);
-  return true;
-}
+bool row_split_arrays_forced() { return env_choice("FLASHKM_CUDA_ROW_SPLIT", {"arrays"}) == 0; }
 
 /// FLASHKM_CUDA_WGMMA=lockstep keeps the wgmma kernel whose warpgroups multiply and fold
 /// together (the default before the ping-pong kernel); =pingpong or unset: the ping-pong
 /// kernel where it applies. Tests compare the two (bit-identical outputs).
-bool wgmma_pingpong() {
-  const char* env = std::getenv("FLASHKM_CUDA_WGMMA");
-  if (env == nullptr || std::strcmp(env, "pingpong") == 0) return true;
-  FLASHKM_THROW_IF_NOT(std::strcmp(env, "lockstep") == 0,
-                       "FLASHKM_CUDA_WGMMA=%s: expected pingpong or lockstep (or unset)", env);
-  return false;
-}
+bool wgmma_pingpong() { return env_choice("FLASHKM_CUDA_WGMMA", {"pingpong", "lockstep"}) != 1; }
 
 /// FLASHKM_CUDA_PRUNE=off keeps the full assignment pass in every iteration where
 /// KMeansParams::bounds would prune (=on or unset: prune); the bench's A/B, and tests
 /// comparing the two (identical results).
-bool prune_allowed() {
-  const char* env = std::getenv("FLASHKM_CUDA_PRUNE");
-  if (env == nullptr || std::strcmp(env, "on") == 0) return true;
-  FLASHKM_THROW_IF_NOT(std::strcmp(env, "off") == 0,
-                       "FLASHKM_CUDA_PRUNE=%s: expected on or off (or unset)", env);
-  return false;
-}
+bool prune_allowed() { return env_choice("FLASHKM_CUDA_PRUNE", {"on", "off"}) != 1; }
 
 /// Largest k the pruning pass takes: kPruneMaxGroups groups of kPivotStride centroids.
 constexpr int64_t kPruneMaxK = int64_t(kPruneMaxGroups) * kPivotStride;
@@ -307,13 +309,8 @@ constexpr int64_t kPruneGroupsFromK = 8192;
 /// Groups of the pruning pass's candidate search: FLASHKM_CUDA_PRUNE_GROUPS=always takes
 /// groups at every k, =never measures every pair (tests compare both with the default).
 int64_t prune_groups(int64_t k) {
-  const char* env = std::getenv("FLASHKM_CUDA_PRUNE_GROUPS");
-  bool use = k >= kPruneGroupsFromK;
-  if (env != nullptr) {
-    FLASHKM_THROW_IF_NOT(std::strcmp(env, "always") == 0 || std::strcmp(env, "never") == 0,
-                         "FLASHKM_CUDA_PRUNE_GROUPS=%s: expected always or never (or unset)", env);
-    use = std::strcmp(env, "always") == 0;
-  }
+  const int choice = env_choice("FLASHKM_CUDA_PRUNE_GROUPS", {"always", "never"});
+  const bool use = choice < 0 ? k >= kPruneGroupsFromK : choice == 0;
   return use ? std::max<int64_t>(1, k / kPivotStride) : 0;
 }
 /// Passes that skip pruning after one that settled too few rows.

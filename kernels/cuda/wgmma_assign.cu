@@ -443,6 +443,30 @@ enum class Role {
   Collect,  // Exact on the rows Screen listed (a.recheck_list)
 };
 
+// The end of a row tile in both kernels: each row's state merged over the 4 lanes that hold
+// it, then lane t == 0 certifies (kThree with a.certify) and routes the thread's two rows:
+// row_of(h, row) sets row h (0, 1) and says whether it is one of the tile's rows.
+template <bool kThree, class RowTop, class RowOf>
+__device__ __forceinline__ void merge_and_route(const AssignArgs& a, const SplitRows& xs, int ec,
+                                                int t, RowTop (&top)[2], RowOf&& row_of) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int off = 1; off < 4; off *= 2) top[h].merge_lane(off);
+  if (t != 0) return;
+  const bool certify = kThree && a.certify;
+  const double C = certify ? *a.c.max_norm : 0;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    int64_t row;
+    if (!row_of(h, row)) continue;
+    const double X = certify ? a.xnorm[row] : 0;
+    const double e =
+        certify ? mma_bound(a.inner_product, kThree, a.d, xs.dpad, X, C, xs.scale_exp, ec) : 0;
+    route_row(a, row, top[h], e, X, C);
+  }
+}
+
 template <int BN, int WG, bool kResident, Role kRole>
 __global__ void __launch_bounds__(WG * 128,
                                   (WgmmaTraits<BN, WG, kRole != Role::Fast, kResident>::kMinBlocks))
@@ -586,23 +610,10 @@ __global__ void __launch_bounds__(WG * 128,
     }
     cp_async_wait<0>();
 
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-#pragma unroll
-      for (int off = 1; off < 4; off *= 2) top[h].merge_lane(off);
-    if (t == 0) {
-      const bool certify = kThree && a.certify;
-      const double C = certify ? *a.c.max_norm : 0;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int64_t row = row_at(m0 + wg * 64 + wq * 16 + g + 8 * h);
-        if (row < 0) continue;
-        const double X = certify ? a.xnorm[row] : 0;
-        const double e =
-            certify ? mma_bound(a.inner_product, kSplit, a.d, dpad, X, C, xs.scale_exp, ec) : 0;
-        route_row(a, row, top[h], e, X, C);
-      }
-    }
+    merge_and_route<kThree>(a, xs, ec, t, top, [&](int h, int64_t& row) {
+      row = row_at(m0 + wg * 64 + wq * 16 + g + 8 * h);
+      return row >= 0;
+    });
   }
 #endif  // FLASHKM_WGMMA
 }
@@ -798,23 +809,10 @@ __global__ void __launch_bounds__(PingPongTraits<BN, NC, kRole == Role::Screen>:
       fold_block<BN, kSplit>(top, acc, acc2, a.c.beta, nt * BN, t, alpha);
     }
 
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-#pragma unroll
-      for (int off = 1; off < 4; off *= 2) top[h].merge_lane(off);
-    if (t == 0) {
-      const bool certify = kThree && a.certify;
-      const double C = certify ? *a.c.max_norm : 0;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int64_t row = m0 + wq * 16 + g + 8 * h;
-        if (row >= a.rows) continue;
-        const double X = certify ? a.xnorm[row] : 0;
-        const double e =
-            certify ? mma_bound(a.inner_product, kSplit, a.d, xs.dpad, X, C, xs.scale_exp, ec) : 0;
-        route_row(a, row, top[h], e, X, C);
-      }
-    }
+    merge_and_route<kThree>(a, xs, ec, t, top, [&](int h, int64_t& row) {
+      row = m0 + wq * 16 + g + 8 * h;
+      return row < a.rows;
+    });
   }
   if (c == 0) bar_sync(1, 256);  // takes the last "warpgroup 0 issues next"
 #endif                           // FLASHKM_WGMMA

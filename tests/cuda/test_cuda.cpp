@@ -189,6 +189,24 @@ void expect_same(const Step& a, const Step& b, const std::string& what, bool fix
     ASSERT_EQ(a.centroids[i], b.centroids[i]) << "centroid value " << i;
 }
 
+// Two Lloyd steps from the same centroids on an engine built in the environment as it is and
+// on one built with name=value set: everything, fix-up counts included, must be bit-identical.
+// Returns the first engine's first step.
+Step expect_env_changes_nothing(const Shape& s, const std::vector<float>& x,
+                                const std::vector<float>& c, const KMeansParams& p,
+                                const char* name, const char* value, const std::string& what) {
+  auto plain = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+  std::unique_ptr<Engine> other;
+  {
+    EnvScope scope(name, value);
+    other = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+  }
+  Step a = run_step(*plain, c), b = run_step(*other, c);
+  expect_same(a, b, what);
+  expect_same(run_step(*plain, a.centroids), run_step(*other, b.centroids), "second step");
+  return a;
+}
+
 // bounds off: the CPU backend's bound-based pruning settles rows without a distance pass, so
 // its fix-up count would no longer be comparable with the FFMA pass's; the CUDA backend's
 // centre-centre pruning is tested on its own below (check_pruning). Labels are identical
@@ -930,17 +948,9 @@ TEST(CudaTensorPasses, RowSplitInSharedMemoryEqualsSplitArrays) {
           p.tiles = t;
           p.precision = precision;
           p.device_memory_budget = budget;
-          auto in_kernel = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
-          std::unique_ptr<Engine> arrays;
-          {
-            EnvScope scope("FLASHKM_CUDA_ROW_SPLIT", "arrays");
-            arrays = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
-          }
-          Step a = run_step(*in_kernel, c), b = run_step(*arrays, c);
-          expect_same(a, b, "in-kernel split vs split arrays");
-          expect_same(run_step(*in_kernel, a.centroids), run_step(*arrays, b.centroids),
-                      "second step");
-          fixups += a.out.fixups;
+          fixups += expect_env_changes_nothing(s, x, c, p, "FLASHKM_CUDA_ROW_SPLIT", "arrays",
+                                               "in-kernel split vs split arrays")
+                        .out.fixups;
         }
       }
     }
@@ -992,17 +1002,9 @@ TEST(CudaTensorPasses, PingPongEqualsLockstep) {
           KMeansParams p = params_for(s);
           p.precision = precision;
           p.device_memory_budget = budget;
-          auto pingpong = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
-          std::unique_ptr<Engine> lockstep;
-          {
-            EnvScope scope("FLASHKM_CUDA_WGMMA", "lockstep");
-            lockstep = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
-          }
-          Step a = run_step(*pingpong, c), b = run_step(*lockstep, c);
-          expect_same(a, b, "ping-pong vs lockstep");
-          expect_same(run_step(*pingpong, a.centroids), run_step(*lockstep, b.centroids),
-                      "second step");
-          fixups += a.out.fixups;
+          fixups += expect_env_changes_nothing(s, x, c, p, "FLASHKM_CUDA_WGMMA", "lockstep",
+                                               "ping-pong vs lockstep")
+                        .out.fixups;
         }
       }
     }
