@@ -313,6 +313,12 @@ int64_t prune_groups(int64_t k) {
   const bool use = choice < 0 ? k >= kPruneGroupsFromK : choice == 0;
   return use ? std::max<int64_t>(1, k / kPivotStride) : 0;
 }
+/// PruneArgs::small_tiles: FLASHKM_CUDA_PRUNE_SMALL=always or =never (tests compare both with
+/// the default).
+int prune_small_tiles() {
+  const int choice = env_choice("FLASHKM_CUDA_PRUNE_SMALL", {"always", "never"});
+  return choice < 0 ? 1 : choice == 0 ? 2 : 0;
+}
 /// Passes that skip pruning after one that settled too few rows.
 constexpr int kPruneRest = 8;
 
@@ -354,7 +360,10 @@ class CudaEngine final : public Engine {
              k <= kPruneMaxK && d <= kPruneMaxDim && prune_allowed();
     plan_memory(p.device_memory_budget);
     prune_ = prune_ && resident_;
-    if (prune_) prune_groups_ = prune_groups(k);
+    if (prune_) {
+      prune_groups_ = prune_groups(k);
+      prune_small_ = prune_small_tiles();
+    }
     if (!resident_) register_host_rows();
     allocate();
 
@@ -509,6 +518,7 @@ class CudaEngine final : public Engine {
         pa.seg_begin = sorted.seg_begin;
         pa.seg_end = sorted.seg_end;
         pa.max_cands = prune_max_cands();
+        pa.small_tiles = prune_small_;
         pa.cand = a.cand;
         pa.labels = labels_.get() + off;
         pa.dist = distances ? dist_.get() : nullptr;
@@ -931,6 +941,7 @@ class CudaEngine final : public Engine {
   DeviceArray<unsigned> group_radius_;
   DeviceArray<int> group_count_, group_start_, group_fill_, members_;
   int64_t prune_groups_ = 0;  ///< PruneArgs::groups
+  int prune_small_ = 1;       ///< PruneArgs::small_tiles
   /// Candidates a row tile may evaluate: more, and its rows take the full pass.
   int prune_max_cands() const {
     return int(std::min<int64_t>(kPruneMaxCands, std::max<int64_t>(32, k_ / 8)));

@@ -170,6 +170,9 @@ struct PruneArgs {
   const int* seg_begin = nullptr;   ///< k: label a's rows are sorted_ids[seg_begin[a] ..
   const int* seg_end = nullptr;     ///< .. seg_end[a]) (empty: begin == end)
   int max_cands = 0;                ///< candidates a row tile may evaluate, <= kPruneMaxCands
+  /// Row tiles with few rows and many candidates: 1 evaluates them a thread a candidate
+  /// where that takes fewer steps, 0 never, 2 always (tests: identical results).
+  int small_tiles = 1;
   int* cand = nullptr;              ///< rows: the label of every row pruning settles
   int* labels = nullptr;            ///< rows: previous labels in, new labels out (settled rows)
   float* dist = nullptr;            ///< rows or null: float(dist64) of settled rows

@@ -62,10 +62,11 @@ struct Float32Bound {
   __device__ double upper(float s) const { return (double(s) + eta) * (1 + gu); }
 };
 
-// Exclusive prefix of `mine` over the threads of a block of kScanThreads (warp_sum: 32 ints of
-// shared memory); also returns the block's total in *total (every thread). Called once per
-// kernel by every thread of the block: warp_sum is not released for another call.
+// Exclusive prefix of `mine` over the threads of a block of kBlock (warp_sum: kBlock / 32
+// ints of shared memory); also returns the block's total in *total (every thread). Called by
+// every thread of the block; it synchronizes, so it may be called again with the same warp_sum.
 constexpr int kScanThreads = 1024;
+template <int kBlock>
 __device__ __forceinline__ int block_exclusive_sum(int mine, int* warp_sum, int* total) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   int incl = mine;
@@ -76,11 +77,12 @@ __device__ __forceinline__ int block_exclusive_sum(int mine, int* warp_sum, int*
   if (lane == 31) warp_sum[warp] = incl;
   __syncthreads();
   int before = incl - mine, all = 0;
-  for (int w = 0; w < kScanThreads / 32; ++w) {
+  for (int w = 0; w < kBlock / 32; ++w) {
     if (w < warp) before += warp_sum[w];
     all += warp_sum[w];
   }
   *total = all;
+  __syncthreads();  // warp_sum is read by every thread before it is written again
   return before;
 }
 
@@ -125,7 +127,7 @@ __global__ void __launch_bounds__(kAuxThreads) prune_radius_kernel(const PruneAr
 // Squared float32 distances of a tile of 32 "A" points x 128 "B" points (both transposed:
 // coordinate j of point i at X_t[j * ld + i]); thread (ty, lane) holds A points 4 ty .. 4 ty
 // + 3 against B points lane + 32 m, m < 4, coordinates staged 32 at a time. Then
-// epilogue(a, b, s) for every pair in range.
+// epilogue(i, a, b, s) for every pair in range, i < 4 the thread's slot of A point a.
 constexpr int kPairA = 32, kPairB = 128;
 template <class Epilogue>
 __device__ __forceinline__ void pair_tile(const float* A_t, int na, int lda, int a0,
@@ -169,7 +171,7 @@ __device__ __forceinline__ void pair_tile(const float* A_t, int na, int lda, int
 #pragma unroll
     for (int m = 0; m < 4; ++m) {
       const int b = b0 + lane + 32 * m;
-      if (b < nb) epilogue(a, b, acc[i][m]);
+      if (b < nb) epilogue(i, a, b, acc[i][m]);
     }
   }
 }
@@ -186,11 +188,66 @@ __device__ __forceinline__ void offer_candidate(const PruneArgs& p, const Float3
   }
 }
 
+// Squared float32 distances of up to kSmallRows rows against ncand candidates, a thread a
+// candidate, kThreads of them a step: for blocks with few rows and many candidates. Row r is
+// row_id(r) of xs (-1: none, its values unused), candidate u is cand_id(u) of cs (u < ncand);
+// each pair gets the chain of group_pass (t = fl(x_j - c_j), fma(t, t, acc), coordinates
+// ascending; zero padding adds fma(0, 0, acc) = acc). visit(u, id, acc) for each candidate of
+// the thread, acc[r] its value for row r. Shared scratch: xr kSmallRows x kChunk floats, ct
+// kChunk x kCStride, ids kThreads. Called by every thread of the block (it synchronizes).
+constexpr int kSmallRows = 16;
+constexpr int kCStride = kThreads + 1;  // ct[jj][u]: a warp's stores of one candidate spread
+template <class RowId, class CandId, class Visit>
+__device__ __forceinline__ void pair_block(int d, const float* xs, RowId&& row_id, const float* cs,
+                                           int ncand, CandId&& cand_id, float* xr, float* ct,
+                                           int* ids, Visit&& visit) {
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  for (int u0 = 0; u0 < ncand; u0 += kThreads) {
+    __syncthreads();  // the previous step's ids are consumed
+    ids[tid] = u0 + tid < ncand ? cand_id(u0 + tid) : -1;
+    float acc[kSmallRows];
+#pragma unroll
+    for (int r = 0; r < kSmallRows; ++r) acc[r] = 0.f;
+    for (int j0 = 0; j0 < d; j0 += kChunk) {
+      const int jn = min(kChunk, d - j0);
+      __syncthreads();  // ids are written; the previous chunk is consumed
+      for (int q = tid; q < kSmallRows * kChunk; q += kThreads) {
+        const int r = q / kChunk, jj = q % kChunk, id = row_id(r);
+        xr[q] = (id >= 0 && jj < jn) ? xs[int64_t(id) * d + j0 + jj] : 0.f;
+      }
+#pragma unroll 4
+      for (int v = warp; v < kThreads; v += kWarps) {
+        const int id = ids[v];
+        ct[lane * kCStride + v] = (id >= 0 && lane < jn) ? cs[int64_t(id) * d + j0 + lane] : 0.f;
+      }
+      __syncthreads();
+#pragma unroll
+      for (int jj = 0; jj < kChunk; jj += 4) {
+        const float c0 = ct[jj * kCStride + tid], c1 = ct[(jj + 1) * kCStride + tid];
+        const float c2 = ct[(jj + 2) * kCStride + tid], c3 = ct[(jj + 3) * kCStride + tid];
+#pragma unroll
+        for (int r = 0; r < kSmallRows; ++r) {
+          const float4 xv = *reinterpret_cast<const float4*>(xr + r * kChunk + jj);
+          float t = __fsub_rn(xv.x, c0);
+          acc[r] = __fmaf_rn(t, t, acc[r]);
+          t = __fsub_rn(xv.y, c1);
+          acc[r] = __fmaf_rn(t, t, acc[r]);
+          t = __fsub_rn(xv.z, c2);
+          acc[r] = __fmaf_rn(t, t, acc[r]);
+          t = __fsub_rn(xv.w, c3);
+          acc[r] = __fmaf_rn(t, t, acc[r]);
+        }
+      }
+    }
+    if (ids[tid] >= 0) visit(u0 + tid, ids[tid], acc);
+  }
+}
+
 // 2. Candidates, every pair: label tiles x centroid tiles.
 __global__ void __launch_bounds__(kAuxThreads) prune_candidates_kernel(const PruneArgs p) {
   const Float32Bound bound(p.d);
   pair_tile(p.c_raw_t, p.k, p.k, blockIdx.y * kPairA, p.c_raw_t, p.k, p.k, blockIdx.x * kPairB, p.d,
-            [&](int a, int c, float s) { offer_candidate(p, bound, a, c, s); });
+            [&](int, int a, int c, float s) { offer_candidate(p, bound, a, c, s); });
 }
 
 // 2'. Candidates through groups, for large k (PruneArgs::groups): centroid g * kPivotStride is
@@ -214,12 +271,24 @@ __global__ void pivot_copy_kernel(const PruneArgs p) {
 }
 
 __global__ void __launch_bounds__(kAuxThreads) pivot_assign_kernel(const PruneArgs p) {
+  // A thread's best of its four pivots for each of its four centroids, then the warp's (the
+  // lanes hold the same centroids): one atomic per centroid and warp, not per pair.
+  unsigned long long best[4] = {~0ull, ~0ull, ~0ull, ~0ull};
+  int row[4] = {-1, -1, -1, -1};
   pair_tile(p.c_raw_t, p.k, p.k, blockIdx.y * kPairA, p.pivots_t, p.groups, p.groups,
-            blockIdx.x * kPairB, p.d, [&](int c, int g, float s) {
+            blockIdx.x * kPairB, p.d, [&](int i, int c, int g, float s) {
               const unsigned long long key =
                   (static_cast<unsigned long long>(__float_as_uint(s)) << 32) | unsigned(g);
-              atomicMin(p.nearest + c, key);
+              best[i] = min(best[i], key);
+              row[i] = c;
             });
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    unsigned long long v = best[i];
+    for (int off = 16; off > 0; off /= 2) v = min(v, __shfl_xor_sync(0xffffffffu, v, off));
+    const int c = __reduce_max_sync(0xffffffffu, row[i]);
+    if (threadIdx.x % 32 == 0 && c >= 0) atomicMin(p.nearest + c, v);
+  }
 }
 
 // Each centroid's group: its size, and the radius rounded up (a non-negative float's bits
@@ -247,7 +316,7 @@ __global__ void __launch_bounds__(kScanThreads) group_scan_kernel(const PruneArg
   int mine = 0;
   for (int h = h0; h < h1; ++h) mine += p.group_count[h];
   int total = 0;
-  int before = block_exclusive_sum(mine, warp_sum, &total);
+  int before = block_exclusive_sum<kScanThreads>(mine, warp_sum, &total);
   for (int h = h0; h < h1; ++h) {
     p.group_start[h] = before;
     p.group_fill[h] = before;
@@ -263,45 +332,105 @@ __global__ void group_fill_kernel(const PruneArgs p) {
   p.members[atomicAdd(p.group_fill + g, 1)] = c;
 }
 
-// A block per label: its distance to every pivot (a thread a pivot, float32 chain), the
-// groups that may hold a candidate, then their members (a warp a member, lanes over the
-// coordinates: the bound holds for any order of the sum).
-__global__ void __launch_bounds__(kAuxThreads) grouped_candidates_kernel(const PruneArgs p) {
-  extern __shared__ float ca[];  // d: the label
-  __shared__ int scan[kPruneMaxGroups];
-  __shared__ int nscan;
-  const int a = blockIdx.x, tid = threadIdx.x, lane = tid % 32, warp = tid / 32, d = p.d;
-  const double T2 = p.radius2[a];
-  if (T2 < 0) return;  // no rows
-  for (int j = tid; j < d; j += kAuxThreads) ca[j] = p.c_raw[int64_t(a) * d + j];
-  if (tid == 0) nscan = 0;
+// A block per group g; its members are labels, kSmallRows at a time (pair_block). The groups
+// that may hold a candidate of some label of g: |p_g - p_h| - rho_g - rho_h <= the largest
+// reach (2R) of g's labels (the triangle inequality twice); of those, the groups that one of
+// the kSmallRows labels reaches, |a - p_h| - rho_h <= reach_a; then their members are
+// measured against the kSmallRows labels. Each member is read once for kSmallRows labels.
+// Dynamic shared memory: 3 groups + 1 ints.
+__global__ void __launch_bounds__(kThreads) group_candidates_kernel(const PruneArgs p) {
+  extern __shared__ int gsh[];
+  int* near = gsh;               // groups some label of g may reach
+  int* kept = near + p.groups;   // of those, the groups the current labels reach
+  int* off = kept + p.groups;    // their first member in the concatenation of their members
+  __shared__ __align__(16) float ct[kChunk * kCStride];
+  __shared__ __align__(16) float xr[kSmallRows * kChunk];
+  __shared__ int ids[kThreads], lab[kSmallRows], warp_sum[kWarps];
+  __shared__ double reach_of[kSmallRows], red[kWarps];
+  __shared__ int nnear, nkept;
+  const int g = blockIdx.x, tid = threadIdx.x, lane = tid % 32, warp = tid / 32, d = p.d;
+  const int mb = p.group_start[g], me = p.group_start[g + 1];
+  double reach = -1;
+  for (int q = mb + tid; q < me; q += kThreads) {
+    const double r2 = p.radius2[p.members[q]];
+    if (r2 >= 0) reach = fmax(reach, sqrt(r2));
+  }
+  for (int o = 16; o > 0; o /= 2) reach = fmax(reach, __shfl_xor_sync(0xffffffffu, reach, o));
+  if (lane == 0) red[warp] = reach;
+  if (tid == 0) nnear = 0;
   __syncthreads();
+  reach = red[0];
+  for (int w = 1; w < kWarps; ++w) reach = fmax(reach, red[w]);
+  if (reach < 0) return;  // no label of g has rows (or g has no members)
   const Float32Bound bound(d);
-  const double reach = sqrt(T2);
-  for (int g = tid; g < p.groups; g += kAuxThreads) {
+  auto rho = [&](int h) { return double(__uint_as_float(p.group_radius[h])); };
+  const double rho_g = rho(g);
+  const float* pg = p.c_raw + int64_t(g) * kPivotStride * d;
+  for (int h = tid; h < p.groups; h += kThreads) {
+    if (p.group_count[h] == 0) continue;
     float s = 0.f;
 #pragma unroll 8
     for (int j = 0; j < d; ++j) {
-      const float t = __fsub_rn(ca[j], p.pivots_t[int64_t(j) * p.groups + g]);
+      const float t = __fsub_rn(pg[j], p.pivots_t[int64_t(j) * p.groups + h]);
       s = __fmaf_rn(t, t, s);
     }
-    const double rho = double(__uint_as_float(p.group_radius[g]));
-    const double lower = sqrt(fmax(bound.lower(s), 0.0)) - rho;
-    if (!(lower > reach) && p.group_count[g] > 0) scan[atomicAdd(&nscan, 1)] = g;
+    const double lower = sqrt(fmax(bound.lower(s), 0.0)) - rho_g - rho(h);
+    if (!(lower > reach)) near[atomicAdd(&nnear, 1)] = h;
   }
   __syncthreads();
-  for (int q = 0; q < nscan; ++q) {
-    const int g = scan[q], b = p.group_start[g], e = p.group_start[g + 1];
-    for (int m = b + warp; m < e; m += kAuxWarps) {
-      const int c = p.members[m];
-      float s = 0.f;
-      for (int j = lane; j < d; j += 32) {
-        const float t = __fsub_rn(ca[j], p.c_raw[int64_t(c) * d + j]);
-        s = __fmaf_rn(t, t, s);
-      }
-      for (int off = 16; off > 0; off /= 2) s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, off));
-      if (lane == 0) offer_candidate(p, bound, a, c, s);
+  const int nn = nnear;
+  auto label = [&](int r) { return lab[r]; };
+  for (int r0 = mb; r0 < me; r0 += kSmallRows) {
+    __syncthreads();  // the previous labels' passes are done
+    if (tid < kSmallRows) {
+      const int a = r0 + tid < me ? p.members[r0 + tid] : -1;
+      const double r2 = a >= 0 ? p.radius2[a] : -1.0;
+      lab[tid] = r2 >= 0 ? a : -1;  // a label without rows has no list
+      reach_of[tid] = r2 >= 0 ? sqrt(r2) : -1.0;
+      if (tid == 0) nkept = 0;
     }
+    // (pair_block synchronizes before it reads lab.) The groups these labels reach:
+    pair_block(
+        d, p.c_raw, label, p.c_raw, nn, [&](int u) { return near[u] * kPivotStride; }, xr, ct,
+        ids, [&](int u, int, const float(&acc)[kSmallRows]) {
+          const int h = near[u];
+          bool reached = false;
+#pragma unroll
+          for (int r = 0; r < kSmallRows; ++r)
+            reached |= lab[r] >= 0 && !(sqrt(fmax(bound.lower(acc[r]), 0.0)) - rho(h) > reach_of[r]);
+          if (reached) kept[atomicAdd(&nkept, 1)] = h;
+        });
+    __syncthreads();
+    const int nk = nkept, per = (nk + kThreads - 1) / kThreads;
+    const int q0 = min(nk, tid * per), q1 = min(nk, q0 + per);
+    int mine = 0;
+    for (int q = q0; q < q1; ++q) mine += p.group_count[kept[q]];
+    int total = 0;
+    int before = block_exclusive_sum<kThreads>(mine, warp_sum, &total);
+    for (int q = q0; q < q1; ++q) {
+      off[q] = before;
+      before += p.group_count[kept[q]];
+    }
+    // Their members (pair_block synchronizes before it reads off):
+    pair_block(
+        d, p.c_raw, label, p.c_raw, total,
+        [&](int u) {
+          int lo = 0, hi = nk - 1;  // the last kept group whose first member is <= u
+          while (lo < hi) {
+            const int mid = (lo + hi + 1) / 2;
+            if (off[mid] <= u) {
+              lo = mid;
+            } else {
+              hi = mid - 1;
+            }
+          }
+          return p.members[p.group_start[kept[lo]] + u - off[lo]];
+        },
+        xr, ct, ids, [&](int, int c, const float(&acc)[kSmallRows]) {
+#pragma unroll
+          for (int r = 0; r < kSmallRows; ++r)
+            if (lab[r] >= 0) offer_candidate(p, bound, lab[r], c, acc[r]);
+        });
   }
 }
 
@@ -317,7 +446,7 @@ __global__ void __launch_bounds__(kScanThreads) prune_tiles_kernel(const PruneAr
   int mine = 0;
   for (int a = l0; a < l1; ++a) mine += tiles_of(a);
   int total = 0;
-  int before = block_exclusive_sum(mine, warp_sum, &total);
+  int before = block_exclusive_sum<kScanThreads>(mine, warp_sum, &total);
   for (int a = l0; a < l1; ++a) {
     const int b = p.seg_begin[a], n = tiles_of(a);
     for (int t = 0; t < n; ++t, ++before) {
@@ -450,6 +579,105 @@ __device__ __forceinline__ void groups(const PruneArgs& p, const int* list, int 
   }
 }
 
+// Folds (o0, oi, o1) into a row's smallest value s0, its candidate i0 and second smallest s1
+// (equal smallest values: the lower index, and s1 = s0, which certifies nothing).
+__device__ __forceinline__ void fold_best(float& s0, int& i0, float& s1, float o0, int oi,
+                                          float o1) {
+  const float n1 = fminf(fmaxf(s0, o0), fminf(s1, o1));
+  if (o0 < s0 || (o0 == s0 && oi < i0)) {
+    s0 = o0;
+    i0 = oi;
+  }
+  s1 = n1;
+}
+
+// Whether a row tile of count rows evaluates ncand candidates with pair_block (a thread a
+// candidate, kSmallRows rows a step) rather than group passes (a thread a row, all
+// kThreads rows a step): the one with fewer thread-candidate-row slots.
+__device__ __forceinline__ bool small_tile(const PruneArgs& p, int count, int ncand) {
+  if (p.small_tiles != 1) return p.small_tiles == 2;
+  const int rest = ncand % kGroup;
+  const int passes = ncand - rest + (rest == 0 ? 0 : rest <= 4 ? 4 : rest <= 8 ? 8 : rest <= 16 ? 16 : kGroup);
+  const int small = (count + kSmallRows - 1) / kSmallRows * ((ncand + kThreads - 1) / kThreads) *
+                    kThreads * kSmallRows;
+  return small < passes * kThreads;
+}
+
+// Shared scratch of small_tile_pass.
+struct SmallTileScratch {
+  float red0[kWarps][kSmallRows], red1[kWarps][kSmallRows];
+  int redi[kWarps][kSmallRows];
+  unsigned redbad[kWarps];
+  int ids[kThreads];
+  float s0[kThreads], s1[kThreads];  // per row of the tile
+  int i0[kThreads];
+  bool bad[kThreads];
+};
+
+// A row tile's smallest, its candidate and second smallest over list[c0 .. nc), through
+// pair_block, into sh.s0 / i0 / s1 / bad for each of its count rows.
+__device__ __forceinline__ void small_tile_pass(const PruneArgs& p, const int* list, int c0, int nc,
+                                                const int* rows_of, int count, float* xr,
+                                                float* ct, SmallTileScratch& sh) {
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  for (int r0 = 0; r0 < count; r0 += kSmallRows) {
+    float b0[kSmallRows], b1[kSmallRows];
+    int bi[kSmallRows];
+#pragma unroll
+    for (int r = 0; r < kSmallRows; ++r) {
+      b0[r] = b1[r] = CUDART_INF_F;
+      bi[r] = INT_MAX;
+    }
+    unsigned bad = 0;
+    pair_block(
+        p.d, p.x, [&](int r) { return r0 + r < count ? rows_of[r0 + r] : -1; }, p.c_raw, nc - c0,
+        [&](int u) { return list[c0 + u]; }, xr, ct, sh.ids,
+        [&](int, int c, const float(&acc)[kSmallRows]) {
+#pragma unroll
+          for (int r = 0; r < kSmallRows; ++r) {
+            const float v = acc[r];
+            if (v != v) {
+              bad |= 1u << r;  // as in group_pass
+            } else if (v < b0[r]) {
+              b1[r] = b0[r];
+              b0[r] = v;
+              bi[r] = c;
+            } else if (v < b1[r]) {
+              b1[r] = v;
+            }
+          }
+        });
+#pragma unroll
+    for (int r = 0; r < kSmallRows; ++r) {
+      for (int o = 16; o > 0; o /= 2)
+        fold_best(b0[r], bi[r], b1[r], __shfl_xor_sync(0xffffffffu, b0[r], o),
+                  __shfl_xor_sync(0xffffffffu, bi[r], o), __shfl_xor_sync(0xffffffffu, b1[r], o));
+      if (lane == 0) {
+        sh.red0[warp][r] = b0[r];
+        sh.redi[warp][r] = bi[r];
+        sh.red1[warp][r] = b1[r];
+      }
+    }
+    bad = __reduce_or_sync(0xffffffffu, bad);
+    if (lane == 0) sh.redbad[warp] = bad;
+    __syncthreads();
+    if (tid < kSmallRows && r0 + tid < count) {
+      float s0 = sh.red0[0][tid], s1 = sh.red1[0][tid];
+      int i0 = sh.redi[0][tid];
+      bool any_bad = (sh.redbad[0] >> tid) & 1;
+      for (int w = 1; w < kWarps; ++w) {
+        fold_best(s0, i0, s1, sh.red0[w][tid], sh.redi[w][tid], sh.red1[w][tid]);
+        any_bad |= (sh.redbad[w] >> tid) & 1;
+      }
+      sh.s0[r0 + tid] = s0;
+      sh.i0[r0 + tid] = i0;
+      sh.s1[r0 + tid] = s1;
+      sh.bad[r0 + tid] = any_bad;
+    }
+    // (the next step's pair_block synchronizes before red* are written again)
+  }
+}
+
 // A label's list longer than this is first narrowed to the row tile's own radius (one more
 // pass over the tile's rows, measuring them against the label alone).
 constexpr int kNarrowFrom = 32;
@@ -461,6 +689,7 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
   __shared__ int list[kPruneMaxCands];
   __shared__ int rows_of[kThreads], unc[kThreads], far[kThreads], far_label[kThreads];
   __shared__ double red[kWarps];
+  __shared__ SmallTileScratch small;
   __shared__ int nc, nunc, nfar, base, changed;
   const int t = blockIdx.x;
   if (t >= *p.tile_count) return;
@@ -481,8 +710,26 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
   float s0 = CUDART_INF_F, s1 = CUDART_INF_F;
   int i0 = INT_MAX;
   bool bad = false;
-  double d64 = 0;                        // exact_l2(x, a)
+  double d64 = 0;                        // exact_l2(x, a), when have_d64
+  bool have_d64 = true;
   bool fall_back = nl > kPruneMaxCands;  // the label's list overflowed
+  // Candidates list[c0 .. nc) folded into each row's s0, i0, s1 (the row's d64 too with
+  // kAnchor64, list[c0] = a); small tiles with many candidates go through pair_block.
+  auto evaluate = [&](int c0, bool anchor64) {
+    if (small_tile(p, count, nc - c0)) {
+      small_tile_pass(p, list, c0, nc, rows_of, count, cs[0], xs, small);
+      __syncthreads();
+      if (row >= 0) {
+        fold_best(s0, i0, s1, small.s0[tid], small.i0[tid], small.s1[tid]);
+        bad |= small.bad[tid];
+      }
+      have_d64 = !anchor64;  // pair_block measures no float64 value; the narrowing pass's stays
+    } else if (anchor64) {
+      groups<true>(p, list, c0, nc, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+    } else {
+      groups<false>(p, list, c0, nc, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+    }
+  };
   if (!fall_back && nl > kNarrowFrom) {
     // |x - a| of each row (float64), their largest: the tile's radius, tighter than the
     // label's (which adds how far a moved); then the candidates it leaves.
@@ -503,7 +750,7 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
     }
     __syncthreads();
     fall_back = nc > p.max_cands;
-    if (!fall_back) groups<false>(p, list, 1, nc, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+    if (!fall_back) evaluate(1, false);
   } else if (!fall_back) {
     for (int q = tid; q < nl; q += kThreads) {
       const int c = p.lists[int64_t(a) * kPruneMaxCands + q];
@@ -514,7 +761,7 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
     }
     __syncthreads();
     fall_back = nc > p.max_cands;
-    if (!fall_back) groups<true>(p, list, 0, nc, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+    if (!fall_back) evaluate(0, true);
   }
   if (fall_back) {  // too many candidates to be worth it: the caller's pass decides
     if (tid == 0) {
@@ -540,7 +787,7 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
     // candidate is the label whatever its value.
     if (nc == 1 || (!bad && s0 <= FLT_MAX && bound.lower(s1) > bound.upper(s0) * (1 + 1e-9))) {
       const int label = nc == 1 ? a : i0;  // i0 is unset when a's float32 value overflowed
-      if (label == a) {
+      if (label == a && have_d64) {
         finish(row, a, d64);
       } else {
         const int q = atomicAdd(&nfar, 1);  // its distance below
@@ -573,7 +820,8 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
       lex_min(bv, bi, __shfl_xor_sync(0xffffffffu, bv, off), __shfl_xor_sync(0xffffffffu, bi, off));
     if (lane == 0) finish(r, bi, bv);
   }
-  // Certified rows that left a: their float64 distance to the new label, a thread a row.
+  // Certified rows that left a (or stay without d64): their float64 distance to the label, a
+  // thread a row.
   for (int q = tid; q < nfar; q += kThreads) {
     const int r = far[q], c = far_label[q];
     const float* xr = p.x + int64_t(r) * d;
@@ -627,11 +875,11 @@ void launch_prune(const PruneArgs& p, cudaStream_t stream) {
     FLASHKM_CUDA_CHECK_LAUNCH(group_scan_kernel);
     group_fill_kernel<<<unsigned((p.k + 255) / 256), 256, 0, stream>>>(p);
     FLASHKM_CUDA_CHECK_LAUNCH(group_fill_kernel);
-    const int smem = int(sizeof(float)) * p.d;
-    FLASHKM_CUDA_CHECK(cudaFuncSetAttribute(grouped_candidates_kernel,
+    const int smem = int(sizeof(int)) * (3 * p.groups + 1);
+    FLASHKM_CUDA_CHECK(cudaFuncSetAttribute(group_candidates_kernel,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    grouped_candidates_kernel<<<unsigned(p.k), kAuxThreads, smem, stream>>>(p);
-    FLASHKM_CUDA_CHECK_LAUNCH(grouped_candidates_kernel);
+    group_candidates_kernel<<<unsigned(p.groups), kThreads, smem, stream>>>(p);
+    FLASHKM_CUDA_CHECK_LAUNCH(group_candidates_kernel);
   }
   prune_tiles_kernel<<<1, kScanThreads, 0, stream>>>(p);
   FLASHKM_CUDA_CHECK_LAUNCH(prune_tiles_kernel);

@@ -711,11 +711,13 @@ void check_list_overflow() {
   check_pruning(s, x, init, 3, 2000, true);
 }
 
-// 12 blobs 100 apart on a line, 250 rows and 92 centroids each (rows of their own blob):
-// k = 1104, so several candidate tiles, more labels than the tile kernel's threads, and row
-// tiles with ~92 candidates, evaluated in groups of 32.
-void check_many_candidates() {
-  const int64_t blobs = 12, per = 250, m = 92;
+// 12 blobs 100 apart on a line, `per` rows and m centroids each (rows of their own blob): with
+// the defaults k = 1104, so several candidate tiles, more labels than the tile kernel's
+// threads, and row tiles of a few rows with ~92 candidates (evaluated a thread a candidate,
+// or with FLASHKM_CUDA_PRUNE_SMALL=never in group passes of 32, carrying each row's two best
+// from group to group).
+void check_many_candidates(int64_t m = 92, int64_t per = 250) {
+  const int64_t blobs = 12;
   const Shape s{blobs * per, 8, blobs * m, Metric::L2, 99};
   std::mt19937_64 rng(s.seed);
   std::normal_distribution<float> g(0.f, 1.f);
@@ -795,8 +797,8 @@ TEST_P(CudaMath, CentrePruningNarrowsListsAfterBigMoves) {
 }
 
 // Blobs 100 apart, 92 centroids each (k = 1104: several candidate tiles and more labels
-// than the tile kernel's threads): a row tile evaluates its ~92 candidates in groups of 32,
-// carrying each row's two best from group to group. Then k = 1 with coordinates near
+// than the tile kernel's threads): row tiles of a few rows with ~92 candidates each
+// (check_many_candidates). Then k = 1 with coordinates near
 // +-2e19, whose float32 squares overflow: the single candidate is the label regardless.
 TEST_P(CudaMath, CentrePruningManyCandidatesAndOneCentroid) {
   check_many_candidates();
@@ -825,6 +827,60 @@ TEST_P(CudaMath, CentrePruningThroughGroups) {
   check_fallback(8);
   check_list_overflow();
   EnvScope bad("FLASHKM_CUDA_PRUNE_GROUPS", "sometimes");
+  const std::vector<float> x(64 * 4, 1.f);
+  KMeansParams p;
+  p.n_clusters = 4;
+  EXPECT_THROW(detail::make_cuda_engine(64, 4, 4, x.data(), p), Error);
+}
+
+// Row tiles with few rows and many candidates are evaluated a thread a candidate (pair_block)
+// where that takes fewer steps. FLASHKM_CUDA_PRUNE_SMALL=always takes that path for every
+// tile (128-row tiles in steps of 16 rows, lists of one candidate, the label's own float64
+// distance measured afterwards), =never for none; both must decide every row as the oracle
+// does, through the cases above: partial coordinate chunks, float32 underflow and overflow,
+// exact ties, narrowing, fallback, and lists longer than a step of candidates (k = 2400:
+// ~200 a label, max_cands 300).
+TEST_P(CudaMath, CentrePruningSmallTiles) {
+  for (const char* mode : {"always", "never"}) {
+    SCOPED_TRACE(std::string("FLASHKM_CUDA_PRUNE_SMALL=") + mode);
+    EnvScope small("FLASHKM_CUDA_PRUNE_SMALL", mode);
+    {
+      const Shape s{3000, 37, 30, Metric::L2, 92, 500.f};
+      const std::vector<float> x = make_data(s);
+      check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 3, s.n / 2, false);
+    }
+    {
+      const Shape s{1500, 16, 20, Metric::L2, 94, 0.f, 1e-20f};
+      const std::vector<float> x = make_data(s);
+      check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 3, 1, false);
+    }
+    {
+      const Shape s{1000, 1, 1, Metric::L2, 100};
+      std::mt19937_64 rng(s.seed);
+      std::vector<float> x(s.n);
+      for (auto& v : x) v = (rng() % 2 ? 2e19f : -2e19f) * (1.f + float(rng() % 100) / 100.f);
+      check_pruning(s, x, {x[0]}, 3, 1, false);
+    }
+    {
+      const Shape s{3000, 6, 24, Metric::L2, 96};
+      std::mt19937_64 rng(s.seed);
+      std::vector<float> x(s.n * s.d), init(s.k * s.d);
+      for (auto& v : x) v = float(int(rng() % 7) - 3) + (rng() % 2 ? 40.f : 0.f);
+      for (int64_t j = 0; j < s.k / 2; ++j)
+        for (int64_t t = 0; t < s.d; ++t) init[j * s.d + t] = float(int(rng() % 5) - 2);
+      for (int64_t j = s.k / 2; j < s.k; ++j)
+        std::copy(init.begin() + (j - s.k / 2) * s.d, init.begin() + (j - s.k / 2 + 1) * s.d,
+                  init.begin() + j * s.d);
+      check_pruning(s, x, init, 3, 1, false, true);
+    }
+    check_fallback(8);
+    check_fallback(300);
+    check_many_candidates();
+    check_many_candidates(200, 600);
+    EnvScope groups("FLASHKM_CUDA_PRUNE_GROUPS", "always");
+    check_many_candidates(200, 600);
+  }
+  EnvScope bad("FLASHKM_CUDA_PRUNE_SMALL", "sometimes");
   const std::vector<float> x(64 * 4, 1.f);
   KMeansParams p;
   p.n_clusters = 4;
