@@ -628,6 +628,13 @@ class CudaEngine final : public Engine {
                    "decided in float64, %d rows fell back to the full pass\n",
                    (long long)pruned, double(stats[1]) / std::max(1, stats[4]), (long long)stats[2],
                    stats[3]);
+    if (params_.verbose && prune && prune_groups_ > 0)
+      std::fprintf(stderr,
+                   "flashkm cuda prune: candidate search measured %lld label-centroid pairs "
+                   "(%.2f%% of k^2; the reached groups hold %lld)\n",
+                   (long long)stats[5] * kPruneSmallRows,
+                   100.0 * stats[5] * kPruneSmallRows / (double(k_) * k_),
+                   (long long)stats[6] * 16);
     if (params_.verbose)
       std::fprintf(stderr,
                    "flashkm cuda assign: %s, %lld of %lld rows recomputed in float64 "

@@ -173,16 +173,18 @@ struct PruneArgs {
   /// Row tiles with few rows and many candidates: 1 evaluates them a thread a candidate
   /// where that takes fewer steps, 0 never, 2 always (tests: identical results).
   int small_tiles = 1;
-  int* cand = nullptr;              ///< rows: the label of every row pruning settles
-  int* labels = nullptr;            ///< rows: previous labels in, new labels out (settled rows)
-  float* dist = nullptr;            ///< rows or null: float(dist64) of settled rows
+  int* cand = nullptr;    ///< rows: the label of every row pruning settles
+  int* labels = nullptr;  ///< rows: previous labels in, new labels out (settled rows)
+  float* dist = nullptr;  ///< rows or null: float(dist64) of settled rows
   /// rows: exact_l2 to the new label of settled rows (may be dist_prev: read before written)
   double* dist64 = nullptr;
   int* changed = nullptr;         ///< scalar: settled rows whose label changed are added
   int* fallback_list = nullptr;   ///< rows of labels with too many candidates
   int* fallback_count = nullptr;  ///< scalar, incremented (integer atomics only)
   /// kPruneStats counters, added to: rows settled here, candidates summed over the row
-  /// tiles that prune, rows decided in float64, rows that fall back, row tiles that prune.
+  /// tiles that prune, rows decided in float64, rows that fall back, row tiles that prune;
+  /// with groups, centroids measured against kSmallRows labels at a time (summed over the
+  /// steps), and the label-centroid pairs the reached groups hold / 16.
   int* stats = nullptr;
   /// Scratch: per label its bound and candidate list, the row tiles.
   double* radius2 = nullptr;    ///< k
@@ -204,7 +206,9 @@ struct PruneArgs {
 constexpr int kPivotStride = 32;
 constexpr int kPruneMaxGroups = 4096;
 constexpr int kPruneMaxCands = 512;
-constexpr int kPruneStats = 5;
+constexpr int kPruneStats = 7;
+/// Rows (labels) the pruning pass's pair_block measures together.
+constexpr int kPruneSmallRows = 16;
 /// Largest d the pruning pass takes.
 constexpr int kPruneMaxDim = 8192;
 /// Row tiles of the pruning pass: rows of one label, at most kPruneTileRows a tile.

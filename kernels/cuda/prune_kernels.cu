@@ -195,13 +195,30 @@ __device__ __forceinline__ void offer_candidate(const PruneArgs& p, const Float3
 // ascending; zero padding adds fma(0, 0, acc) = acc). visit(u, id, acc) for each candidate of
 // the thread, acc[r] its value for row r. Shared scratch: xr kSmallRows x kChunk floats, ct
 // kChunk x kCStride, ids kThreads. Called by every thread of the block (it synchronizes).
-constexpr int kSmallRows = 16;
+constexpr int kSmallRows = kPruneSmallRows;
 constexpr int kCStride = kThreads + 1;  // ct[jj][u]: a warp's stores of one candidate spread
 template <class RowId, class CandId, class Visit>
 __device__ __forceinline__ void pair_block(int d, const float* xs, RowId&& row_id, const float* cs,
                                            int ncand, CandId&& cand_id, float* xr, float* ct,
                                            int* ids, Visit&& visit) {
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  // A chunk's values, loaded into registers first (all loads in flight together), then stored:
+  // the rows' kSmallRows x kChunk, and candidates warp + kWarps i.
+  constexpr int kRowShare = kSmallRows * kChunk / kThreads, kCandShare = kThreads / kWarps;
+  float pr[kRowShare], pc[kCandShare];
+  auto load = [&](int j0) {
+    const int jn = min(kChunk, d - j0);
+#pragma unroll
+    for (int i = 0; i < kRowShare; ++i) {
+      const int q = tid + i * kThreads, jj = q % kChunk, id = row_id(q / kChunk);
+      pr[i] = (id >= 0 && jj < jn) ? xs[int64_t(id) * d + j0 + jj] : 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < kCandShare; ++i) {
+      const int id = ids[warp + kWarps * i];
+      pc[i] = (id >= 0 && lane < jn) ? cs[int64_t(id) * d + j0 + lane] : 0.f;
+    }
+  };
   for (int u0 = 0; u0 < ncand; u0 += kThreads) {
     __syncthreads();  // the previous step's ids are consumed
     ids[tid] = u0 + tid < ncand ? cand_id(u0 + tid) : -1;
@@ -209,17 +226,12 @@ __device__ __forceinline__ void pair_block(int d, const float* xs, RowId&& row_i
 #pragma unroll
     for (int r = 0; r < kSmallRows; ++r) acc[r] = 0.f;
     for (int j0 = 0; j0 < d; j0 += kChunk) {
-      const int jn = min(kChunk, d - j0);
       __syncthreads();  // ids are written; the previous chunk is consumed
-      for (int q = tid; q < kSmallRows * kChunk; q += kThreads) {
-        const int r = q / kChunk, jj = q % kChunk, id = row_id(r);
-        xr[q] = (id >= 0 && jj < jn) ? xs[int64_t(id) * d + j0 + jj] : 0.f;
-      }
-#pragma unroll 4
-      for (int v = warp; v < kThreads; v += kWarps) {
-        const int id = ids[v];
-        ct[lane * kCStride + v] = (id >= 0 && lane < jn) ? cs[int64_t(id) * d + j0 + lane] : 0.f;
-      }
+      load(j0);
+#pragma unroll
+      for (int i = 0; i < kRowShare; ++i) xr[tid + i * kThreads] = pr[i];
+#pragma unroll
+      for (int i = 0; i < kCandShare; ++i) ct[lane * kCStride + warp + kWarps * i] = pc[i];
       __syncthreads();
 #pragma unroll
       for (int jj = 0; jj < kChunk; jj += 4) {
@@ -340,9 +352,9 @@ __global__ void group_fill_kernel(const PruneArgs p) {
 // Dynamic shared memory: 3 groups + 1 ints.
 __global__ void __launch_bounds__(kThreads) group_candidates_kernel(const PruneArgs p) {
   extern __shared__ int gsh[];
-  int* near = gsh;               // groups some label of g may reach
-  int* kept = near + p.groups;   // of those, the groups the current labels reach
-  int* off = kept + p.groups;    // their first member in the concatenation of their members
+  int* near = gsh;              // groups some label of g may reach
+  int* kept = near + p.groups;  // of those, the groups the current labels reach
+  int* off = kept + p.groups;   // their first member in the concatenation of their members
   __shared__ __align__(16) float ct[kChunk * kCStride];
   __shared__ __align__(16) float xr[kSmallRows * kChunk];
   __shared__ int ids[kThreads], lab[kSmallRows], warp_sum[kWarps];
@@ -380,6 +392,7 @@ __global__ void __launch_bounds__(kThreads) group_candidates_kernel(const PruneA
   __syncthreads();
   const int nn = nnear;
   auto label = [&](int r) { return lab[r]; };
+  long long reached_pairs = 0;  // this thread's share of stats[6] * 16
   for (int r0 = mb; r0 < me; r0 += kSmallRows) {
     __syncthreads();  // the previous labels' passes are done
     if (tid < kSmallRows) {
@@ -391,14 +404,16 @@ __global__ void __launch_bounds__(kThreads) group_candidates_kernel(const PruneA
     }
     // (pair_block synchronizes before it reads lab.) The groups these labels reach:
     pair_block(
-        d, p.c_raw, label, p.c_raw, nn, [&](int u) { return near[u] * kPivotStride; }, xr, ct,
-        ids, [&](int u, int, const float(&acc)[kSmallRows]) {
+        d, p.c_raw, label, p.c_raw, nn, [&](int u) { return near[u] * kPivotStride; }, xr, ct, ids,
+        [&](int u, int, const float(&acc)[kSmallRows]) {
           const int h = near[u];
-          bool reached = false;
+          int reached = 0;
 #pragma unroll
           for (int r = 0; r < kSmallRows; ++r)
-            reached |= lab[r] >= 0 && !(sqrt(fmax(bound.lower(acc[r]), 0.0)) - rho(h) > reach_of[r]);
+            reached +=
+                lab[r] >= 0 && !(sqrt(fmax(bound.lower(acc[r]), 0.0)) - rho(h) > reach_of[r]);
           if (reached) kept[atomicAdd(&nkept, 1)] = h;
+          reached_pairs += reached * p.group_count[h];
         });
     __syncthreads();
     const int nk = nkept, per = (nk + kThreads - 1) / kThreads;
@@ -411,6 +426,7 @@ __global__ void __launch_bounds__(kThreads) group_candidates_kernel(const PruneA
       off[q] = before;
       before += p.group_count[kept[q]];
     }
+    if (tid == 0) atomicAdd(p.stats + 5, total);
     // Their members (pair_block synchronizes before it reads off):
     pair_block(
         d, p.c_raw, label, p.c_raw, total,
@@ -426,12 +442,15 @@ __global__ void __launch_bounds__(kThreads) group_candidates_kernel(const PruneA
           }
           return p.members[p.group_start[kept[lo]] + u - off[lo]];
         },
-        xr, ct, ids, [&](int, int c, const float(&acc)[kSmallRows]) {
+        xr, ct, ids,
+        [&](int, int c, const float(&acc)[kSmallRows]) {
 #pragma unroll
           for (int r = 0; r < kSmallRows; ++r)
             if (lab[r] >= 0) offer_candidate(p, bound, lab[r], c, acc[r]);
         });
   }
+  for (int o = 16; o > 0; o /= 2) reached_pairs += __shfl_xor_sync(0xffffffffu, reached_pairs, o);
+  if (lane == 0 && reached_pairs) atomicAdd(p.stats + 6, int((reached_pairs + 15) / 16));
 }
 
 // 3. One block: the row tiles, label by label, kPruneTileRows rows at most each.
@@ -550,31 +569,45 @@ __device__ __forceinline__ void group_pass(const PruneArgs& p, const int* list, 
   }
 }
 
-// Group passes over list[g0 .. nc) (kAnchor64 for the first, whose list[g0] is the label).
-template <bool kAnchor64>
+// One group pass over ng <= kMaxNG candidates, with the smallest NG of 4, 8, 16, 32 that holds
+// them (kMaxNG bounds the passes a kernel instantiates, and so its registers).
+template <int kMaxNG, bool kAnchor64>
+__device__ __forceinline__ void group_pass_upto(const PruneArgs& p, const int* list, int g0, int ng,
+                                                const int* rows_of, float* xs, float (*cs)[kChunk],
+                                                int row, float& s0, int& i0, float& s1, bool& bad,
+                                                double& d64) {
+  if (ng <= 4) {
+    group_pass<4, kAnchor64>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+    return;
+  }
+  if constexpr (kMaxNG >= 8) {
+    if (kMaxNG == 8 || ng <= 8) {
+      group_pass<8, kAnchor64>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+      return;
+    }
+  }
+  if constexpr (kMaxNG >= 16) {
+    if (kMaxNG == 16 || ng <= 16) {
+      group_pass<16, kAnchor64>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+      return;
+    }
+  }
+  if constexpr (kMaxNG >= 32)
+    group_pass<32, kAnchor64>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+}
+
+// Group passes of kMaxNG over list[g0 .. nc) (kAnchor64 for the first, whose list[g0] is the
+// label).
+template <bool kAnchor64, int kMaxNG = kGroup>
 __device__ __forceinline__ void groups(const PruneArgs& p, const int* list, int g0, int nc,
                                        const int* rows_of, float* xs, float (*cs)[kChunk], int row,
                                        float& s0, int& i0, float& s1, bool& bad, double& d64) {
-  for (bool first = true; g0 < nc; g0 += kGroup, first = false) {
-    const int ng = min(kGroup, nc - g0);
+  for (bool first = true; g0 < nc; g0 += kMaxNG, first = false) {
+    const int ng = min(kMaxNG, nc - g0);
     if (kAnchor64 && first) {
-      if (ng <= 4) {
-        group_pass<4, true>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
-      } else if (ng <= 8) {
-        group_pass<8, true>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
-      } else if (ng <= 16) {
-        group_pass<16, true>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
-      } else {
-        group_pass<kGroup, true>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
-      }
-    } else if (ng <= 4) {
-      group_pass<4, false>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
-    } else if (ng <= 8) {
-      group_pass<8, false>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
-    } else if (ng <= 16) {
-      group_pass<16, false>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+      group_pass_upto<kMaxNG, true>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
     } else {
-      group_pass<kGroup, false>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+      group_pass_upto<kMaxNG, false>(p, list, g0, ng, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
     }
   }
 }
@@ -597,7 +630,12 @@ __device__ __forceinline__ void fold_best(float& s0, int& i0, float& s1, float o
 __device__ __forceinline__ bool small_tile(const PruneArgs& p, int count, int ncand) {
   if (p.small_tiles != 1) return p.small_tiles == 2;
   const int rest = ncand % kGroup;
-  const int passes = ncand - rest + (rest == 0 ? 0 : rest <= 4 ? 4 : rest <= 8 ? 8 : rest <= 16 ? 16 : kGroup);
+  const int passes = ncand - rest +
+                     (rest == 0    ? 0
+                      : rest <= 4  ? 4
+                      : rest <= 8  ? 8
+                      : rest <= 16 ? 16
+                                   : kGroup);
   const int small = (count + kSmallRows - 1) / kSmallRows * ((ncand + kThreads - 1) / kThreads) *
                     kThreads * kSmallRows;
   return small < passes * kThreads;
@@ -617,8 +655,8 @@ struct SmallTileScratch {
 // A row tile's smallest, its candidate and second smallest over list[c0 .. nc), through
 // pair_block, into sh.s0 / i0 / s1 / bad for each of its count rows.
 __device__ __forceinline__ void small_tile_pass(const PruneArgs& p, const int* list, int c0, int nc,
-                                                const int* rows_of, int count, float* xr,
-                                                float* ct, SmallTileScratch& sh) {
+                                                const int* rows_of, int count, float* xr, float* ct,
+                                                SmallTileScratch& sh) {
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   for (int r0 = 0; r0 < count; r0 += kSmallRows) {
     float b0[kSmallRows], b1[kSmallRows];
@@ -682,7 +720,15 @@ __device__ __forceinline__ void small_tile_pass(const PruneArgs& p, const int* l
 // pass over the tile's rows, measuring them against the label alone).
 constexpr int kNarrowFrom = 32;
 
+// Labels with at most this many candidates have their row tiles decided by the lean
+// instantiation of prune_rows_kernel (at most 8 candidates with the label: one group pass of
+// NG <= 8, no narrowing, no pair_block), whose fewer registers let more blocks share an SM:
+// the common case of a settled clustering, where the pass is bound by reading the rows.
+constexpr int kLeanList = 7;
+
 // 4. One row tile of label a: its candidates, each row's label, and the finalize of the rows.
+// Two launches over the same tiles: kLean takes the tiles of short lists, the other the rest.
+template <bool kLean>
 __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p) {
   __shared__ __align__(16) float xs[kThreads * kXStride];
   __shared__ __align__(16) float cs[kGroup][kChunk];
@@ -697,6 +743,7 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
   const int a = p.tiles[2 * t], first = p.tiles[2 * t + 1];
   const int count = min(kThreads, p.seg_end[a] - first);
   const int nl = p.list_count[a];
+  if (kLean != (p.small_tiles != 2 && nl <= kLeanList)) return;  // the other launch's tile
   const int row = tid < count ? p.sorted_ids[first + tid] : -1;
   rows_of[tid] = row;
   if (tid == 0) {
@@ -710,13 +757,15 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
   float s0 = CUDART_INF_F, s1 = CUDART_INF_F;
   int i0 = INT_MAX;
   bool bad = false;
-  double d64 = 0;                        // exact_l2(x, a), when have_d64
+  double d64 = 0;  // exact_l2(x, a), when have_d64
   bool have_d64 = true;
   bool fall_back = nl > kPruneMaxCands;  // the label's list overflowed
   // Candidates list[c0 .. nc) folded into each row's s0, i0, s1 (the row's d64 too with
   // kAnchor64, list[c0] = a); small tiles with many candidates go through pair_block.
   auto evaluate = [&](int c0, bool anchor64) {
-    if (small_tile(p, count, nc - c0)) {
+    if constexpr (kLean) {
+      groups<true, 8>(p, list, c0, nc, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
+    } else if (small_tile(p, count, nc - c0)) {
       small_tile_pass(p, list, c0, nc, rows_of, count, cs[0], xs, small);
       __syncthreads();
       if (row >= 0) {
@@ -730,7 +779,7 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
       groups<false>(p, list, c0, nc, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
     }
   };
-  if (!fall_back && nl > kNarrowFrom) {
+  if (!kLean && !fall_back && nl > kNarrowFrom) {
     // |x - a| of each row (float64), their largest: the tile's radius, tighter than the
     // label's (which adds how far a moved); then the candidates it leaves.
     group_pass<1, true>(p, list, 0, 1, rows_of, xs, cs, row, s0, i0, s1, bad, d64);
@@ -883,8 +932,10 @@ void launch_prune(const PruneArgs& p, cudaStream_t stream) {
   }
   prune_tiles_kernel<<<1, kScanThreads, 0, stream>>>(p);
   FLASHKM_CUDA_CHECK_LAUNCH(prune_tiles_kernel);
-  prune_rows_kernel<<<unsigned(prune_max_tiles(p.rows, p.k)), kThreads, 0, stream>>>(p);
-  FLASHKM_CUDA_CHECK_LAUNCH(prune_rows_kernel);
+  prune_rows_kernel<true><<<unsigned(prune_max_tiles(p.rows, p.k)), kThreads, 0, stream>>>(p);
+  FLASHKM_CUDA_CHECK_LAUNCH(prune_rows_kernel<true>);
+  prune_rows_kernel<false><<<unsigned(prune_max_tiles(p.rows, p.k)), kThreads, 0, stream>>>(p);
+  FLASHKM_CUDA_CHECK_LAUNCH(prune_rows_kernel<false>);
 }
 
 }  // namespace cuda
