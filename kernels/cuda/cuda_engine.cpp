@@ -533,6 +533,7 @@ class CudaEngine final : public Engine {
         pa.list_lower = prune_list_lower_.get();
         pa.tiles = prune_tiles_.get();
         pa.tile_count = prune_tile_count_.get();
+        pa.sm_count = sm_count_;
         pa.groups = int(prune_groups_);
         pa.pivots_t = pivots_t_.get();
         pa.nearest = nearest_.get();
@@ -784,7 +785,7 @@ class CudaEngine final : public Engine {
       prune_lists_.allocate(k_ * kPruneMaxCands, b);
       prune_list_lower_.allocate(k_ * kPruneMaxCands, b);
       prune_tiles_.allocate(2 * prune_max_tiles(n_, int(k_)), b);
-      prune_tile_count_.allocate(1, b);
+      prune_tile_count_.allocate(3, b);
       if (prune_groups_ > 0) {
         pivots_t_.allocate(d_ * prune_groups_, b);
         nearest_.allocate(k_, b);

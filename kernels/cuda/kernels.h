@@ -192,7 +192,8 @@ struct PruneArgs {
   int* lists = nullptr;         ///< k x kPruneMaxCands: candidates
   float* list_lower = nullptr;  ///< k x kPruneMaxCands: a lower bound on |a - c|^2
   int* tiles = nullptr;         ///< prune_max_tiles(rows, k) x 2: (label, first sorted row)
-  int* tile_count = nullptr;    ///< scalar
+  int* tile_count = nullptr;    ///< 3: tiles of the lean row kernel, all tiles, a counter
+  int sm_count = 1;             ///< the device's SMs (the full row kernel's grid)
   /// Candidates through groups of centroids around pivots (0: every pair is measured); the
   /// rest is their scratch: pivots_t d x groups, nearest k, group_* groups (+1), members k.
   int groups = 0;

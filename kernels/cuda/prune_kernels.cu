@@ -197,6 +197,10 @@ __device__ __forceinline__ void offer_candidate(const PruneArgs& p, const Float3
 // kChunk x kCStride, ids kThreads. Called by every thread of the block (it synchronizes).
 constexpr int kSmallRows = kPruneSmallRows;
 constexpr int kCStride = kThreads + 1;  // ct[jj][u]: a warp's stores of one candidate spread
+static_assert(kChunk == 32 && kSmallRows <= 32 && kSmallRows * kChunk % kThreads == 0,
+              "pair_block: a lane a coordinate, a bit a row, whole shares of the row chunk");
+static_assert(kSmallRows * kChunk <= kGroup * kChunk && kChunk * kCStride <= kThreads * kXStride,
+              "small_tile_pass reuses the row kernel's cs and xs");
 template <class RowId, class CandId, class Visit>
 __device__ __forceinline__ void pair_block(int d, const float* xs, RowId&& row_id, const float* cs,
                                            int ncand, CandId&& cand_id, float* xr, float* ct,
@@ -453,7 +457,15 @@ __global__ void __launch_bounds__(kThreads) group_candidates_kernel(const PruneA
   if (lane == 0 && reached_pairs) atomicAdd(p.stats + 6, int((reached_pairs + 15) / 16));
 }
 
-// 3. One block: the row tiles, label by label, kPruneTileRows rows at most each.
+// Labels with at most this many candidates have their row tiles decided by the lean row
+// kernel (a label is in its own list, so at most 7 candidates: group passes of NG <= 8, no
+// narrowing, no pair_block), whose fewer registers let more blocks share an SM:
+// the common case of a settled clustering, where the pass is bound by reading the rows.
+constexpr int kLeanList = 7;
+
+// 3. One block: the row tiles, label by label, kPruneTileRows rows at most each; first the
+// tiles of labels the lean row kernel takes (tile_count[0] of them), then the others
+// (tile_count[1] tiles in all); tile_count[2] starts the full row kernel's counter.
 __global__ void __launch_bounds__(kScanThreads) prune_tiles_kernel(const PruneArgs p) {
   __shared__ int warp_sum[kScanThreads / 32];
   const int tid = threadIdx.x;
@@ -462,18 +474,26 @@ __global__ void __launch_bounds__(kScanThreads) prune_tiles_kernel(const PruneAr
   auto tiles_of = [&](int a) {
     return (p.seg_end[a] - p.seg_begin[a] + kPruneTileRows - 1) / kPruneTileRows;
   };
-  int mine = 0;
-  for (int a = l0; a < l1; ++a) mine += tiles_of(a);
-  int total = 0;
-  int before = block_exclusive_sum<kScanThreads>(mine, warp_sum, &total);
+  auto lean = [&](int a) { return p.small_tiles != 2 && p.list_count[a] <= kLeanList; };
+  int mine_lean = 0, mine_full = 0;
+  for (int a = l0; a < l1; ++a) (lean(a) ? mine_lean : mine_full) += tiles_of(a);
+  int total_lean = 0, total_full = 0;
+  int before_lean = block_exclusive_sum<kScanThreads>(mine_lean, warp_sum, &total_lean);
+  int before_full =
+      total_lean + block_exclusive_sum<kScanThreads>(mine_full, warp_sum, &total_full);
   for (int a = l0; a < l1; ++a) {
     const int b = p.seg_begin[a], n = tiles_of(a);
-    for (int t = 0; t < n; ++t, ++before) {
-      p.tiles[2 * before] = a;
-      p.tiles[2 * before + 1] = b + t * kPruneTileRows;
+    int& at = lean(a) ? before_lean : before_full;
+    for (int t = 0; t < n; ++t, ++at) {
+      p.tiles[2 * at] = a;
+      p.tiles[2 * at + 1] = b + t * kPruneTileRows;
     }
   }
-  if (tid == 0) *p.tile_count = total;
+  if (tid == 0) {
+    p.tile_count[0] = total_lean;
+    p.tile_count[1] = total_lean + total_full;
+    p.tile_count[2] = total_lean;  // the full row kernel's next tile
+  }
 }
 
 // The float32 distances of the tile's rows to candidates list[g0 .. g0 + ng), NG >= ng
@@ -628,6 +648,7 @@ __device__ __forceinline__ void fold_best(float& s0, int& i0, float& s1, float o
 // candidate, kSmallRows rows a step) rather than group passes (a thread a row, all
 // kThreads rows a step): the one with fewer thread-candidate-row slots.
 __device__ __forceinline__ bool small_tile(const PruneArgs& p, int count, int ncand) {
+  if (ncand == 0) return false;  // nothing to measure (pair_block would not synchronize)
   if (p.small_tiles != 1) return p.small_tiles == 2;
   const int rest = ncand % kGroup;
   const int passes = ncand - rest +
@@ -720,16 +741,10 @@ __device__ __forceinline__ void small_tile_pass(const PruneArgs& p, const int* l
 // pass over the tile's rows, measuring them against the label alone).
 constexpr int kNarrowFrom = 32;
 
-// Labels with at most this many candidates have their row tiles decided by the lean
-// instantiation of prune_rows_kernel (at most 8 candidates with the label: one group pass of
-// NG <= 8, no narrowing, no pair_block), whose fewer registers let more blocks share an SM:
-// the common case of a settled clustering, where the pass is bound by reading the rows.
-constexpr int kLeanList = 7;
-
-// 4. One row tile of label a: its candidates, each row's label, and the finalize of the rows.
-// Two launches over the same tiles: kLean takes the tiles of short lists, the other the rest.
+// 4. Row tile t of label a: its candidates, each row's label, and the finalize of the rows.
+// Called by every thread of the block; it synchronizes, and returns with the block.
 template <bool kLean>
-__global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p) {
+__device__ __forceinline__ void decide_tile(const PruneArgs& p, int t) {
   __shared__ __align__(16) float xs[kThreads * kXStride];
   __shared__ __align__(16) float cs[kGroup][kChunk];
   __shared__ int list[kPruneMaxCands];
@@ -737,13 +752,10 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
   __shared__ double red[kWarps];
   __shared__ SmallTileScratch small;
   __shared__ int nc, nunc, nfar, base, changed;
-  const int t = blockIdx.x;
-  if (t >= *p.tile_count) return;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, d = p.d;
   const int a = p.tiles[2 * t], first = p.tiles[2 * t + 1];
   const int count = min(kThreads, p.seg_end[a] - first);
   const int nl = p.list_count[a];
-  if (kLean != (p.small_tiles != 2 && nl <= kLeanList)) return;  // the other launch's tile
   const int row = tid < count ? p.sorted_ids[first + tid] : -1;
   rows_of[tid] = row;
   if (tid == 0) {
@@ -892,6 +904,27 @@ __global__ void __launch_bounds__(kThreads) prune_rows_kernel(const PruneArgs p)
   }
 }
 
+// Two launches: the lean row kernel takes the first tile_count[0] tiles, a block a tile; the
+// full one the rest, as many blocks as fit the device at once, each taking the next tile from
+// a counter (tile_count[2]) until none is left: few blocks start only to find nothing to do
+// in a settled clustering, and tiles of uneven cost spread evenly. Registers: 86 for the lean
+// kernel (5 blocks an SM), at most 170 for the full one (3).
+__global__ void __launch_bounds__(kThreads) prune_rows_lean_kernel(const PruneArgs p) {
+  if (int(blockIdx.x) < p.tile_count[0]) decide_tile<true>(p, blockIdx.x);
+}
+
+__global__ void __launch_bounds__(kThreads, 3) prune_rows_kernel(const PruneArgs p) {
+  __shared__ int next;
+  for (;;) {
+    if (threadIdx.x == 0) next = atomicAdd(p.tile_count + 2, 1);
+    __syncthreads();
+    const int t = next;
+    if (t >= p.tile_count[1]) break;  // the same t for the whole block
+    decide_tile<false>(p, t);
+    __syncthreads();  // the tile's shared scratch, and next, are read before they are rewritten
+  }
+}
+
 }  // namespace
 
 void launch_prune(const PruneArgs& p, cudaStream_t stream) {
@@ -932,10 +965,15 @@ void launch_prune(const PruneArgs& p, cudaStream_t stream) {
   }
   prune_tiles_kernel<<<1, kScanThreads, 0, stream>>>(p);
   FLASHKM_CUDA_CHECK_LAUNCH(prune_tiles_kernel);
-  prune_rows_kernel<true><<<unsigned(prune_max_tiles(p.rows, p.k)), kThreads, 0, stream>>>(p);
-  FLASHKM_CUDA_CHECK_LAUNCH(prune_rows_kernel<true>);
-  prune_rows_kernel<false><<<unsigned(prune_max_tiles(p.rows, p.k)), kThreads, 0, stream>>>(p);
-  FLASHKM_CUDA_CHECK_LAUNCH(prune_rows_kernel<false>);
+  prune_rows_lean_kernel<<<unsigned(prune_max_tiles(p.rows, p.k)), kThreads, 0, stream>>>(p);
+  FLASHKM_CUDA_CHECK_LAUNCH(prune_rows_lean_kernel);
+  int per_sm = 0;
+  FLASHKM_CUDA_CHECK(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, prune_rows_kernel, kThreads, 0));
+  const int64_t full_blocks = std::min<int64_t>(
+      int64_t(std::max(1, per_sm)) * std::max(1, p.sm_count), prune_max_tiles(p.rows, p.k));
+  prune_rows_kernel<<<unsigned(full_blocks), kThreads, 0, stream>>>(p);
+  FLASHKM_CUDA_CHECK_LAUNCH(prune_rows_kernel);
 }
 
 }  // namespace cuda

@@ -731,49 +731,68 @@ void check_many_candidates(int64_t m = 92, int64_t per = 250) {
   check_pruning(s, x, init, 3, s.n / 2, false);
 }
 
+// d = 37: a partial last chunk of coordinates; offset data (raw, uncentred values).
+void check_offset_d37() {
+  const Shape s{3000, 37, 30, Metric::L2, 92, 500.f};
+  const std::vector<float> x = make_data(s);
+  check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 3, s.n / 2, false);
+}
+
+// Coordinates near 1e-20: float32 squares underflow, every row is decided in float64.
+void check_underflow() {
+  const Shape s{1500, 16, 20, Metric::L2, 94, 0.f, 1e-20f};
+  const std::vector<float> x = make_data(s);
+  check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 3, 1, false);
+}
+
+// k = 1 with coordinates near +-2e19, whose float32 squares overflow: the single candidate is
+// the label regardless.
+void check_one_centroid_overflow() {
+  const Shape s{1000, 1, 1, Metric::L2, 100};
+  std::mt19937_64 rng(s.seed);
+  std::vector<float> x(s.n);
+  for (auto& v : x) v = (rng() % 2 ? 2e19f : -2e19f) * (1.f + float(rng() % 100) / 100.f);
+  check_pruning(s, x, {x[0]}, 3, 1, false);
+}
+
+// Integer points with duplicated centroids (the second half of the k repeats the first, so
+// half the labels keep no rows): exact ties, which float32 cannot separate, so the float64
+// formula decides them over the candidates and must pick the lowest index.
+void check_ties(int64_t k, int64_t min_pruned = 1) {
+  const Shape s{3000, 6, k, Metric::L2, 96};
+  std::mt19937_64 rng(s.seed);
+  std::vector<float> x(s.n * s.d), init(s.k * s.d);
+  for (auto& v : x) v = float(int(rng() % 7) - 3) + (rng() % 2 ? 40.f : 0.f);
+  for (int64_t j = 0; j < s.k / 2; ++j)
+    for (int64_t t = 0; t < s.d; ++t) init[j * s.d + t] = float(int(rng() % 5) - 2);
+  for (int64_t j = s.k / 2; j < s.k; ++j)
+    std::copy(init.begin() + (j - s.k / 2) * s.d, init.begin() + (j - s.k / 2 + 1) * s.d,
+              init.begin() + j * s.d);
+  check_pruning(s, x, init, 3, min_pruned, min_pruned == 0, true);
+}
+
 TEST_P(CudaMath, CentrePruningMatchesOracleAndCpu) {
   {  // blobs far apart: the second pass settles most rows
     const Shape s{4000, 24, 40, Metric::L2, 91};
     const std::vector<float> x = make_data(s);
     check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 5, s.n / 2, false);
   }
-  {  // d = 37: a partial last chunk of coordinates; offset data (raw, uncentred values)
-    const Shape s{3000, 37, 30, Metric::L2, 92, 500.f};
-    const std::vector<float> x = make_data(s);
-    check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 3, s.n / 2, false);
-  }
+  check_offset_d37();
   {  // d = 1
     const Shape s{2000, 1, 9, Metric::L2, 93};
     const std::vector<float> x = make_data(s);
     check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 3, 1, false);
   }
-  {  // coordinates near 1e-20: float32 squares underflow, every row is decided in float64
-    const Shape s{1500, 16, 20, Metric::L2, 94, 0.f, 1e-20f};
-    const std::vector<float> x = make_data(s);
-    check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 3, 1, false);
-  }
+  check_underflow();
 }
 
 // check_fallback at d = 8 and at d = 300 (wgmma: the fallback rows are too wide to stay in
-// shared memory and stream from the split arrays). Then integer points with duplicated
-// centroids: exact ties, which float32 cannot separate, so the float64 formula decides them
-// over the candidates and must pick the lowest index.
+// shared memory and stream from the split arrays), list overflow, then exact ties.
 TEST_P(CudaMath, CentrePruningFallsBackAndBreaksTies) {
   check_fallback(8);
   check_fallback(300);
   check_list_overflow();
-  {
-    const Shape s{3000, 6, 24, Metric::L2, 96};
-    std::mt19937_64 rng(s.seed);
-    std::vector<float> x(s.n * s.d), init(s.k * s.d);
-    for (auto& v : x) v = float(int(rng() % 7) - 3) + (rng() % 2 ? 40.f : 0.f);
-    for (int64_t j = 0; j < s.k / 2; ++j)
-      for (int64_t t = 0; t < s.d; ++t) init[j * s.d + t] = float(int(rng() % 5) - 2);
-    for (int64_t j = s.k / 2; j < s.k; ++j)  // the second half duplicates the first
-      std::copy(init.begin() + (j - s.k / 2) * s.d, init.begin() + (j - s.k / 2 + 1) * s.d,
-                init.begin() + j * s.d);
-    check_pruning(s, x, init, 3, 1, false, true);
-  }
+  check_ties(24);
 }
 
 // Blobs on a line, 40 apart, 12 centroids each, first placed 15 off their blob's centre and
@@ -798,24 +817,18 @@ TEST_P(CudaMath, CentrePruningNarrowsListsAfterBigMoves) {
 
 // Blobs 100 apart, 92 centroids each (k = 1104: several candidate tiles and more labels
 // than the tile kernel's threads): row tiles of a few rows with ~92 candidates each
-// (check_many_candidates). Then k = 1 with coordinates near
-// +-2e19, whose float32 squares overflow: the single candidate is the label regardless.
+// (check_many_candidates). Then k = 1 at +-2e19 (check_one_centroid_overflow).
 TEST_P(CudaMath, CentrePruningManyCandidatesAndOneCentroid) {
   check_many_candidates();
-  {
-    const Shape s{1000, 1, 1, Metric::L2, 100};
-    std::mt19937_64 rng(s.seed);
-    std::vector<float> x(s.n);
-    for (auto& v : x) v = (rng() % 2 ? 2e19f : -2e19f) * (1.f + float(rng() % 100) / 100.f);
-    check_pruning(s, x, {x[0]}, 3, 1, false);
-  }
+  check_one_centroid_overflow();
 }
 
 // Large k finds candidates through groups of centroids around pivots rather than by
 // measuring every pair (FLASHKM_CUDA_PRUNE_GROUPS=always takes that path at these sizes):
 // blobs (k = 40: one group, so nothing is skipped), many candidates a label (k = 1104: 34
 // groups, each label's own blob spread over several, the others skipped), a region whose
-// labels fall back, and labels whose candidate lists overflow.
+// labels fall back, labels whose candidate lists overflow, exact ties with labels without rows,
+// and 132 groups within reach of one another.
 TEST_P(CudaMath, CentrePruningThroughGroups) {
   EnvScope groups("FLASHKM_CUDA_PRUNE_GROUPS", "always");
   {
@@ -826,6 +839,18 @@ TEST_P(CudaMath, CentrePruningThroughGroups) {
   check_many_candidates();
   check_fallback(8);
   check_list_overflow();
+  // Three groups, half the labels without rows; lists longer than a tile may take
+  // (max(32, k / 8) = 32): the rows fall back, the candidate search still runs.
+  check_ties(96, 0);
+  {  // one blob with k = 4200: 132 groups, all within reach of one another (the pass over
+     // their pivots takes two steps of 128); every list overflows and its rows fall back
+    const Shape s{8400, 4, 4200, Metric::L2, 102};
+    std::mt19937_64 rng(s.seed);
+    std::normal_distribution<float> g(0.f, 1.f);
+    std::vector<float> x(s.n * s.d);
+    for (auto& v : x) v = g(rng);
+    check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 2, 0, true);
+  }
   EnvScope bad("FLASHKM_CUDA_PRUNE_GROUPS", "sometimes");
   const std::vector<float> x(64 * 4, 1.f);
   KMeansParams p;
@@ -844,35 +869,10 @@ TEST_P(CudaMath, CentrePruningSmallTiles) {
   for (const char* mode : {"always", "never"}) {
     SCOPED_TRACE(std::string("FLASHKM_CUDA_PRUNE_SMALL=") + mode);
     EnvScope small("FLASHKM_CUDA_PRUNE_SMALL", mode);
-    {
-      const Shape s{3000, 37, 30, Metric::L2, 92, 500.f};
-      const std::vector<float> x = make_data(s);
-      check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 3, s.n / 2, false);
-    }
-    {
-      const Shape s{1500, 16, 20, Metric::L2, 94, 0.f, 1e-20f};
-      const std::vector<float> x = make_data(s);
-      check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 3, 1, false);
-    }
-    {
-      const Shape s{1000, 1, 1, Metric::L2, 100};
-      std::mt19937_64 rng(s.seed);
-      std::vector<float> x(s.n);
-      for (auto& v : x) v = (rng() % 2 ? 2e19f : -2e19f) * (1.f + float(rng() % 100) / 100.f);
-      check_pruning(s, x, {x[0]}, 3, 1, false);
-    }
-    {
-      const Shape s{3000, 6, 24, Metric::L2, 96};
-      std::mt19937_64 rng(s.seed);
-      std::vector<float> x(s.n * s.d), init(s.k * s.d);
-      for (auto& v : x) v = float(int(rng() % 7) - 3) + (rng() % 2 ? 40.f : 0.f);
-      for (int64_t j = 0; j < s.k / 2; ++j)
-        for (int64_t t = 0; t < s.d; ++t) init[j * s.d + t] = float(int(rng() % 5) - 2);
-      for (int64_t j = s.k / 2; j < s.k; ++j)
-        std::copy(init.begin() + (j - s.k / 2) * s.d, init.begin() + (j - s.k / 2 + 1) * s.d,
-                  init.begin() + j * s.d);
-      check_pruning(s, x, init, 3, 1, false, true);
-    }
+    check_offset_d37();
+    check_underflow();
+    check_one_centroid_overflow();
+    check_ties(24);
     check_fallback(8);
     check_fallback(300);
     check_many_candidates();
