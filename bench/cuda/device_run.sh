@@ -10,7 +10,8 @@
 #   ncu       device time per kernel of one iteration, for each of $NCU_SHAPES and
 #             $NCU_PRECISION ($NCU_KERNELS: an ncu --kernel-name filter, e.g. regex:wgmma;
 #             $NCU_TAG: a suffix for its file names, e.g. per environment)
-#   bench     the four shapes, Exact and Fast, with the default pass (--verbose);
+#   bench     the four shapes, Exact and Fast, with the default pass (--verbose;
+#             $BENCH_ITERS timed iterations, default 5 like the peers);
 #             the Exact run dumps data and initial centroids for peers into /tmp/flashkm-dump
 #             when $DUMP is set; $BENCH_VARIANTS: bench_kmeans_cuda --variants; $BENCH_SHAPES:
 #             other shapes than the four
@@ -100,7 +101,7 @@ PY
       mkdir -p /tmp/flashkm-dump
       for p in exact fast; do
         dump=; [ $p = exact ] && [ -n "${DUMP:-}" ] && dump="--dump /tmp/flashkm-dump"
-        timeout 500 "$B" --iters 3 --precision $p --verbose --json "$OUT/bench_$p.json" $dump \
+        timeout 500 "$B" --iters ${BENCH_ITERS:-5} --precision $p --verbose --json "$OUT/bench_$p.json" $dump \
           ${BENCH_SHAPES:+--shapes "$BENCH_SHAPES"} \
           ${BENCH_VARIANTS:+--variants "$BENCH_VARIANTS"} \
           >"$OUT/bench_$p.log" 2>&1 || echo "bench exit $?"
