@@ -183,8 +183,8 @@ struct PruneArgs {
   int* fallback_count = nullptr;  ///< scalar, incremented (integer atomics only)
   /// kPruneStats counters, added to: rows settled here, candidates summed over the row
   /// tiles that prune, rows decided in float64, rows that fall back, row tiles that prune;
-  /// with groups, centroids measured against kSmallRows labels at a time (summed over the
-  /// steps), and the label-centroid pairs the reached groups hold / 16.
+  /// with groups, centroids measured against kPruneSmallRows labels at a time (summed over
+  /// the steps), and the label-centroid pairs the reached groups hold / 16.
   int* stats = nullptr;
   /// Scratch: per label its bound and candidate list, the row tiles.
   double* radius2 = nullptr;    ///< k

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <climits>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernels.h"
@@ -193,18 +194,24 @@ __device__ __forceinline__ void offer_candidate(const PruneArgs& p, const Float3
 // row_id(r) of xs (-1: none, its values unused), candidate u is cand_id(u) of cs (u < ncand);
 // each pair gets the chain of group_pass (t = fl(x_j - c_j), fma(t, t, acc), coordinates
 // ascending; zero padding adds fma(0, 0, acc) = acc). visit(u, id, acc) for each candidate of
-// the thread, acc[r] its value for row r. Shared scratch: xr kSmallRows x kChunk floats, ct
-// kChunk x kCStride, ids kThreads. Called by every thread of the block (it synchronizes).
+// the thread, acc[r] its value for row r. stop(), asked by one thread before each step, ends
+// the pass early (its answer goes to the whole block). Returns the candidates measured.
+// Shared scratch: xr kSmallRows x kChunk
+// floats, ct kChunk x kCStride, ids kThreads + 1. Called by every thread of the block (it
+// synchronizes).
 constexpr int kSmallRows = kPruneSmallRows;
 constexpr int kCStride = kThreads + 1;  // ct[jj][u]: a warp's stores of one candidate spread
 static_assert(kChunk == 32 && kSmallRows <= 32 && kSmallRows * kChunk % kThreads == 0,
               "pair_block: a lane a coordinate, a bit a row, whole shares of the row chunk");
 static_assert(kSmallRows * kChunk <= kGroup * kChunk && kChunk * kCStride <= kThreads * kXStride,
               "small_tile_pass reuses the row kernel's cs and xs");
-template <class RowId, class CandId, class Visit>
-__device__ __forceinline__ void pair_block(int d, const float* xs, RowId&& row_id, const float* cs,
-                                           int ncand, CandId&& cand_id, float* xr, float* ct,
-                                           int* ids, Visit&& visit) {
+struct NeverStop {
+  __device__ bool operator()() const { return false; }
+};
+template <class RowId, class CandId, class Visit, class Stop = NeverStop>
+__device__ __forceinline__ int pair_block(int d, const float* xs, RowId&& row_id, const float* cs,
+                                          int ncand, CandId&& cand_id, float* xr, float* ct,
+                                          int* ids, Visit&& visit, Stop&& stop = NeverStop()) {
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   // A chunk's values, loaded into registers first (all loads in flight together), then stored:
   // the rows' kSmallRows x kChunk, and candidates warp + kWarps i.
@@ -224,7 +231,12 @@ __device__ __forceinline__ void pair_block(int d, const float* xs, RowId&& row_i
     }
   };
   for (int u0 = 0; u0 < ncand; u0 += kThreads) {
-    __syncthreads();  // the previous step's ids are consumed
+    __syncthreads();  // the previous step's ids are consumed (and its visits done)
+    if constexpr (!std::is_same<std::decay_t<Stop>, NeverStop>::value) {
+      if (tid == 0) ids[kThreads] = stop();  // one answer for the block
+      __syncthreads();
+      if (ids[kThreads]) return u0;
+    }
     ids[tid] = u0 + tid < ncand ? cand_id(u0 + tid) : -1;
     float acc[kSmallRows];
 #pragma unroll
@@ -257,6 +269,7 @@ __device__ __forceinline__ void pair_block(int d, const float* xs, RowId&& row_i
     }
     if (ids[tid] >= 0) visit(u0 + tid, ids[tid], acc);
   }
+  return ncand;
 }
 
 // 2. Candidates, every pair: label tiles x centroid tiles.
@@ -348,11 +361,17 @@ __global__ void group_fill_kernel(const PruneArgs p) {
   p.members[atomicAdd(p.group_fill + g, 1)] = c;
 }
 
+// 1.5 lists' worth of pivots. The count is about Poisson with mean candidates / kPivotStride:
+// a label with 350 candidates exceeds it with probability 2e-4, one with 208 (the benchmark's
+// well-separated clusters at K 65536) 3e-8, one with 1024 0.91.
+constexpr int kCrowdedPivots = 3 * kPruneMaxCands / (2 * kPivotStride);
+
 // A block per group g; its members are labels, kSmallRows at a time (pair_block). The groups
 // that may hold a candidate of some label of g: |p_g - p_h| - rho_g - rho_h <= the largest
 // reach (2R) of g's labels (the triangle inequality twice); of those, the groups that one of
 // the kSmallRows labels reaches, |a - p_h| - rho_h <= reach_a; then their members are
 // measured against the kSmallRows labels. Each member is read once for kSmallRows labels.
+// A label with too many pivots within its reach (kCrowdedPivots) falls back unmeasured.
 // Dynamic shared memory: 3 groups + 1 ints.
 __global__ void __launch_bounds__(kThreads) group_candidates_kernel(const PruneArgs p) {
   extern __shared__ int gsh[];
@@ -361,8 +380,9 @@ __global__ void __launch_bounds__(kThreads) group_candidates_kernel(const PruneA
   int* off = kept + p.groups;   // their first member in the concatenation of their members
   __shared__ __align__(16) float ct[kChunk * kCStride];
   __shared__ __align__(16) float xr[kSmallRows * kChunk];
-  __shared__ int ids[kThreads], lab[kSmallRows], warp_sum[kWarps];
-  __shared__ double reach_of[kSmallRows], red[kWarps];
+  __shared__ int ids[kThreads + 1], lab[kSmallRows], warp_sum[kWarps];
+  __shared__ double reach_of[kSmallRows], r2_of[kSmallRows], red[kWarps];
+  __shared__ int pivots_in[kSmallRows];
   __shared__ int nnear, nkept;
   const int g = blockIdx.x, tid = threadIdx.x, lane = tid % 32, warp = tid / 32, d = p.d;
   const int mb = p.group_start[g], me = p.group_start[g + 1];
@@ -404,21 +424,45 @@ __global__ void __launch_bounds__(kThreads) group_candidates_kernel(const PruneA
       const double r2 = a >= 0 ? p.radius2[a] : -1.0;
       lab[tid] = r2 >= 0 ? a : -1;  // a label without rows has no list
       reach_of[tid] = r2 >= 0 ? sqrt(r2) : -1.0;
+      r2_of[tid] = r2;
+      pivots_in[tid] = 0;
       if (tid == 0) nkept = 0;
     }
-    // (pair_block synchronizes before it reads lab.) The groups these labels reach:
+    // (pair_block synchronizes before it reads lab.) Which labels reach each group (a bit a
+    // label, in off[] for now), and how many pivots each label has within its reach:
     pair_block(
         d, p.c_raw, label, p.c_raw, nn, [&](int u) { return near[u] * kPivotStride; }, xr, ct, ids,
         [&](int u, int, const float(&acc)[kSmallRows]) {
-          const int h = near[u];
+          const double rho_h = rho(near[u]);
           int reached = 0;
 #pragma unroll
-          for (int r = 0; r < kSmallRows; ++r)
-            reached +=
-                lab[r] >= 0 && !(sqrt(fmax(bound.lower(acc[r]), 0.0)) - rho(h) > reach_of[r]);
-          if (reached) kept[atomicAdd(&nkept, 1)] = h;
-          reached_pairs += reached * p.group_count[h];
+          for (int r = 0; r < kSmallRows; ++r) {
+            if (lab[r] < 0) continue;
+            const double lower2 = bound.lower(acc[r]);
+            if (!(sqrt(fmax(lower2, 0.0)) - rho_h > reach_of[r])) reached |= 1 << r;
+            if (!(lower2 > r2_of[r])) atomicAdd(&pivots_in[r], 1);  // a candidate itself
+          }
+          off[u] = reached;
         });
+    __syncthreads();
+    // The pivots are every kPivotStride-th centroid, a sample: a label with more than
+    // kCrowdedPivots of them within reach has about kPivotStride times as many candidates,
+    // more than its list holds (kPruneMaxCands), so its rows would most likely fall back
+    // after its members were measured (against nearly all centroids where the groups cannot
+    // tell near from far). It falls back now, without them.
+    if (tid < kSmallRows && lab[tid] >= 0 && pivots_in[tid] > kCrowdedPivots) {
+      p.list_count[lab[tid]] = kPruneMaxCands + 1;
+      lab[tid] = -1;
+    }
+    __syncthreads();
+    // The groups the other labels reach.
+    int active = 0;
+    for (int r = 0; r < kSmallRows; ++r) active |= lab[r] >= 0 ? 1 << r : 0;
+    for (int u = tid; u < nn; u += kThreads) {
+      const int reached = off[u] & active;
+      if (reached) kept[atomicAdd(&nkept, 1)] = near[u];
+      reached_pairs += __popc(reached) * p.group_count[near[u]];
+    }
     __syncthreads();
     const int nk = nkept, per = (nk + kThreads - 1) / kThreads;
     const int q0 = min(nk, tid * per), q1 = min(nk, q0 + per);
@@ -430,9 +474,8 @@ __global__ void __launch_bounds__(kThreads) group_candidates_kernel(const PruneA
       off[q] = before;
       before += p.group_count[kept[q]];
     }
-    if (tid == 0) atomicAdd(p.stats + 5, total);
     // Their members (pair_block synchronizes before it reads off):
-    pair_block(
+    const int measured = pair_block(
         d, p.c_raw, label, p.c_raw, total,
         [&](int u) {
           int lo = 0, hi = nk - 1;  // the last kept group whose first member is <= u
@@ -451,7 +494,13 @@ __global__ void __launch_bounds__(kThreads) group_candidates_kernel(const PruneA
 #pragma unroll
           for (int r = 0; r < kSmallRows; ++r)
             if (lab[r] >= 0) offer_candidate(p, bound, lab[r], c, acc[r]);
+        },
+        [&] {  // every label's list has overflowed: its rows fall back whatever else comes
+          for (int r = 0; r < kSmallRows; ++r)
+            if (lab[r] >= 0 && __ldcg(p.list_count + lab[r]) <= kPruneMaxCands) return false;
+          return true;
         });
+    if (tid == 0) atomicAdd(p.stats + 5, measured);
   }
   for (int o = 16; o > 0; o /= 2) reached_pairs += __shfl_xor_sync(0xffffffffu, reached_pairs, o);
   if (lane == 0 && reached_pairs) atomicAdd(p.stats + 6, int((reached_pairs + 15) / 16));
@@ -667,7 +716,7 @@ struct SmallTileScratch {
   float red0[kWarps][kSmallRows], red1[kWarps][kSmallRows];
   int redi[kWarps][kSmallRows];
   unsigned redbad[kWarps];
-  int ids[kThreads];
+  int ids[kThreads + 1];
   float s0[kThreads], s1[kThreads];  // per row of the tile
   int i0[kThreads];
   bool bad[kThreads];
