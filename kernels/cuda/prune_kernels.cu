@@ -12,8 +12,11 @@
 //     the others are provably farther from each of a's rows than a itself, by more than
 //     any float64 rounding (the list's order does not matter: see 4). From k = 8192 on,
 //     groups of centroids around pivots spare most pairs (2' below);
-//  3. one block cuts the segments into row tiles of one label each;
-//  4. per row tile, each row's float32 distances to its label's candidates, t = fl(x_j - c_j)
+//  3. one block cuts the segments into row tiles of one label each, those of labels with
+//     short lists first (a lean row kernel takes them, the full one the rest);
+//  4. per row tile (a thread a row, or through pair_block a thread a candidate where the tile
+//     has few rows and many candidates), each row's float32 distances to its label's
+//     candidates, t = fl(x_j - c_j)
 //     then an fma chain of t^2. Every term is a square, so the chain's error is relative:
 //     true^2 lies in
 //     [(s - eta)(1 - gl), (s + eta)(1 + gu)], gl = 1.01 (d + 2) u, gu = 1.02 (d + 2) u,
