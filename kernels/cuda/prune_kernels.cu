@@ -16,9 +16,8 @@
 //     short lists first (a lean row kernel takes them, the full one the rest);
 //  4. per row tile (a thread a row, or through pair_block a thread a candidate where the tile
 //     has few rows and many candidates), each row's float32 distances to its label's
-//     candidates, t = fl(x_j - c_j)
-//     then an fma chain of t^2. Every term is a square, so the chain's error is relative:
-//     true^2 lies in
+//     candidates, t = fl(x_j - c_j) then an fma chain of t^2. Every term is a square, so
+//     the chain's error is relative: true^2 lies in
 //     [(s - eta)(1 - gl), (s + eta)(1 + gu)], gl = 1.01 (d + 2) u, gu = 1.02 (d + 2) u,
 //     u = 2^-24, with eta = (2 d + 4) 2^-126 for results flushed or rounded below the normal
 //     range. A row whose second smallest s clears its smallest by that bound (and 1e-9 more,
