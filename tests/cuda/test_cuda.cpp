@@ -828,7 +828,7 @@ TEST_P(CudaMath, CentrePruningManyCandidatesAndOneCentroid) {
 // blobs (k = 40: one group, so nothing is skipped), many candidates a label (k = 1104: 34
 // groups, each label's own blob spread over several, the others skipped), a region whose
 // labels fall back, labels whose candidate lists overflow, exact ties with labels without rows,
-// and 132 groups within reach of one another.
+// and one blob (crowded labels; lists that overflow while their members are measured).
 TEST_P(CudaMath, CentrePruningThroughGroups) {
   EnvScope groups("FLASHKM_CUDA_PRUNE_GROUPS", "always");
   {
@@ -842,9 +842,12 @@ TEST_P(CudaMath, CentrePruningThroughGroups) {
   // Three groups, half the labels without rows; lists longer than a tile may take
   // (max(32, k / 8) = 32): the rows fall back, the candidate search still runs.
   check_ties(96, 0);
-  {  // one blob with k = 4200: 132 groups, all within reach of one another (the pass over
-     // their pivots takes two steps of 128); every list overflows and its rows fall back
-    const Shape s{8400, 4, 4200, Metric::L2, 102};
+  // One blob with k = 4200: 132 groups, all within reach of one another (the pass over their
+  // pivots takes two steps of 128), every label crowded (more than 24 pivots within reach),
+  // so its rows fall back unmeasured. With k = 768: 24 groups, so no label is crowded, but
+  // every list overflows in the member pass, which stops once all 16 labels' lists have.
+  for (const int64_t k : {4200, 768}) {
+    const Shape s{2 * k, 4, k, Metric::L2, 102};
     std::mt19937_64 rng(s.seed);
     std::normal_distribution<float> g(0.f, 1.f);
     std::vector<float> x(s.n * s.d);
