@@ -771,6 +771,15 @@ void check_ties(int64_t k, int64_t min_pruned = 1) {
   check_pruning(s, x, init, 3, min_pruned, min_pruned == 0, true);
 }
 
+// An engine built with `name` set to a value it does not know refuses it (Error).
+void expect_unknown_value_refused(const char* name) {
+  EnvScope bad(name, "sometimes");
+  const std::vector<float> x(64 * 4, 1.f);
+  KMeansParams p;
+  p.n_clusters = 4;
+  EXPECT_THROW(detail::make_cuda_engine(64, 4, 4, x.data(), p), Error);
+}
+
 TEST_P(CudaMath, CentrePruningMatchesOracleAndCpu) {
   {  // blobs far apart: the second pass settles most rows
     const Shape s{4000, 24, 40, Metric::L2, 91};
@@ -854,11 +863,7 @@ TEST_P(CudaMath, CentrePruningThroughGroups) {
     for (auto& v : x) v = g(rng);
     check_pruning(s, x, pick_rows(x, s.n, s.d, s.k, s.seed), 2, 0, true);
   }
-  EnvScope bad("FLASHKM_CUDA_PRUNE_GROUPS", "sometimes");
-  const std::vector<float> x(64 * 4, 1.f);
-  KMeansParams p;
-  p.n_clusters = 4;
-  EXPECT_THROW(detail::make_cuda_engine(64, 4, 4, x.data(), p), Error);
+  expect_unknown_value_refused("FLASHKM_CUDA_PRUNE_GROUPS");
 }
 
 // Row tiles with few rows and many candidates are evaluated a thread a candidate (pair_block)
@@ -883,11 +888,7 @@ TEST_P(CudaMath, CentrePruningSmallTiles) {
     EnvScope groups("FLASHKM_CUDA_PRUNE_GROUPS", "always");
     check_many_candidates(200, 600);
   }
-  EnvScope bad("FLASHKM_CUDA_PRUNE_SMALL", "sometimes");
-  const std::vector<float> x(64 * 4, 1.f);
-  KMeansParams p;
-  p.n_clusters = 4;
-  EXPECT_THROW(detail::make_cuda_engine(64, 4, 4, x.data(), p), Error);
+  expect_unknown_value_refused("FLASHKM_CUDA_PRUNE_SMALL");
 }
 
 // FLASHKM_CUDA_PRUNE=off keeps the full pass: the same results, nothing pruned.
