@@ -1,6 +1,7 @@
 #include "kernels/reference.h"
 
 #include <cmath>
+#include <utility>
 
 namespace flashkm {
 namespace reference {
@@ -37,17 +38,54 @@ void assign(Metric metric, int64_t n, int64_t d, const float* x, int64_t k, cons
   }
 }
 
+double fsum(const std::vector<double>& values) {
+  // Shewchuk's exact partials, then their correctly rounded total (Python's math.fsum).
+  std::vector<double> partials;
+  for (double x : values) {
+    size_t i = 0;
+    for (double y : partials) {
+      if (std::fabs(x) < std::fabs(y)) std::swap(x, y);
+      const double hi = x + y;
+      const double lo = y - (hi - x);
+      if (lo != 0) partials[i++] = lo;
+      x = hi;
+    }
+    partials.resize(i);
+    partials.push_back(x);
+  }
+  size_t n = partials.size();
+  if (n == 0) return 0;
+  double hi = partials[--n], lo = 0;
+  while (n > 0) {
+    const double x = hi, y = partials[--n];
+    hi = x + y;
+    lo = y - (hi - x);
+    if (lo != 0) break;
+  }
+  // Half-way cases: the partials below decide the direction.
+  if (n > 0 && ((lo < 0 && partials[n - 1] < 0) || (lo > 0 && partials[n - 1] > 0))) {
+    const double y = lo * 2, x = hi + y;
+    if (y == x - hi) hi = x;
+  }
+  return hi;
+}
+
 void means(int64_t n, int64_t d, const float* x, const int32_t* labels, int64_t k,
            std::vector<double>* sums, std::vector<int64_t>* counts) {
   sums->assign(k * d, 0.0);
   counts->assign(k, 0);
-  for (int64_t i = 0; i < n; ++i) {
-    ++(*counts)[labels[i]];
-    for (int64_t j = 0; j < d; ++j) (*sums)[labels[i] * d + j] += x[i * d + j];
+  std::vector<std::vector<int64_t>> members(k);
+  for (int64_t i = 0; i < n; ++i) members[labels[i]].push_back(i);
+  std::vector<double> column;
+  for (int64_t c = 0; c < k; ++c) {
+    (*counts)[c] = int64_t(members[c].size());
+    if (members[c].empty()) continue;
+    for (int64_t j = 0; j < d; ++j) {
+      column.clear();
+      for (int64_t i : members[c]) column.push_back(x[i * d + j]);
+      (*sums)[c * d + j] = fsum(column) / double((*counts)[c]);
+    }
   }
-  for (int64_t c = 0; c < k; ++c)
-    if ((*counts)[c] > 0)
-      for (int64_t j = 0; j < d; ++j) (*sums)[c * d + j] /= double((*counts)[c]);
 }
 
 bool is_tie(Metric metric, const float* x, const float* ca, const float* cb, int64_t d) {

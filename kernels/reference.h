@@ -18,7 +18,12 @@ double distance(Metric metric, const float* x, const float* c, int64_t d);
 void assign(Metric metric, int64_t n, int64_t d, const float* x, int64_t k, const float* c,
             std::vector<int32_t>* labels, std::vector<double>* dist);
 
-/// Per-cluster float64 means of the labelled points (rows of empty clusters: zeros), and counts.
+/// The sum of values rounded once to the nearest double, ties to even (Shewchuk's
+/// partials, as Python's math.fsum): the exact sum wherever a double holds it.
+double fsum(const std::vector<double>& values);
+
+/// Per-cluster means of the labelled points, fsum(points) / count in float64 (rows of empty
+/// clusters: zeros), and counts. Rounded to float, they are the contract's centroids.
 void means(int64_t n, int64_t d, const float* x, const int32_t* labels, int64_t k,
            std::vector<double>* sums, std::vector<int64_t>* counts);
 

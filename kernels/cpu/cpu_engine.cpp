@@ -12,6 +12,7 @@
 #include "kernels/bounds.h"
 #include "kernels/cpu/assign_cpu.h"
 #include "kernels/engine.h"
+#include "kernels/exact_sum.h"
 
 namespace flashkm {
 namespace detail {
@@ -45,6 +46,9 @@ double certify_bound(Metric metric, int64_t d, double X, double C) {
 }
 
 namespace {
+
+// Additions a limb takes between two renormalisations (exact_sum.h: 2^31 fit).
+constexpr int64_t kExactRenormRows = int64_t(1) << 30;
 
 // Exact float64 distance of several (row, centroid) pairs, interleaved so the fma chains run
 // in parallel; each chain is exactly detail::exact_l2 / exact_ip. fma is correctly rounded
@@ -224,8 +228,14 @@ class CpuEngine final : public Engine {
 
   void update(float* centroids, int64_t* counts) override {
     // Sort-inverse: a stable counting sort of point ids by label, then each cluster's
-    // contiguous segment is summed in ascending point order in float64. No atomics; the
-    // result does not depend on the thread count.
+    // contiguous segment is summed exactly (kernels/exact_sum.h), so the result depends on
+    // neither the thread count nor the order; the CUDA backend gets the same bits.
+    if (!format_ready_) {
+      int lo, hi;
+      exact_exponent_range(x_, n_ * d_, threads_, &lo, &hi);
+      format_ = exact_format(lo, hi);
+      format_ready_ = true;
+    }
     std::vector<int64_t> start(k_ + 1, 0);
     for (int64_t i = 0; i < n_; ++i) ++start[labels_[i] + 1];
     for (int64_t c = 0; c < k_; ++c) start[c + 1] += start[c];
@@ -234,21 +244,25 @@ class CpuEngine final : public Engine {
       std::vector<int64_t> pos(start.begin(), start.end() - 1);
       for (int64_t i = 0; i < n_; ++i) order_[pos[labels_[i]]++] = i;
     }
+    const int L = format_.limbs, base = format_.base;
 #pragma omp parallel num_threads(threads_)
     {
-      std::vector<double> sum(d_);
+      std::vector<int64_t> acc(d_ * L);
 #pragma omp for schedule(dynamic, 16)
       for (int64_t c = 0; c < k_; ++c) {
         const int64_t s0 = start[c], s1 = start[c + 1];
         counts[c] = s1 - s0;
         if (s0 == s1) continue;
-        std::fill(sum.begin(), sum.end(), 0.0);
+        std::fill(acc.begin(), acc.end(), 0);
         for (int64_t s = s0; s < s1; ++s) {
+          if (s > s0 && (s - s0) % kExactRenormRows == 0)
+            for (int64_t j = 0; j < d_; ++j) exact_renormalize(&acc[j * L], L);
           const float* xi = x_ + order_[s] * d_;
-          for (int64_t j = 0; j < d_; ++j) sum[j] += double(xi[j]);
+          for (int64_t j = 0; j < d_; ++j) exact_add(&acc[j * L], base, xi[j]);
         }
         const double cnt = double(s1 - s0);
-        for (int64_t j = 0; j < d_; ++j) centroids[c * d_ + j] = float(sum[j] / cnt);
+        for (int64_t j = 0; j < d_; ++j)
+          centroids[c * d_ + j] = float(exact_to_double(&acc[j * L], L, base) / cnt);
       }
     }
   }
@@ -432,6 +446,8 @@ class CpuEngine final : public Engine {
   CpuTiles tiles_;
   std::vector<int32_t> labels_;
   std::vector<int64_t> order_;
+  bool format_ready_ = false;
+  ExactFormat format_;  // of x, made by the first update()
   std::vector<float> centroids_;
   std::vector<double> shift_;
   PackedCentroids pc_;

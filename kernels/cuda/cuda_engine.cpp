@@ -322,6 +322,17 @@ int prune_small_tiles() {
 /// Passes that skip pruning after one that settled too few rows.
 constexpr int kPruneRest = 8;
 
+/// FLASHKM_CUDA_UPDATE=full adds every row at each update, =moved moves the rows whose label
+/// changed whenever the sums hold earlier labels (tests: identical means); unset, 0 (auto).
+int update_mode() {
+  const int choice = env_choice("FLASHKM_CUDA_UPDATE", {"full", "moved"});
+  return choice < 0 ? 0 : choice == 0 ? 1 : 2;
+}
+/// Updates move the changed rows when at most n / kMovedFraction labels changed since the
+/// sums were made; above, adding all rows in label order is cheaper (4 integer atomics a
+/// value against registers, and a first pass where every label changes).
+constexpr int64_t kMovedFraction = 8;
+
 class CudaEngine final : public Engine {
  public:
   // x_on_device: x is device memory (is_device_pointer) and is used in place as the resident
@@ -390,7 +401,17 @@ class CudaEngine final : public Engine {
       if (split_arrays_)
         split_rows(x_resident(), n, int(d), shift_.get(), int(dpad_), x_scale_exp_, x16_hi_.get(),
                    x16_lo_.get(), res_.compute);
+      format_ = exact_format_device(x_resident(), n * d, range_scratch_.get(), res_.compute);
+    } else {
+      int lo, hi;
+      exact_exponent_range(x, n * d, int(host_threads()), &lo, &hi);
+      format_ = exact_format(lo, hi);
     }
+    limbs_.allocate(k_ * d_ * format_.limbs, &res_.device_bytes);
+    // Updates from the rows that moved need the labels the sums hold, and room in the limbs
+    // for the moves on top of the rows (exact_sum.h).
+    moved_updates_ = resident_ && n <= (int64_t(1) << 30) && update_mode() != 1;
+    if (moved_updates_) sum_labels_.allocate(n, &res_.device_bytes);
     res_.sync();
     if (p.verbose)
       std::fprintf(stderr,
@@ -582,8 +603,8 @@ class CudaEngine final : public Engine {
                                            cudaMemcpyDeviceToHost, res_.compute));
       }
       if (sums_ready_)
-        accumulate_sorted(xd, rows, int(d_), int(k_), scratch, sums_.get(), counts_.get(),
-                          res_.compute);
+        accumulate_sorted(xd, rows, int(d_), int(k_), scratch, format_, limbs_.get(),
+                          counts_.get(), res_.compute);
     });
     // The next pass may prune from this one: its centroids join its distances (dist64_)
     // and its sort, which update() cuts into segments.
@@ -620,6 +641,7 @@ class CudaEngine final : public Engine {
     sorted_ = true;
     for (int64_t c = 0; c < nchunks_; ++c) {
       out.changed += changed[c];
+      moved_since_sums_ += changed[c];
       out.fixups += fixups[c] + windowed[c];
       window_fixups += windowed[c];
     }
@@ -651,13 +673,29 @@ class CudaEngine final : public Engine {
     if (!sums_ready_) {
       // Resident data: the sort of the last assign() is still in the scratch arrays.
       FLASHKM_THROW_IF_NOT(resident_ && sorted_, "CUDA engine: update() called before assign()");
-      clear_sums();
-      accumulate_sorted(x_resident(), n_, int(d_), int(k_), update_scratch(), sums_.get(),
-                        counts_.get(), res_.compute);
+      // Once few rows move, moving them costs less than adding all: the sums are exact, so
+      // both give the same limbs (FLASHKM_CUDA_UPDATE=moved|full forces one, for tests).
+      const int mode = update_mode();
+      if (sums_hold_labels_ && (mode == 2 || moved_since_sums_ <= n_ / kMovedFraction)) {
+        segment_bounds(n_, int(k_), update_scratch(), res_.compute);
+        accumulate_moved(x_resident(), n_, int(d_), labels_.get(), sum_labels_.get(), format_,
+                         limbs_.get(), counts_.get(), sm_count_, res_.compute);
+      } else {
+        clear_sums();
+        accumulate_sorted(x_resident(), n_, int(d_), int(k_), update_scratch(), format_,
+                          limbs_.get(), counts_.get(), res_.compute);
+        if (moved_updates_) {
+          FLASHKM_CUDA_CHECK(cudaMemcpyAsync(sum_labels_.get(), labels_.get(), sizeof(int) * n_,
+                                             cudaMemcpyDeviceToDevice, res_.compute));
+          sums_hold_labels_ = true;
+        }
+      }
+      moved_since_sums_ = 0;
       segments_ready_ = true;  // the segments of the last assign()'s labels, for pruning
     }
     sums_ready_ = false;
-    compute_means(sums_.get(), counts_.get(), int(k_), int(d_), means_dev_.get(), res_.compute);
+    compute_means(limbs_.get(), counts_.get(), int(k_), int(d_), format_, means_dev_.get(),
+                  res_.compute);
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(c_host_.get(), means_dev_.get(), sizeof(float) * k_ * d_,
                                        cudaMemcpyDeviceToHost, res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemcpyAsync(counts_host_.get(), counts_.get(), sizeof(long long) * k_,
@@ -708,7 +746,10 @@ class CudaEngine final : public Engine {
       // candidate slots), the centroid arrays and a 1 GiB margin for the runtime and others.
       // Pruning adds its candidate lists (8 bytes a slot) and the previous centroids.
       const size_t prune_bytes = prune_ ? size_t(k_) * (kPruneMaxCands * 8 + d_ * 4 + 32) : 0;
-      const size_t other = size_t(n_) * 48 + size_t(k_) * d_ * 24 + prune_bytes + (size_t(1) << 30);
+      // The exact sums take up to kExactMaxLimbs limbs a coordinate (the data decides), and
+      // updates from moved rows a label a row.
+      const size_t other = size_t(n_) * 52 + size_t(k_) * d_ * (16 + 8 * kExactMaxLimbs) +
+                           prune_bytes + (size_t(1) << 30);
       budget = free_bytes > other ? (free_bytes - other) / 10 * 9 : 0;
     }
     if (x_on_device_) {
@@ -805,8 +846,8 @@ class CudaEngine final : public Engine {
     c_beta_.allocate(kpad_, b);
     c_norm_sq_.allocate(k_, b);
     c_max_norm_.allocate(1, b);
-    sums_.allocate(k_ * d_, b);
     counts_.allocate(k_, b);
+    range_scratch_.allocate(2, b);
     means_dev_.allocate(k_ * d_, b);
     c_host_.allocate(k_ * d_);
     counts_host_.allocate(k_);
@@ -831,7 +872,8 @@ class CudaEngine final : public Engine {
   }
 
   void clear_sums() {
-    FLASHKM_CUDA_CHECK(cudaMemsetAsync(sums_.get(), 0, sizeof(double) * k_ * d_, res_.compute));
+    FLASHKM_CUDA_CHECK(cudaMemsetAsync(limbs_.get(), 0, sizeof(long long) * k_ * d_ * format_.limbs,
+                                       res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(counts_.get(), 0, sizeof(long long) * k_, res_.compute));
   }
 
@@ -915,7 +957,7 @@ class CudaEngine final : public Engine {
   const bool x_on_device_;  ///< x is the caller's device memory, used in place
   int64_t chunk_rows_ = 0, nchunks_ = 1;
   bool have_centroids_ = false;
-  bool sums_ready_ = false;  ///< sums_ / counts_ hold the labels of the last assign()
+  bool sums_ready_ = false;  ///< limbs_ / counts_ hold the labels of the last assign()
   bool sorted_ = false;      ///< the scratch holds the last assign()'s sort (resident data)
   bool prune_ = false;       ///< centre-centre pruning applies to this engine's passes
   /// c_prev_ and dist64_ describe the last assign(), and update() has since cut its sort
@@ -955,8 +997,15 @@ class CudaEngine final : public Engine {
     return int(std::min<int64_t>(kPruneMaxCands, std::max<int64_t>(32, k_ / 8)));
   }
   DeviceArray<float> c_raw_, c_raw_t_, c_shifted_t_, c_beta_, means_dev_, dist_;
-  DeviceArray<double> c_norm_sq_, c_max_norm_, sums_;
+  DeviceArray<double> c_norm_sq_, c_max_norm_;
+  /// The update's exact sums (k x d x format_.limbs) and cluster sizes; with moved updates,
+  /// the labels they hold (sum_labels_) once sums_hold_labels_.
+  ExactFormat format_;
+  DeviceArray<unsigned long long> limbs_;
   DeviceArray<long long> counts_;
+  DeviceArray<int> sum_labels_, range_scratch_;
+  bool moved_updates_ = false, sums_hold_labels_ = false;
+  int64_t moved_since_sums_ = 0;  ///< label changes the assign() passes counted since then
   DeviceArray<float> x_dev_, stage_[2];
   /// The resident rows: the caller's device memory or the uploaded copy.
   const float* x_resident() const { return x_on_device_ ? x_ : x_dev_.get(); }

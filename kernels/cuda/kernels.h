@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "flashkm/kmeans.h"
+#include "kernels/exact_sum.h"
 
 namespace flashkm {
 namespace detail {
@@ -71,6 +72,11 @@ struct AssignArgs {
   /// the launcher); a second pass collects those rows' candidates (rows x 1 each).
   int* recheck_list = nullptr;
   int* recheck_count = nullptr;
+  /// Rows kept on the device as fp16 alone (KMeansParams::device_rows, SplitRows::lo null):
+  /// per row an upper bound on |float(x - shift) - hi| (unscaled), which widens the
+  /// certification bound (topk.cuh: stored_row_bound); x is then the float32 rows in host
+  /// memory, mapped, which only the fix-ups read. Null: rows stored exactly.
+  const float* row_err = nullptr;
 };
 
 /// FlashAssign on fp32 CUDA cores with the shape kAssignShapes[shape]: the CPU's fmaf chain
@@ -84,7 +90,7 @@ void launch_flash_assign(int shape, const AssignArgs& a, cudaStream_t stream);
 constexpr int kMmaDepth = 64;
 struct SplitRows {
   const void* hi = nullptr;  ///< __half, or null
-  const void* lo = nullptr;  ///< __half, or null
+  const void* lo = nullptr;  ///< __half, or null (with hi: zeros, rows stored as fp16 alone)
   int dpad = 0;
   int scale_exp = 0;
 };
@@ -256,15 +262,32 @@ void fill_iota(int* ids, int64_t rows, cudaStream_t stream);
 void sort_by_label(const int* labels, int64_t rows, int k, const UpdateScratch& s,
                    cudaStream_t stream);
 
-/// Sort-inverse update of one chunk, already sorted by sort_by_label: adds each cluster's
-/// rows to sums (k x d doubles) in ascending row order, continuing the running sums of
-/// earlier chunks, and adds its sizes to counts (k).
-void accumulate_sorted(const float* x, int64_t rows, int d, int k, const UpdateScratch& s,
-                       double* sums, long long* counts, cudaStream_t stream);
+/// Segment bounds of the sorted keys: label a's rows are s.ids_out[s.seg_begin[a] ..
+/// s.seg_end[a]) (labels without rows: 0 .. 0).
+void segment_bounds(int64_t rows, int k, const UpdateScratch& s, cudaStream_t stream);
 
-/// means[c] = float(sums[c] / counts[c]) where counts[c] > 0.
-void compute_means(const double* sums, const long long* counts, int k, int d, float* means,
-                   cudaStream_t stream);
+/// Sort-inverse update of one chunk, already sorted by sort_by_label: its segment bounds,
+/// its rows added to the exact sums (kernels/exact_sum.h; limbs: k x d x fmt.limbs, in the
+/// order (cluster, coordinate, limb)) and its cluster sizes to counts (k).
+void accumulate_sorted(const float* x, int64_t rows, int d, int k, const UpdateScratch& s,
+                       ExactFormat fmt, unsigned long long* limbs, long long* counts,
+                       cudaStream_t stream);
+
+/// The rows i whose labels[i] differs from prev[i] (the labels the limbs and counts hold):
+/// their values move from cluster prev[i] to labels[i], and prev[i] becomes labels[i]. The
+/// limbs then hold exactly what accumulate_sorted over all rows would give.
+void accumulate_moved(const float* x, int64_t rows, int d, const int* labels, int* prev,
+                      ExactFormat fmt, unsigned long long* limbs, long long* counts, int sm_count,
+                      cudaStream_t stream);
+
+/// means[c] = float(exact_to_double(sum of c) / counts[c]) where counts[c] > 0 (the CPU's
+/// formula, bit for bit).
+void compute_means(const unsigned long long* limbs, const long long* counts, int k, int d,
+                   ExactFormat fmt, float* means, cudaStream_t stream);
+
+/// The exact-sum format of count values of device memory (scratch: 2 device ints); waits
+/// for the stream.
+ExactFormat exact_format_device(const float* x, int64_t count, int* scratch, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace detail

@@ -143,7 +143,10 @@ __global__ void __launch_bounds__(WM* WN * 32,
   const int ksteps = dpad / BK, ntiles = (k + BN - 1) / BN, total = ntiles * ksteps;
   const int ec = *cs.scale_exp;
   const float alpha = ldexpf(a.inner_product ? -1.f : -2.f, -(xs.scale_exp + ec));
-  const __half* xsrc[2] = {static_cast<const __half*>(xs.hi), static_cast<const __half*>(xs.lo)};
+  // Rows stored as fp16 alone (KMeansParams::device_rows) have no lo array: zeros.
+  const bool lo_rows = xs.lo != nullptr;
+  const __half* xsrc[2] = {static_cast<const __half*>(xs.hi),
+                           static_cast<const __half*>(lo_rows ? xs.lo : xs.hi)};
   const __half* csrc[2] = {static_cast<const __half*>(cs.hi), static_cast<const __half*>(cs.lo)};
 
   auto issue = [&](int tile) {
@@ -156,7 +159,8 @@ __global__ void __launch_bounds__(WM* WN * 32,
           const int r = e / (BK / 8), q = e % (BK / 8);
           const int64_t row = m0 + r;
           const bool ok = row < a.rows;
-          cp_async16(&st.a[p][r][q * 8], xsrc[p] + (ok ? row : 0) * dpad + k0 + q * 8, ok);
+          cp_async16(&st.a[p][r][q * 8], xsrc[p] + (ok ? row : 0) * dpad + k0 + q * 8,
+                     ok && (p == 0 || lo_rows));
         }
         for (int e = tid; e < BN * (BK / 8); e += NTH) {
           const int c = e / (BK / 8), q = e % (BK / 8);

@@ -141,6 +141,14 @@ __device__ __forceinline__ double window_margin(bool ip, int d, double X, double
   return 4.04 * (d + 2) * 1.1102230246251565e-16 * s;
 }
 
+/// What a row's storage adds to its bound: a row kept on the device as fp16 alone
+/// (KMeansParams::device_rows; a.row_err[row] >= |float(x - shift) - fp16 row|, unscaled)
+/// moves x'.c' by at most row_err C, so each fast value by 2 row_err C (L2) or row_err C (IP).
+__device__ __forceinline__ double stored_row_bound(const AssignArgs& a, int64_t row, double C) {
+  if (a.row_err == nullptr) return 0;
+  return (a.inner_product ? 1.01 : 2.02) * double(a.row_err[row]) * C;
+}
+
 /// Writes the row's label and, when certifying and the bound e (half-width of the error
 /// window of its fast values) does not separate best from second, queues it for the
 /// float64 fix-up: over its candidates (a.win_list, a.cand_top) when the window is inside
@@ -149,6 +157,7 @@ template <int K>
 __device__ __forceinline__ void route_row(const AssignArgs& a, int64_t row, const TopK<K>& t,
                                           double e, double X, double C) {
   a.cand[row] = t.i[0];
+  e += stored_row_bound(a, row, C);
   if constexpr (K < kTop) {
     return;  // a Fast pass: no certification, the best candidate is the label
   } else {
@@ -167,8 +176,9 @@ __device__ __forceinline__ void route_row(const AssignArgs& a, int64_t row, cons
 /// route_row for a screening state: the label when certified, else the row is queued for
 /// the collecting pass (a.recheck_list).
 __device__ __forceinline__ void route_row(const AssignArgs& a, int64_t row, const Top2& t, double e,
-                                          double, double) {
+                                          double, double C) {
   a.cand[row] = t.i0;
+  e += stored_row_bound(a, row, C);
   if (!(double(t.v1) - double(t.v0) > 2 * e))
     a.recheck_list[atomicAdd(a.recheck_count, 1)] = int(row);
 }

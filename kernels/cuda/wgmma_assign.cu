@@ -493,7 +493,10 @@ __global__ void __launch_bounds__(WG * 128,
   const uint32_t sbase = rbase + rows_bytes;
   const int ec = *cs.scale_exp;
   const float alpha = ldexpf(a.inner_product ? -1.f : -2.f, -(xs.scale_exp + ec));
-  const __half* xsrc[2] = {static_cast<const __half*>(xs.hi), static_cast<const __half*>(xs.lo)};
+  // Rows stored as fp16 alone (KMeansParams::device_rows) have no lo array: zeros.
+  const bool lo_rows = xs.lo != nullptr;
+  const __half* xsrc[2] = {static_cast<const __half*>(xs.hi),
+                           static_cast<const __half*>(lo_rows ? xs.lo : xs.hi)};
   const __half* csrc[2] = {static_cast<const __half*>(cs.hi), static_cast<const __half*>(cs.lo)};
 
   // Thread tid copies 16-byte chunk tid % 8 of rows tid / 8, tid / 8 + NTH / 8, ...: a
@@ -510,11 +513,14 @@ __global__ void __launch_bounds__(WG * 128,
   // Resident rows without split arrays (xs.hi null) are split here, from the float32 rows.
   const bool split_here = kResident && xs.hi == nullptr;
   const RowSplitter splitter(a, xs);
-  auto issue_rows = [&](unsigned char* sa, const __half* src, int k0) {
+  auto issue_rows = [&](unsigned char* sa, int p, int k0) {
+    const __half* src = xsrc[p];
+    const bool part = p == 0 || lo_rows;
 #pragma unroll
     for (int r = 0; r < BM; r += RS) {
       const int64_t row = row_at(m0 + r0 + r);
-      cp_async16(sa + r * Traits::kRowBytes, src + (row >= 0 ? row : 0) * dpad + k0, row >= 0);
+      cp_async16(sa + r * Traits::kRowBytes, src + (row >= 0 ? row : 0) * dpad + k0,
+                 row >= 0 && part);
     }
   };
   auto issue = [&](int tile) {
@@ -526,7 +532,7 @@ __global__ void __launch_bounds__(WG * 128,
       for (int p = 0; p < P; ++p) {
         const int a_bytes = kResident ? 0 : Traits::kABytes;
         unsigned char* sb = st + P * a_bytes + p * Traits::kBBytes;
-        if constexpr (!kResident) issue_rows(st + p * Traits::kABytes, xsrc[p], k0);
+        if constexpr (!kResident) issue_rows(st + p * Traits::kABytes, p, k0);
 #pragma unroll
         for (int c = 0; c < BN; c += RS)
           cp_async16(sb + c * Traits::kRowBytes, csrc[p] + int64_t(n0 + r0 + c) * dpad + k0, true);
@@ -556,7 +562,7 @@ __global__ void __launch_bounds__(WG * 128,
         for (int p = 0; p < P; ++p)
           for (int kc = 0; kc < ksteps; ++kc)
             issue_rows(smem + (p * ksteps + kc) * Traits::kABytes + r0 * Traits::kRowBytes + swz,
-                       xsrc[p], kc * BK + q * 8);
+                       p, kc * BK + q * 8);
       }
     }
     constexpr int D = S - 2;  // prefetch distance in tiles
@@ -730,7 +736,9 @@ __global__ void __launch_bounds__(PingPongTraits<BN, NC, kRole == Role::Screen>:
   const int q = ct % 8, r0 = ct / 8;
   unsigned char* my_rows = smem + (c * 64 + r0) * Traits::kRowBytes + ((q ^ (r0 & 7)) << 4);
   const RowSplitter splitter(a, xs);
-  const __half* xsrc[2] = {static_cast<const __half*>(xs.hi), static_cast<const __half*>(xs.lo)};
+  const bool lo_rows = xs.lo != nullptr;  // fp16 rows alone: zeros (KMeansParams::device_rows)
+  const __half* xsrc[2] = {static_cast<const __half*>(xs.hi),
+                           static_cast<const __half*>(lo_rows ? xs.lo : xs.hi)};
   int s = 0, rs = 0;                    // the stage to read next, the stage to release next
   uint32_t phase = 0;                   // parity of stage s's current round
   if (c == NC - 1) bar_arrive(1, 256);  // warpgroup 0 issues first
@@ -754,7 +762,7 @@ __global__ void __launch_bounds__(PingPongTraits<BN, NC, kRole == Role::Screen>:
           for (int r = 0; r < NR; ++r)
             cp_async16(my_rows + (p * ksteps + kc) * Traits::kABytes + r * RS * Traits::kRowBytes,
                        xsrc[p] + (rows[r] >= 0 ? rows[r] : 0) * xs.dpad + kc * BK + q * 8,
-                       rows[r] >= 0);
+                       rows[r] >= 0 && (p == 0 || lo_rows));
       cp_async_commit();
       cp_async_wait<0>();
     }

@@ -20,6 +20,7 @@
 
 #include "flashkm/kmeans.h"
 #include "kernels/engine.h"
+#include "kernels/reference.h"
 
 #ifdef FLASHKM_WITH_CUDA
 #include <cuda_runtime.h>
@@ -113,7 +114,7 @@ std::vector<float> pick_rows(const std::vector<float>& x, int64_t n, int64_t d, 
 }
 
 // The oracle: nearest centroid in float64 with plain loops (ties: lowest index), and means
-// summed in float64 in ascending point order.
+// from correctly rounded float64 sums (reference::means: Shewchuk's partials).
 std::vector<int32_t> oracle_labels(Metric metric, const std::vector<float>& x, int64_t n, int64_t d,
                                    const std::vector<float>& c, int64_t k) {
   std::vector<int32_t> labels(n);
@@ -137,16 +138,11 @@ std::vector<int32_t> oracle_labels(Metric metric, const std::vector<float>& x, i
 void oracle_means(const std::vector<float>& x, int64_t n, int64_t d, int64_t k,
                   const std::vector<int32_t>& labels, std::vector<float>* centroids,
                   std::vector<int64_t>* counts) {
-  std::vector<double> sums(k * d, 0.0);
-  counts->assign(k, 0);
-  for (int64_t i = 0; i < n; ++i) {
-    ++(*counts)[labels[i]];
-    for (int64_t t = 0; t < d; ++t) sums[labels[i] * d + t] += double(x[i * d + t]);
-  }
+  std::vector<double> means;
+  reference::means(n, d, x.data(), labels.data(), k, &means, counts);
   for (int64_t c = 0; c < k; ++c)
     if ((*counts)[c] > 0)
-      for (int64_t t = 0; t < d; ++t)
-        (*centroids)[c * d + t] = float(sums[c * d + t] / double((*counts)[c]));
+      for (int64_t t = 0; t < d; ++t) (*centroids)[c * d + t] = float(means[c * d + t]);
 }
 
 struct Step {
@@ -917,6 +913,67 @@ TEST_P(CudaMath, CentrePruningOffGivesTheSameResults) {
     c = a.centroids;
   }
   EXPECT_GT(pruned, 0);
+}
+
+// The update's exact sums: rows whose values span subnormals to hundreds (six limbs), moved
+// between clusters by the updates from moved rows even where many labels change
+// (FLASHKM_CUDA_UPDATE=moved), and added in full every time (=full): both equal the default,
+// which equals the CPU and the oracle (check_against_cpu_and_oracle's means).
+TEST_P(CudaMath, UpdatesFromMovedRowsEqualFullUpdates) {
+  const Shape s{4000, 12, 30, Metric::L2, 61};
+  SCOPED_TRACE(describe(s));
+  std::vector<float> x = make_data(s);
+  for (int64_t i = 0; i < s.n; ++i) {
+    x[i * s.d] *= 1e-39f;  // subnormal
+    x[i * s.d + 1] *= 1e-20f;
+  }
+  const KMeansParams p = params_for(s);
+  const std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+  for (const char* mode : {"moved", "full"})
+    expect_env_changes_nothing(s, x, c, p, "FLASHKM_CUDA_UPDATE", mode, mode);
+  auto gpu = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+  auto cpu = detail::make_cpu_engine(s.n, s.d, s.k, x.data(), p);
+  std::vector<float> cc = c;
+  for (int it = 0; it < 5; ++it) {
+    Step g = run_step(*gpu, cc), h = run_step(*cpu, cc);
+    expect_same(g, h, "GPU vs CPU, iteration " + std::to_string(it), ffma());
+    std::vector<float> want = cc;
+    std::vector<int64_t> counts;
+    oracle_means(x, s.n, s.d, s.k, g.labels, &want, &counts);
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(g.centroids[i], want[i]) << i;
+    cc = g.centroids;
+  }
+  expect_unknown_value_refused("FLASHKM_CUDA_UPDATE");
+}
+
+// k = 1: the centroid is the exact mean rounded, where a float64 running sum in row order
+// loses the 1 next to +-2^60 (it would give 0), on every path of the update.
+TEST_P(CudaMath, MeansAreExactWhereFloat64ChainsLose) {
+  const int64_t n = 3000, d = 2;
+  std::vector<float> x(n * d);
+  for (int64_t i = 0; i < n; ++i) {
+    x[i * d] = i % 3 == 0 ? std::ldexp(1.f, 60) : i % 3 == 1 ? 1.f : -std::ldexp(1.f, 60);
+    x[i * d + 1] = float(i % 7) * 1e-30f;
+  }
+  std::vector<double> col1;
+  for (int64_t i = 0; i < n; ++i) col1.push_back(x[i * d + 1]);
+  const float want0 = float(1000.0 / 3000), want1 = float(reference::fsum(col1) / n);
+  KMeansParams p;
+  p.n_clusters = 1;
+  p.threads = 2;
+  for (const char* mode : {"moved", "full"}) {
+    SCOPED_TRACE(mode);
+    EnvScope scope("FLASHKM_CUDA_UPDATE", mode);
+    auto gpu = detail::make_cuda_engine(n, d, 1, x.data(), p);
+    std::vector<float> c = {0.f, 0.f};
+    for (int it = 0; it < 2; ++it) {
+      Step g = run_step(*gpu, c);
+      ASSERT_EQ(g.counts[0], n);
+      EXPECT_EQ(g.centroids[0], want0);
+      EXPECT_EQ(g.centroids[1], want1);
+      c = g.centroids;
+    }
+  }
 }
 
 // fp16: the device's best tensor-core pass (wgmma on compute capability 9.0); fp16-sync:
