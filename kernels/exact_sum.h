@@ -33,12 +33,20 @@
 namespace flashkm {
 namespace detail {
 
-/// Most limbs a format needs: float32 ulp exponents span [-149, 104], (104 + 149) / 32 + 2.
-constexpr int kExactMaxLimbs = 9;
+/// Most limbs a format needs: float32 ulp exponents span [-149, 104], (104 + 149) / 32 + 3.
+constexpr int kExactMaxLimbs = 10;
+
+/// Values the GPU adds in one float64 register between two flushes into limbs (below).
+constexpr int kExactRunValues = 256;
 
 struct ExactFormat {
   int base = 0;   ///< weight of the lowest bit of limb 0: 2^base (the smallest ulp in the data)
-  int limbs = 2;  ///< limbs a sum holds, 2 .. kExactMaxLimbs
+  int limbs = 3;  ///< limbs a sum holds, 3 .. kExactMaxLimbs
+  /// Values whose ulp is at least 2^fast may be summed in a float64 register, kExactRunValues
+  /// at a time, without rounding: they are multiples of 2^fast below 2^(max_u + 24), so a run
+  /// of 2^8 of them stays below 2^(fast + 53). The register then goes into the limbs as an
+  /// integer of at most 53 bits at 2^fast (exact_scaled_parts).
+  int fast = 0;
 };
 
 /// Exponent u of the unit in the last place of the float32 with these bits (v = m 2^u).
@@ -53,12 +61,17 @@ inline ExactFormat exact_format(int min_u, int max_u) {
   ExactFormat f;
   if (min_u > max_u) return f;  // all zeros: nothing is ever added
   f.base = min_u;
-  f.limbs = ((max_u - min_u) >> 5) + 2;
+  // A value takes digits (u - base) / 32 and the next; a float64 run at 2^fast three.
+  f.limbs = ((max_u - min_u) >> 5) + 3;
+  constexpr int kRunBits = 8;  // log2(kExactRunValues)
+  static_assert((1 << kRunBits) == kExactRunValues, "run length");
+  f.fast = max_u - (53 - 24 - kRunBits);
+  if (f.fast < min_u) f.fast = min_u;
   return f;
 }
 
 /// The two limb parts of value v (of the data f was made for): v * 2^-base =
-/// lo * 2^(32 digit) + hi * 2^(32 (digit + 1)), 0 <= lo < 2^32, |hi| <= 2^23.
+/// lo * 2^(32 digit) + hi * 2^(32 (digit + 1)), 0 <= lo < 2^32, |hi| < 2^23.
 FLASHKM_HD void exact_parts(float v, int base, int* digit, int64_t* lo, int64_t* hi) {
   uint32_t bits;
 #ifdef __CUDA_ARCH__
@@ -79,6 +92,19 @@ FLASHKM_HD void exact_parts(float v, int base, int* digit, int64_t* lo, int64_t*
   *digit = shift >> 5;
   *lo = w & 0xffffffffLL;
   *hi = w >> 32;  // arithmetic: w = hi 2^32 + lo
+}
+
+/// The limb parts of m 2^(fast - base) for an integer |m| < 2^53 (a float64 run, exact):
+/// digits digit, digit + 1 and digit + 2 get p0, p1 (both in [0, 2^32)) and p2 (signed).
+FLASHKM_HD void exact_scaled_parts(int64_t m, int shift, int* digit, int64_t* p0, int64_t* p1,
+                                   int64_t* p2) {
+  // Shifted as unsigned: the same bits as m * 2^(shift & 31) in two's complement.
+  const __int128 t = static_cast<__int128>(static_cast<unsigned __int128>(static_cast<__int128>(m))
+                                           << (shift & 31));
+  *digit = shift >> 5;
+  *p0 = static_cast<int64_t>(t & 0xffffffff);
+  *p1 = static_cast<int64_t>((t >> 32) & 0xffffffff);
+  *p2 = static_cast<int64_t>(t >> 64);
 }
 
 /// Adds (sign = +1) or subtracts (-1) v to the sum in limbs (host code; the GPU adds with

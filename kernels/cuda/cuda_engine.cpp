@@ -329,8 +329,8 @@ int update_mode() {
   return choice < 0 ? 0 : choice == 0 ? 1 : 2;
 }
 /// Updates move the changed rows when at most n / kMovedFraction labels changed since the
-/// sums were made; above, adding all rows in label order is cheaper (4 integer atomics a
-/// value against registers, and a first pass where every label changes).
+/// sums were made; above, adding all rows once is cheaper than taking the moved ones out and
+/// putting them in (each read twice), and the first pass moves every row.
 constexpr int64_t kMovedFraction = 8;
 
 class CudaEngine final : public Engine {
@@ -411,7 +411,11 @@ class CudaEngine final : public Engine {
     // Updates from the rows that moved need the labels the sums hold, and room in the limbs
     // for the moves on top of the rows (exact_sum.h).
     moved_updates_ = resident_ && n <= (int64_t(1) << 30) && update_mode() != 1;
-    if (moved_updates_) sum_labels_.allocate(n, &res_.device_bytes);
+    if (moved_updates_) {
+      sum_labels_.allocate(n, &res_.device_bytes);
+      sum_keys_.allocate(n, &res_.device_bytes);
+      sum_ids_.allocate(n, &res_.device_bytes);
+    }
     res_.sync();
     if (p.verbose)
       std::fprintf(stderr,
@@ -602,9 +606,12 @@ class CudaEngine final : public Engine {
         FLASHKM_CUDA_CHECK(cudaMemcpyAsync(distances + off, dist_.get(), sizeof(float) * rows,
                                            cudaMemcpyDeviceToHost, res_.compute));
       }
-      if (sums_ready_)
-        accumulate_sorted(xd, rows, int(d_), int(k_), scratch, format_, limbs_.get(),
-                          counts_.get(), res_.compute);
+      if (sums_ready_) {
+        segment_bounds(rows, int(k_), scratch, res_.compute);
+        segment_counts(int(k_), scratch, counts_.get(), res_.compute);
+        accumulate_sorted(xd, rows, int(d_), scratch.keys_out, scratch.ids_out, nullptr, false,
+                          format_, limbs_.get(), res_.compute);
+      }
     });
     // The next pass may prune from this one: its centroids join its distances (dist64_)
     // and its sort, which update() cuts into segments.
@@ -675,20 +682,37 @@ class CudaEngine final : public Engine {
       FLASHKM_THROW_IF_NOT(resident_ && sorted_, "CUDA engine: update() called before assign()");
       // Once few rows move, moving them costs less than adding all: the sums are exact, so
       // both give the same limbs (FLASHKM_CUDA_UPDATE=moved|full forces one, for tests).
+      const UpdateScratch sorted = update_scratch();
+      segment_bounds(n_, int(k_), sorted, res_.compute);
       const int mode = update_mode();
-      if (sums_hold_labels_ && (mode == 2 || moved_since_sums_ <= n_ / kMovedFraction)) {
-        segment_bounds(n_, int(k_), update_scratch(), res_.compute);
-        accumulate_moved(x_resident(), n_, int(d_), labels_.get(), sum_labels_.get(), format_,
-                         limbs_.get(), counts_.get(), sm_count_, res_.compute);
+      const bool moved =
+          sums_hold_labels_ && (mode == 2 || moved_since_sums_ <= n_ / kMovedFraction);
+      if (moved) {
+        FLASHKM_CUDA_CHECK(
+            cudaMemsetAsync(counts_.get(), 0, sizeof(long long) * k_, res_.compute));
       } else {
         clear_sums();
-        accumulate_sorted(x_resident(), n_, int(d_), int(k_), update_scratch(), format_,
-                          limbs_.get(), counts_.get(), res_.compute);
-        if (moved_updates_) {
-          FLASHKM_CUDA_CHECK(cudaMemcpyAsync(sum_labels_.get(), labels_.get(), sizeof(int) * n_,
-                                             cudaMemcpyDeviceToDevice, res_.compute));
-          sums_hold_labels_ = true;
-        }
+      }
+      segment_counts(int(k_), sorted, counts_.get(), res_.compute);
+      if (moved) {
+        // Out of their old labels, in the old sort; into the new ones, in this one.
+        accumulate_sorted(x_resident(), n_, int(d_), sum_keys_.get(), sum_ids_.get(),
+                          labels_.get(), true, format_, limbs_.get(), res_.compute);
+        accumulate_sorted(x_resident(), n_, int(d_), sorted.keys_out, sorted.ids_out,
+                          sum_labels_.get(), false, format_, limbs_.get(), res_.compute);
+      } else {
+        accumulate_sorted(x_resident(), n_, int(d_), sorted.keys_out, sorted.ids_out, nullptr,
+                          false, format_, limbs_.get(), res_.compute);
+      }
+      if (moved_updates_) {
+        // The labelling the sums now hold, and its sort, for the next update.
+        FLASHKM_CUDA_CHECK(cudaMemcpyAsync(sum_labels_.get(), labels_.get(), sizeof(int) * n_,
+                                           cudaMemcpyDeviceToDevice, res_.compute));
+        FLASHKM_CUDA_CHECK(cudaMemcpyAsync(sum_keys_.get(), sorted.keys_out, sizeof(int) * n_,
+                                           cudaMemcpyDeviceToDevice, res_.compute));
+        FLASHKM_CUDA_CHECK(cudaMemcpyAsync(sum_ids_.get(), sorted.ids_out, sizeof(int) * n_,
+                                           cudaMemcpyDeviceToDevice, res_.compute));
+        sums_hold_labels_ = true;
       }
       moved_since_sums_ = 0;
       segments_ready_ = true;  // the segments of the last assign()'s labels, for pruning
@@ -747,8 +771,8 @@ class CudaEngine final : public Engine {
       // Pruning adds its candidate lists (8 bytes a slot) and the previous centroids.
       const size_t prune_bytes = prune_ ? size_t(k_) * (kPruneMaxCands * 8 + d_ * 4 + 32) : 0;
       // The exact sums take up to kExactMaxLimbs limbs a coordinate (the data decides), and
-      // updates from moved rows a label a row.
-      const size_t other = size_t(n_) * 52 + size_t(k_) * d_ * (16 + 8 * kExactMaxLimbs) +
+      // updates from moved rows a label and a sort position a row.
+      const size_t other = size_t(n_) * 60 + size_t(k_) * d_ * (16 + 8 * kExactMaxLimbs) +
                            prune_bytes + (size_t(1) << 30);
       budget = free_bytes > other ? (free_bytes - other) / 10 * 9 : 0;
     }
@@ -999,11 +1023,11 @@ class CudaEngine final : public Engine {
   DeviceArray<float> c_raw_, c_raw_t_, c_shifted_t_, c_beta_, means_dev_, dist_;
   DeviceArray<double> c_norm_sq_, c_max_norm_;
   /// The update's exact sums (k x d x format_.limbs) and cluster sizes; with moved updates,
-  /// the labels they hold (sum_labels_) once sums_hold_labels_.
+  /// the labelling they hold (sum_labels_) and its sort (keys, ids) once sums_hold_labels_.
   ExactFormat format_;
   DeviceArray<unsigned long long> limbs_;
   DeviceArray<long long> counts_;
-  DeviceArray<int> sum_labels_, range_scratch_;
+  DeviceArray<int> sum_labels_, sum_keys_, sum_ids_, range_scratch_;
   bool moved_updates_ = false, sums_hold_labels_ = false;
   int64_t moved_since_sums_ = 0;  ///< label changes the assign() passes counted since then
   DeviceArray<float> x_dev_, stage_[2];

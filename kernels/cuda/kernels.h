@@ -266,19 +266,19 @@ void sort_by_label(const int* labels, int64_t rows, int k, const UpdateScratch& 
 /// s.seg_end[a]) (labels without rows: 0 .. 0).
 void segment_bounds(int64_t rows, int k, const UpdateScratch& s, cudaStream_t stream);
 
-/// Sort-inverse update of one chunk, already sorted by sort_by_label: its segment bounds,
-/// its rows added to the exact sums (kernels/exact_sum.h; limbs: k x d x fmt.limbs, in the
-/// order (cluster, coordinate, limb)) and its cluster sizes to counts (k).
-void accumulate_sorted(const float* x, int64_t rows, int d, int k, const UpdateScratch& s,
-                       ExactFormat fmt, unsigned long long* limbs, long long* counts,
-                       cudaStream_t stream);
+/// counts[c] += the number of rows of label c (from segment_bounds).
+void segment_counts(int k, const UpdateScratch& s, long long* counts, cudaStream_t stream);
 
-/// The rows i whose labels[i] differs from prev[i] (the labels the limbs and counts hold):
-/// their values move from cluster prev[i] to labels[i], and prev[i] becomes labels[i]. The
-/// limbs then hold exactly what accumulate_sorted over all rows would give.
-void accumulate_moved(const float* x, int64_t rows, int d, const int* labels, int* prev,
-                      ExactFormat fmt, unsigned long long* limbs, long long* counts, int sm_count,
-                      cudaStream_t stream);
+/// Sort-inverse update: adds (subtract: removes) rows to the exact sums (kernels/exact_sum.h;
+/// limbs: k x d x fmt.limbs, in the order (cluster, coordinate, limb)). The rows are ids[p]
+/// of the sorted positions p < rows, to the sum of label keys[p] (sort_by_label's keys_out
+/// and ids_out); other null: every position, else only those whose other[ids[p]] differs
+/// from keys[p] (the rows that moved between two labellings). Integer atomics only: the
+/// limbs do not depend on the order, so the sums of moved rows, taken out of the old labels
+/// (in the old sort) and put into the new ones, give what adding all rows gives.
+void accumulate_sorted(const float* x, int64_t rows, int d, const int* keys, const int* ids,
+                       const int* other, bool subtract, ExactFormat fmt,
+                       unsigned long long* limbs, cudaStream_t stream);
 
 /// means[c] = float(exact_to_double(sum of c) / counts[c]) where counts[c] > 0 (the CPU's
 /// formula, bit for bit).

@@ -29,13 +29,15 @@ __global__ void segment_bounds_kernel(const int* __restrict__ keys, int64_t rows
 }
 
 // Exact sums (kernels/exact_sum.h) of sorted rows: a block takes kAccRows consecutive
-// sorted positions, a thread one coordinate; it adds the values of a run of equal labels
-// into limbs in registers and flushes them with one integer atomic per limb when the label
-// changes. Integer sums do not depend on the order of the atomics, so this is as
-// deterministic as a fixed-order chain without being one: no thread waits on a long chain
-// (the float64 chain of the largest cluster took 0.26 ms at 1M x 128, K 1024, run 59).
-// kAccBatch loads are in flight before their values are added.
-constexpr int kAccRows = 256;
+// sorted positions (those that count: all, or the rows that moved), a thread one
+// coordinate. A run of equal labels is summed in a float64 register, exactly, for values
+// whose ulp is at least 2^fmt.fast (all but the rare tiny ones, which go to register limbs),
+// and flushed into the cluster's limbs with integer atomics when the label changes.
+// Integer sums do not depend on the order of the atomics, so no thread waits on a long
+// chain (the float64 chain of the largest cluster took 0.26 ms at 1M x 128, K 1024, run
+// 59). kAccBatch loads are in flight before their values are added.
+constexpr int kAccRows = kExactRunValues;
+constexpr int kAccThreads = 128;
 constexpr int kAccBatch = 8;
 
 template <int L>
@@ -47,30 +49,77 @@ __device__ __forceinline__ void add_limbs(long long (&acc)[L], float v, int base
   for (int l = 0; l < L; ++l) acc[l] += (l == digit ? lo : 0) + (l == digit + 1 ? hi : 0);
 }
 
+// Adds (or subtracts) the float64 run and the register limbs to one sum and clears them.
 template <int L>
-__device__ __forceinline__ void flush_limbs(long long (&acc)[L], unsigned long long* limbs) {
+__device__ __forceinline__ void flush_run(double& run, long long (&acc)[L], bool subtract,
+                                          const ExactFormat& f, unsigned long long* limbs) {
+  if (run != 0) {
+    int64_t m = static_cast<int64_t>(ldexp(run, -f.fast));  // an integer below 2^53: exact
+    if (subtract) m = -m;
+    int digit;
+    int64_t p0, p1, p2;
+    exact_scaled_parts(m, f.fast - f.base, &digit, &p0, &p1, &p2);
+    if (p0 != 0) atomicAdd(limbs + digit, static_cast<unsigned long long>(p0));
+    if (p1 != 0) atomicAdd(limbs + digit + 1, static_cast<unsigned long long>(p1));
+    if (p2 != 0) atomicAdd(limbs + digit + 2, static_cast<unsigned long long>(p2));
+    run = 0;
+  }
 #pragma unroll
   for (int l = 0; l < L; ++l) {
-    if (acc[l] != 0) atomicAdd(limbs + l, static_cast<unsigned long long>(acc[l]));
+    if (acc[l] != 0)
+      atomicAdd(limbs + l, static_cast<unsigned long long>(subtract ? -acc[l] : acc[l]));
     acc[l] = 0;
   }
 }
 
 template <int L>
-__global__ void __launch_bounds__(128)
+__global__ void __launch_bounds__(kAccThreads)
     exact_accumulate_kernel(const float* __restrict__ x, int d, const int* __restrict__ keys,
-                            const int* __restrict__ ids, int64_t rows, int base,
+                            const int* __restrict__ ids, int64_t rows,
+                            const int* __restrict__ other, bool subtract, ExactFormat f,
                             unsigned long long* __restrict__ limbs) {
+  static_assert(kAccRows == 2 * kAccThreads, "two positions a thread while compacting");
   __shared__ int skey[kAccRows], sid[kAccRows];
+  __shared__ int warp_total[kAccThreads / 32];
+  // Compaction of the positions that count, in order (runs of a label stay together): each
+  // thread looks at two neighbouring positions, then an exclusive scan places them.
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int64_t r0 = int64_t(blockIdx.x) * kAccRows;
-  const int n = int(rows - r0 < kAccRows ? rows - r0 : int64_t(kAccRows));
-  for (int q = threadIdx.x; q < n; q += blockDim.x) {
-    skey[q] = keys[r0 + q];
-    sid[q] = ids[r0 + q];
+  int key[2], id[2], keep[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t p = r0 + 2 * tid + h;
+    keep[h] = 0;
+    if (p < rows) {
+      key[h] = keys[p];
+      id[h] = ids[p];
+      keep[h] = other == nullptr || other[id[h]] != key[h];
+    }
   }
+  const int mine = keep[0] + keep[1];
+  int incl = mine;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int t = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += t;
+  }
+  if (lane == 31) warp_total[warp] = incl;
   __syncthreads();
-  const int j = blockIdx.y * blockDim.x + threadIdx.x;
-  if (j >= d) return;
+  int before = incl - mine, n = 0;
+  for (int w = 0; w < kAccThreads / 32; ++w) {
+    if (w < warp) before += warp_total[w];
+    n += warp_total[w];
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+    if (keep[h]) {
+      skey[before] = key[h];
+      sid[before] = id[h];
+      ++before;
+    }
+  __syncthreads();
+  const int j = blockIdx.y * blockDim.x + tid;
+  if (n == 0 || j >= d) return;
+  double run = 0;
   long long acc[L];
 #pragma unroll
   for (int l = 0; l < L; ++l) acc[l] = 0;
@@ -83,15 +132,20 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
     for (int u = 0; u < kAccBatch; ++u) {
       if (q0 + u >= n) break;
-      const int key = skey[q0 + u];
-      if (key != cur) {
-        flush_limbs<L>(acc, limbs + (int64_t(cur) * d + j) * L);
-        cur = key;
+      const int k = skey[q0 + u];
+      if (k != cur) {
+        flush_run<L>(run, acc, subtract, f, limbs + (int64_t(cur) * d + j) * L);
+        cur = k;
       }
-      add_limbs<L>(acc, v[u], base);
+      const uint32_t bits = __float_as_uint(v[u]);
+      if ((bits & 0x7fffffffu) == 0 || float_ulp_exp(bits) >= f.fast) {
+        run += double(v[u]);
+      } else {
+        add_limbs<L>(acc, v[u], f.base);
+      }
     }
   }
-  flush_limbs<L>(acc, limbs + (int64_t(cur) * d + j) * L);
+  flush_run<L>(run, acc, subtract, f, limbs + (int64_t(cur) * d + j) * L);
 }
 
 __global__ void segment_counts_kernel(const int* __restrict__ seg_begin,
@@ -99,54 +153,6 @@ __global__ void segment_counts_kernel(const int* __restrict__ seg_begin,
                                       long long* __restrict__ counts) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c < k) counts[c] += seg_end[c] - seg_begin[c];
-}
-
-// Rows whose label differs from prev (the labels the limbs hold): a warp looks at 32 rows,
-// then moves each changed row's values out of its old cluster's limbs and into the new
-// one's, a lane per coordinate, and records the new label in prev.
-__global__ void exact_moved_kernel(const float* __restrict__ x, int d, int64_t rows,
-                                   const int* __restrict__ labels, int* __restrict__ prev,
-                                   int base, int n_limbs, unsigned long long* __restrict__ limbs,
-                                   unsigned long long* __restrict__ counts) {
-  const int lane = threadIdx.x & 31;
-  const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t r0 = warp * 32; r0 < rows; r0 += warps * 32) {
-    const int64_t i = r0 + lane;
-    int from = 0, to = 0;
-    if (i < rows) {
-      to = labels[i];
-      from = prev[i];
-    }
-    unsigned moved = __ballot_sync(0xffffffffu, from != to);
-    if (from != to) {
-      prev[i] = to;
-      atomicAdd(counts + from, ~0ull);  // -1
-      atomicAdd(counts + to, 1ull);
-    }
-    while (moved) {
-      const int src = __ffs(moved) - 1;
-      moved &= moved - 1;
-      const int a = __shfl_sync(0xffffffffu, from, src);
-      const int b = __shfl_sync(0xffffffffu, to, src);
-      const float* row = x + (r0 + src) * d;
-      for (int j = lane; j < d; j += 32) {
-        int digit;
-        int64_t lo, hi;
-        exact_parts(row[j], base, &digit, &lo, &hi);
-        unsigned long long* pa = limbs + (int64_t(a) * d + j) * n_limbs + digit;
-        unsigned long long* pb = limbs + (int64_t(b) * d + j) * n_limbs + digit;
-        if (lo != 0) {
-          atomicAdd(pa, static_cast<unsigned long long>(-lo));
-          atomicAdd(pb, static_cast<unsigned long long>(lo));
-        }
-        if (hi != 0) {
-          atomicAdd(pa + 1, static_cast<unsigned long long>(-hi));
-          atomicAdd(pb + 1, static_cast<unsigned long long>(hi));
-        }
-      }
-    }
-  }
 }
 
 __global__ void exact_means_kernel(const unsigned long long* __restrict__ limbs,
@@ -222,47 +228,42 @@ void segment_bounds(int64_t rows, int k, const UpdateScratch& s, cudaStream_t st
 }
 
 template <int L>
-void launch_accumulate(const float* x, int64_t rows, int d, const UpdateScratch& s, int base,
-                       unsigned long long* limbs, cudaStream_t stream) {
-  const int threads = d >= 128 ? 128 : (d + 31) / 32 * 32;
+void launch_accumulate(const float* x, int64_t rows, int d, const int* keys, const int* ids,
+                       const int* other, bool subtract, ExactFormat f, unsigned long long* limbs,
+                       cudaStream_t stream) {
+  const int threads = kAccThreads;
   const dim3 grid(unsigned((rows + kAccRows - 1) / kAccRows), unsigned((d + threads - 1) / threads));
   exact_accumulate_kernel<L>
-      <<<grid, threads, 0, stream>>>(x, d, s.keys_out, s.ids_out, rows, base, limbs);
+      <<<grid, threads, 0, stream>>>(x, d, keys, ids, rows, other, subtract, f, limbs);
   FLASHKM_CUDA_CHECK_LAUNCH(exact_accumulate_kernel);
 }
 
-void accumulate_sorted(const float* x, int64_t rows, int d, int k, const UpdateScratch& s,
-                       ExactFormat fmt, unsigned long long* limbs, long long* counts,
-                       cudaStream_t stream) {
-  segment_bounds(rows, k, s, stream);
-  if (rows == 0) return;
+void segment_counts(int k, const UpdateScratch& s, long long* counts, cudaStream_t stream) {
   segment_counts_kernel<<<unsigned((k + 255) / 256), 256, 0, stream>>>(s.seg_begin, s.seg_end, k,
                                                                        counts);
   FLASHKM_CUDA_CHECK_LAUNCH(segment_counts_kernel);
-  switch (fmt.limbs) {
-    case 2: return launch_accumulate<2>(x, rows, d, s, fmt.base, limbs, stream);
-    case 3: return launch_accumulate<3>(x, rows, d, s, fmt.base, limbs, stream);
-    case 4: return launch_accumulate<4>(x, rows, d, s, fmt.base, limbs, stream);
-    case 5: return launch_accumulate<5>(x, rows, d, s, fmt.base, limbs, stream);
-    case 6: return launch_accumulate<6>(x, rows, d, s, fmt.base, limbs, stream);
-    case 7: return launch_accumulate<7>(x, rows, d, s, fmt.base, limbs, stream);
-    case 8: return launch_accumulate<8>(x, rows, d, s, fmt.base, limbs, stream);
-    case 9: return launch_accumulate<9>(x, rows, d, s, fmt.base, limbs, stream);
-    default:
-      FLASHKM_THROW("exact sums: %d limbs, expected 2 .. %d", fmt.limbs, kExactMaxLimbs);
-  }
 }
 
-void accumulate_moved(const float* x, int64_t rows, int d, const int* labels, int* prev,
-                      ExactFormat fmt, unsigned long long* limbs, long long* counts, int sm_count,
-                      cudaStream_t stream) {
+void accumulate_sorted(const float* x, int64_t rows, int d, const int* keys, const int* ids,
+                       const int* other, bool subtract, ExactFormat f, unsigned long long* limbs,
+                       cudaStream_t stream) {
   if (rows == 0) return;
-  const int64_t want = (rows + 255) / 256;
-  const unsigned blocks = unsigned(std::min<int64_t>(want, int64_t(sm_count) * 8));
-  exact_moved_kernel<<<blocks, 256, 0, stream>>>(x, d, rows, labels, prev, fmt.base, fmt.limbs,
-                                                 limbs,
-                                                 reinterpret_cast<unsigned long long*>(counts));
-  FLASHKM_CUDA_CHECK_LAUNCH(exact_moved_kernel);
+  switch (f.limbs) {
+#define FLASHKM_LIMBS_CASE(L) \
+  case L:                     \
+    return launch_accumulate<L>(x, rows, d, keys, ids, other, subtract, f, limbs, stream);
+    FLASHKM_LIMBS_CASE(3)
+    FLASHKM_LIMBS_CASE(4)
+    FLASHKM_LIMBS_CASE(5)
+    FLASHKM_LIMBS_CASE(6)
+    FLASHKM_LIMBS_CASE(7)
+    FLASHKM_LIMBS_CASE(8)
+    FLASHKM_LIMBS_CASE(9)
+    FLASHKM_LIMBS_CASE(10)
+#undef FLASHKM_LIMBS_CASE
+    default:
+      FLASHKM_THROW("exact sums: %d limbs, expected 3 .. %d", f.limbs, kExactMaxLimbs);
+  }
 }
 
 void compute_means(const unsigned long long* limbs, const long long* counts, int k, int d,
