@@ -36,7 +36,10 @@ class Engine {
   /// Assigns every point to its nearest centroid (ties: lowest index) and keeps the labels.
   /// When distances is non-null, writes per-point distances (L2: squared distance, IP: inner
   /// product), computed in float64 and rounded to float32, to that host array (n values).
-  virtual AssignOutcome assign(float* distances = nullptr) = 0;
+  /// inertia false: the caller does not need AssignOutcome::inertia, and a backend for
+  /// which it costs a pass over the data of its own (CUDA, rows stored as fp16) may leave
+  /// it NaN.
+  virtual AssignOutcome assign(float* distances = nullptr, bool inertia = true) = 0;
 
   /// From the current labels: sums of each cluster's points accumulated in float64 in a fixed
   /// order (ascending point index), then rounded to float32 means written to centroids (k x d,

@@ -170,7 +170,9 @@ KMeansResult KMeans::fit(int64_t n, const float* x) {
   const bool tty = isatty(STDERR_FILENO);
   for (int it = 0; it < params_.max_iter; ++it) {
     const auto t0 = Clock::now();
-    detail::AssignOutcome a = engine->assign();
+    // Stored as fp16, the inertia of a pass costs a read of every float32 row from host
+    // memory: only where tol needs it (DeviceRows::Float16).
+    detail::AssignOutcome a = engine->assign(nullptr, params_.tol > 0);
     engine->update(c.data(), counts.data());
     IterationStats st;
     st.iter = it;
@@ -229,6 +231,7 @@ void KMeans::assign(int64_t n, const float* x, int32_t* labels, float* distances
   p.n_clusters = static_cast<int>(k);
   p.bounds = false;  // one pass: nothing to carry to a next one
   p.max_iter = 0;    // tells the backend so (the CUDA one then streams without page-locking)
+  p.device_rows = DeviceRows::Float32;  // one pass reads every row once in any case
   auto engine = make_engine(on_device || use_cuda(p.device), n, d_, k, x, on_device, p);
   engine->set_centroids(centroids_.data());
   engine->assign(distances);
@@ -269,6 +272,7 @@ const char* to_string(EmptyClusterPolicy p) {
   }
 }
 const char* to_string(Precision p) { return p == Precision::Exact ? "exact" : "fast"; }
+const char* to_string(DeviceRows r) { return r == DeviceRows::Float32 ? "fp32" : "fp16"; }
 
 Metric parse_metric(const std::string& s) {
   if (s == "l2" || s == "L2") return Metric::L2;
@@ -291,6 +295,11 @@ Precision parse_precision(const std::string& s) {
   if (s == "exact") return Precision::Exact;
   if (s == "fast") return Precision::Fast;
   FLASHKM_THROW("precision '%s': expected exact or fast", s.c_str());
+}
+DeviceRows parse_device_rows(const std::string& s) {
+  if (s == "fp32" || s == "float32") return DeviceRows::Float32;
+  if (s == "fp16" || s == "float16") return DeviceRows::Float16;
+  FLASHKM_THROW("device rows '%s': expected fp32 or fp16", s.c_str());
 }
 
 }  // namespace flashkm

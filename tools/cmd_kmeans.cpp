@@ -26,6 +26,7 @@ class KMeansCommand : public Command {
     device_ = to_string(defaults.device);
     empty_ = to_string(defaults.empty_policy);
     precision_ = to_string(defaults.precision);
+    device_rows_ = to_string(defaults.device_rows);
 
     app.add_option("--input,-i", input_,
                    "Vectors to cluster: .fvecs, .bvecs, .npy (n x d; float32 is used in place, "
@@ -64,6 +65,14 @@ class KMeansCommand : public Command {
                    "no fix-up)")
         ->capture_default_str()
         ->check(enum_validator(parse_precision, "exact|fast"));
+    app.add_option("--device-rows", device_rows_,
+                   "GPU, data in host memory: fp32 keeps the float32 rows on the device when "
+                   "they fit, else streams them each iteration; fp16 keeps an fp16 copy (half "
+                   "the memory or less) and reads from host memory only the float32 rows the "
+                   "exact fix-up and the update need (same results; the per-iteration inertia "
+                   "is then computed only with --tol)")
+        ->capture_default_str()
+        ->check(enum_validator(parse_device_rows, "fp32|fp16"));
     app.add_flag("--no-bounds", no_bounds_,
                  "A full distance pass for every point in every iteration, instead of settling "
                  "points whose nearest centroid is proven by bounds (CPU: the last pass's "
@@ -84,6 +93,13 @@ class KMeansCommand : public Command {
       check_output_format(labels_, "--labels", {FileFormat::Ivecs, FileFormat::Npy});
 
     Matrix x = read_matrix(input_);
+    const DeviceRows device_rows = parse_device_rows(device_rows_);
+    if (device_rows == DeviceRows::Float16 && x.is_mapped()) {
+      // The fp16 rows read float32 rows from page-locked host memory, which a file mapping
+      // never is: a private copy.
+      std::vector<float> copy(x.data(), x.data() + x.n() * x.d());
+      x = Matrix(x.n(), x.d(), std::move(copy));
+    }
     FLASHKM_THROW_IF_NOT(k_ <= x.n(),
                          "--k %d is larger than the %lld points in %s; expected k <= n", k_,
                          (long long)x.n(), input_.c_str());
@@ -98,6 +114,7 @@ class KMeansCommand : public Command {
     p.device = parse_device(device_);
     p.empty_policy = parse_empty_policy(empty_);
     p.precision = parse_precision(precision_);
+    p.device_rows = device_rows;
     p.bounds = !no_bounds_;
     p.init = init_from_string(init_);
     if (p.init == Init::Given) {
@@ -149,6 +166,7 @@ class KMeansCommand : public Command {
                                     {"metric", to_string(p.metric)},
                                     {"init", to_string(p.init)},
                                     {"precision", to_string(p.precision)},
+                                    {"device_rows", to_string(p.device_rows)},
                                     {"empty", to_string(p.empty_policy)},
                                     {"seed", p.seed},
                                     {"iterations", iterations},
@@ -172,7 +190,7 @@ class KMeansCommand : public Command {
   double tol_ = 0;
   uint64_t seed_ = 0;
   int threads_ = 0;
-  std::string init_, metric_, device_, empty_, precision_;
+  std::string init_, metric_, device_, empty_, precision_, device_rows_;
   bool json_ = false;
   bool no_bounds_ = false;
 };

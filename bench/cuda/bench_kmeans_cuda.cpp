@@ -9,6 +9,8 @@
 //                          [--variants "NAME=VALUE[,NAME=VALUE...] ..."]
 // --variants runs each shape once per listed environment (set while its engine is built,
 // e.g. FLASHKM_CUDA_STREAM=staged), on the same data; "-" is the environment as it is.
+// ROWS=fp16 and BUDGET_MB=M in a variant set KMeansParams::device_rows and
+// device_memory_budget instead (e.g. "- ROWS=fp16 BUDGET_MB=8192").
 // --dump writes x.f32 / init.f32 (raw little-endian float32) for peer scripts.
 #include <cuda_runtime.h>
 
@@ -201,6 +203,7 @@ int main(int argc, char** argv) {
     }
     for (const std::string& variant : variants) {
       std::vector<std::string> set_names;
+      flashkm::KMeansParams p = base;
       for (size_t pos = 0; variant != "-" && pos < variant.size();) {
         size_t end = variant.find(',', pos);
         if (end == std::string::npos) end = variant.size();
@@ -210,12 +213,20 @@ int main(int argc, char** argv) {
           std::fprintf(stderr, "bad variant '%s' (expected NAME=VALUE)\n", kv.c_str());
           return 2;
         }
-        set_names.push_back(kv.substr(0, eq));
-        setenv(set_names.back().c_str(), kv.substr(eq + 1).c_str(), 1);
         pos = end + 1;
+        // Two names are parameters, not environment: ROWS (KMeansParams::device_rows) and
+        // BUDGET_MB (device_memory_budget; a budget below the data streams it).
+        const std::string name = kv.substr(0, eq), value = kv.substr(eq + 1);
+        if (name == "ROWS") {
+          p.device_rows = flashkm::parse_device_rows(value);
+        } else if (name == "BUDGET_MB") {
+          p.device_memory_budget = size_t(std::atoll(value.c_str())) << 20;
+        } else {
+          set_names.push_back(name);
+          setenv(name.c_str(), value.c_str(), 1);
+        }
       }
       std::vector<float> c = c0;  // every variant starts from the same centroids
-      flashkm::KMeansParams p = base;
       p.n_clusters = int(s.k);
       const size_t free0 = free_device_bytes();
       size_t min_free = free0;
@@ -230,7 +241,8 @@ int main(int argc, char** argv) {
       for (int it = 0; it <= s.iters; ++it) {  // iteration 0 is the warm-up
         const double a = now_ms();
         e->set_centroids(c.data());
-        const flashkm::detail::AssignOutcome out = e->assign(nullptr);
+        // No inertia asked for, as in a fit without tol (only fp16 rows skip it).
+        const flashkm::detail::AssignOutcome out = e->assign(nullptr, false);
         const double b = now_ms();
         e->update(c.data(), counts.data());
         const double u = now_ms();

@@ -61,6 +61,24 @@ enum class Precision {
   Fast,
 };
 
+/// How a CUDA fit keeps data given in host memory on the device.
+enum class DeviceRows {
+  /// The float32 rows, resident when they fit device_memory_budget (or the free memory),
+  /// else streamed from host memory every iteration (default).
+  Float32,
+  /// An fp16 copy of the rows (2 roundup(d, 64) + 12 bytes a row, half of float32 or less),
+  /// for data too large to keep in float32. Results stay exact and identical to Float32's:
+  /// the tensor-core pass certifies each row with a bound widened by that row's fp16
+  /// rounding error, and reads the float32 rows it needs from host memory (the rows it
+  /// cannot certify, and those whose label changed, for the update) through the bus. The
+  /// host rows must be private anonymous memory (a std::vector, malloc), page-locked for the
+  /// fit; file mappings and device memory are refused. Needs a tensor-core pass (compute
+  /// capability 8.0 or later). Cost: the per-iteration inertia would need every float32
+  /// row, so IterationStats::inertia is NaN unless tol > 0 (then each pass reads all rows);
+  /// the final inertia is always computed. No centre-centre pruning (bounds).
+  Float16,
+};
+
 /// Tile shape of the fused assignment. Zero fields mean "let the selector choose"; any valid
 /// value gives bit-identical results, only speed changes.
 struct TileConfig {
@@ -71,7 +89,9 @@ struct TileConfig {
 /// Statistics of one Lloyd iteration (assignment followed by update).
 struct IterationStats {
   int iter = 0;         ///< 0-based iteration number
-  double inertia = 0;   ///< L2: sum of squared distances; IP: sum of inner products
+  /// L2: sum of squared distances; IP: sum of inner products (NaN with DeviceRows::Float16
+  /// and tol == 0: not computed)
+  double inertia = 0;
   double seconds = 0;   ///< wall time of this iteration
   int64_t changed = 0;  ///< points whose label differs from the previous iteration
   int64_t fixups = 0;   ///< rows whose fast distance was not certified and were recomputed
@@ -123,6 +143,7 @@ struct KMeansParams {
   /// duration when the driver allows it; otherwise (file mappings, one-pass assign, memory
   /// already pinned) they are copied through pinned staging buffers.
   size_t device_memory_budget = 0;
+  DeviceRows device_rows = DeviceRows::Float32;  ///< CUDA, host data: see DeviceRows
   IterationCallback callback;  ///< optional progress hook
   bool verbose = false;        ///< print one line per iteration on stderr
 };
@@ -192,9 +213,11 @@ const char* to_string(Init i);
 const char* to_string(Device d);
 const char* to_string(EmptyClusterPolicy p);
 const char* to_string(Precision p);
+const char* to_string(DeviceRows r);
 Metric parse_metric(const std::string& s);
 Device parse_device(const std::string& s);
 EmptyClusterPolicy parse_empty_policy(const std::string& s);
 Precision parse_precision(const std::string& s);
+DeviceRows parse_device_rows(const std::string& s);
 
 }  // namespace flashkm

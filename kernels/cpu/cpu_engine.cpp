@@ -125,7 +125,7 @@ class CpuEngine final : public Engine {
     pack_centroids(c, k_, d_, shift_.empty() ? nullptr : shift_.data(), params_.metric, &pc_);
   }
 
-  AssignOutcome assign(float* distances) override {
+  AssignOutcome assign(float* distances, bool /*inertia: always computed*/) override {
     const int64_t nblocks = (n_ + kAssignBlock - 1) / kAssignBlock;
     std::vector<double> block_inertia(nblocks, 0);
     std::vector<int64_t> block_changed(nblocks, 0), block_fixups(nblocks, 0),

@@ -344,7 +344,9 @@ __global__ void __launch_bounds__(kFinalizeThreads)
   if (tid == 0) block_changed = 0;
   const float* cr = a.c.raw + int64_t(lab) * d;
   double acc = 0;
-  for (int j0 = 0; j0 < d; j0 += kFinalizeChunk) {
+  // Without dist64 (rows stored as fp16, no distances asked for) only labels and changes.
+  const int dist_end = dist64 ? d : 0;
+  for (int j0 = 0; j0 < dist_end; j0 += kFinalizeChunk) {
     const int jn = min(kFinalizeChunk, d - j0);
     __syncthreads();
     // Thread tid stages coordinate tid % C of rows tid / C + i * T / C: a warp reads 32
@@ -386,10 +388,11 @@ __global__ void __launch_bounds__(kFinalizeThreads)
       for (; jj < jn; ++jj) step(jj, cr[j0 + jj]);
     }
   }
+  if (dist_end == 0) __syncthreads();  // block_changed is zeroed (the loop's barrier otherwise)
   if (valid) {
     if (labels[row] != lab) atomicAdd(&block_changed, 1);
     labels[row] = lab;
-    dist64[row] = acc;
+    if (dist64) dist64[row] = acc;
     if (dist) dist[row] = __double2float_rn(acc);
   }
   __syncthreads();
@@ -511,7 +514,7 @@ void launch_finalize(const AssignArgs& a, const int* sorted_labels, const int* s
                            kFinalizeThreads, 0, stream>>>(a, sorted_labels, sorted_ids, labels,
                                                           dist, dist64, changed);
   FLASHKM_CUDA_CHECK_LAUNCH(finalize_sorted_kernel);
-  launch_block_inertia(dist64, a.rows, block_inertia, stream);
+  if (dist64) launch_block_inertia(dist64, a.rows, block_inertia, stream);
 }
 
 void launch_finalize_list(const AssignArgs& a, const int* list, const int* count, int* labels,

@@ -369,13 +369,27 @@ class CudaEngine final : public Engine {
     // assignment on. Unlabelled first passes and streamed chunks take the full pass.
     prune_ = p.bounds && p.metric == Metric::L2 && p.precision == Precision::Exact &&
              k <= kPruneMaxK && d <= kPruneMaxDim && prune_allowed();
+    fp16_rows_ = p.device_rows == DeviceRows::Float16;
+    if (fp16_rows_) {
+      FLASHKM_THROW_IF_NOT(!x_on_device, "device_rows=fp16: x is device memory already (the "
+                                         "fp16 copy is made from float32 rows in host memory)");
+      FLASHKM_THROW_IF_NOT(mma, "device_rows=fp16 needs a tensor-core pass (compute capability "
+                                "8.0 or later); this engine runs the %s",
+                           pass_name());
+      prune_ = false;  // it would read every float32 row
+      split_arrays_ = false;
+    }
     plan_memory(p.device_memory_budget);
     prune_ = prune_ && resident_;
     if (prune_) {
       prune_groups_ = prune_groups(k);
       prune_small_ = prune_small_tiles();
     }
-    if (!resident_) register_host_rows();
+    if (fp16_rows_) {
+      map_host_rows();
+    } else if (!resident_) {
+      register_host_rows();
+    }
     allocate();
 
     std::vector<double> shift(d, 0.0);
@@ -393,7 +407,12 @@ class CudaEngine final : public Engine {
     if (mma && x_on_device_)
       x_scale_exp_ = mma_scale_exp(max_abs_centred_device(x, n, d, shift_.get(), res_.compute));
     FLASHKM_CUDA_CHECK(cudaMemsetAsync(labels_.get(), 0xff, sizeof(int) * n, res_.compute));
-    if (resident_) {
+    if (fp16_rows_) {
+      store_fp16_rows();
+      int lo, hi;
+      exact_exponent_range(x, n * d, int(host_threads()), &lo, &hi);
+      format_ = exact_format(lo, hi);
+    } else if (resident_) {
       if (!x_on_device_)
         FLASHKM_CUDA_CHECK(cudaMemcpyAsync(x_dev_.get(), x, sizeof(float) * n * d,
                                            cudaMemcpyHostToDevice, res_.compute));
@@ -422,7 +441,8 @@ class CudaEngine final : public Engine {
                    "flashkm cuda: %s, %s data (%lld rows a chunk), %.1f MB of device memory "
                    "(CUB's sort scratch: %.1f MB, in the candidate slots)\n",
                    pass_name(),
-                   resident_          ? "resident"
+                   fp16_rows_         ? "fp16 rows resident (float32 rows mapped from host)"
+                   : resident_        ? "resident"
                    : host_registered_ ? "streamed from page-locked host rows"
                                       : "streamed through pinned staging buffers",
                    (long long)chunk_rows_, double(res_.device_bytes) / 1e6,
@@ -443,7 +463,7 @@ class CudaEngine final : public Engine {
   void kmeanspp(uint64_t seed, float* centroids) override {
     static_assert(kReduceBlock == kKMeansPPBlock, "block sums are shared scratch");
     prune_ready_ = false;  // dist64_ is its scratch: the next pass must not prune from it
-    if (!resident_) {
+    if (!resident_ || fp16_rows_) {  // fp16 rows: it would read every float32 row each draw
       Engine::kmeanspp(seed, centroids);
       return;
     }
@@ -467,7 +487,7 @@ class CudaEngine final : public Engine {
     have_centroids_ = true;
   }
 
-  AssignOutcome assign(float* distances) override {
+  AssignOutcome assign(float* distances, bool want_inertia) override {
     FLASHKM_THROW_IF_NOT(have_centroids_, "CUDA engine: assign() called before set_centroids()");
     const bool certify = params_.precision == Precision::Exact;
     if (distances && !dist_.get()) dist_.allocate(chunk_rows_, &res_.device_bytes);
@@ -485,6 +505,7 @@ class CudaEngine final : public Engine {
     // Until this pass completes, its scratch describes no previous pass (an exception below
     // leaves the engine unable to prune, not pruning from half-written state).
     prune_ready_ = segments_ready_ = false;
+    bool skipped_inertia = false;
     for_each_chunk([&](const float* xd, int64_t off, int64_t rows, int64_t chunk) {
       if (!resident_) {
         row_norms(xd, rows, int(d_), shift_.get(), xnorm_.get(), res_.compute);
@@ -511,11 +532,14 @@ class CudaEngine final : public Engine {
       a.recheck_count = recheck_count_.get();
       SplitRows xs;
       SplitCentroids cs;
+      if (fp16_rows_) a.row_err = row_err_.get();
       if (mma) {
         if (split_arrays_) {
           const int64_t xoff = resident_ ? off * dpad_ : 0;
           xs.hi = x16_hi_.get() + xoff;
           xs.lo = x16_lo_.get() + xoff;
+        } else if (fp16_rows_) {
+          xs.hi = x16_hi_.get();  // lo null: the rows are fp16 alone
         }
         xs.dpad = int(dpad_);
         xs.scale_exp = x_scale_exp_;
@@ -597,10 +621,14 @@ class CudaEngine final : public Engine {
         launch_block_inertia(dist64_.get(), rows, block_inertia_.get() + off / kReduceBlock,
                              res_.compute);
       } else {
+        // Rows stored as fp16: distances read every float32 row from host memory, so only
+        // where asked for.
+        const bool exact_dist = !fp16_rows_ || want_inertia || distances;
         launch_finalize(a, scratch.keys_out, scratch.ids_out, labels_.get() + off,
-                        distances ? dist_.get() : nullptr, dist64_.get(),
+                        distances ? dist_.get() : nullptr, exact_dist ? dist64_.get() : nullptr,
                         block_inertia_.get() + off / kReduceBlock, changed_counts() + chunk,
                         res_.compute);
+        skipped_inertia = !exact_dist;
       }
       if (distances) {
         FLASHKM_CUDA_CHECK(cudaMemcpyAsync(distances + off, dist_.get(), sizeof(float) * rows,
@@ -645,6 +673,7 @@ class CudaEngine final : public Engine {
     out.pruned = pruned;
     int64_t window_fixups = 0;
     for (int64_t b = 0; b < nblocks; ++b) out.inertia += inertia[b];
+    if (skipped_inertia) out.inertia = std::numeric_limits<double>::quiet_NaN();
     sorted_ = true;
     for (int64_t c = 0; c < nchunks_; ++c) {
       out.changed += changed[c];
@@ -685,8 +714,9 @@ class CudaEngine final : public Engine {
       const UpdateScratch sorted = update_scratch();
       segment_bounds(n_, int(k_), sorted, res_.compute);
       const int mode = update_mode();
-      const bool moved =
-          sums_hold_labels_ && (mode == 2 || moved_since_sums_ <= n_ / kMovedFraction);
+      // fp16 rows: every row read crosses the bus, so moving rows pays until half move.
+      const int64_t most_moved = fp16_rows_ ? n_ / 2 : n_ / kMovedFraction;
+      const bool moved = sums_hold_labels_ && (mode == 2 || moved_since_sums_ <= most_moved);
       if (moved) {
         FLASHKM_CUDA_CHECK(
             cudaMemsetAsync(counts_.get(), 0, sizeof(long long) * k_, res_.compute));
@@ -776,7 +806,17 @@ class CudaEngine final : public Engine {
                            prune_bytes + (size_t(1) << 30);
       budget = free_bytes > other ? (free_bytes - other) / 10 * 9 : 0;
     }
-    if (x_on_device_) {
+    if (fp16_rows_) {
+      // fp16 halves, the norm and the fp16 rounding error of every row.
+      const size_t need = size_t(n_) * (2 * dpad_ + sizeof(double) + sizeof(float));
+      FLASHKM_THROW_IF_NOT(need <= budget,
+                           "device_rows=fp16: the fp16 rows need %.1f MB of device memory, "
+                           "above the %.1f MB available (device_memory_budget or free memory); "
+                           "device_rows=fp32 streams data of any size",
+                           double(need) / 1e6, double(budget) / 1e6);
+      resident_ = true;
+      chunk_rows_ = n_;
+    } else if (x_on_device_) {
       // The caller's rows are resident already; flashkm adds their norms and fp16 split.
       const size_t need = size_t(n_) * (row_bytes - sizeof(float) * d_);
       FLASHKM_THROW_IF_NOT(need <= budget,
@@ -821,6 +861,55 @@ class CudaEngine final : public Engine {
                          "failed: %s",
                          bytes, cudaGetErrorString(err));
     host_registered_ = host_rows_.locked();
+  }
+
+  // fp16 rows: the float32 rows stay in host memory, page-locked and mapped into the device's
+  // address space, so that the fix-ups and the update read the rows they need in place.
+  void map_host_rows() {
+    const size_t bytes = sizeof(float) * size_t(n_) * size_t(d_);
+    cudaPointerAttributes attr;
+    FLASHKM_CUDA_CHECK(cudaPointerGetAttributes(&attr, x_));
+    if (attr.type != cudaMemoryTypeHost) {
+      FLASHKM_THROW_IF_NOT(private_anonymous(x_, bytes),
+                           "device_rows=fp16: the rows are not (all) private anonymous memory "
+                           "(a file mapping?), which flashkm never page-locks; use "
+                           "device_rows=fp32, which streams them");
+      const cudaError_t err = host_rows_.lock(const_cast<float*>(x_), bytes);
+      FLASHKM_THROW_IF_NOT(err == cudaSuccess,
+                           "device_rows=fp16: cudaHostRegister of %zu bytes of rows failed: %s",
+                           bytes, cudaGetErrorString(err));
+    }
+    // Pinned by the caller (cudaHostAlloc, cudaHostRegister) or just now: mapped under
+    // unified addressing. Both ends must be, so that every row is.
+    void* dev = nullptr;
+    FLASHKM_CUDA_CHECK(cudaHostGetDevicePointer(&dev, const_cast<float*>(x_), 0));
+    void* last = nullptr;
+    FLASHKM_CUDA_CHECK(cudaHostGetDevicePointer(
+        &last, const_cast<float*>(x_ + (size_t(n_) * size_t(d_) - 1)), 0));
+    FLASHKM_THROW_IF_NOT(static_cast<float*>(last) - static_cast<float*>(dev) ==
+                             int64_t(size_t(n_) * size_t(d_) - 1),
+                         "device_rows=fp16: the rows are not one mapped range");
+    x_mapped_ = static_cast<const float*>(dev);
+    host_registered_ = true;
+  }
+
+  // The fp16 copy of the rows, their norms and fp16 rounding errors, made on the device
+  // from chunks of the float32 rows copied through one buffer.
+  void store_fp16_rows() {
+    const int64_t chunk =
+        std::max<int64_t>(1, std::min<int64_t>(n_, int64_t(kMaxChunkBytes / (sizeof(float) * d_))));
+    size_t scratch_bytes = 0;
+    DeviceArray<float> stage;
+    stage.allocate(size_t(chunk * d_), &scratch_bytes);
+    for (int64_t off = 0; off < n_; off += chunk) {
+      const int64_t rows = std::min(chunk, n_ - off);
+      FLASHKM_CUDA_CHECK(cudaMemcpyAsync(stage.get(), x_ + off * d_, sizeof(float) * rows * d_,
+                                         cudaMemcpyHostToDevice, res_.compute));
+      row_norms(stage.get(), rows, int(d_), shift_.get(), xnorm_.get() + off, res_.compute);
+      fp16_rows(stage.get(), rows, int(d_), shift_.get(), int(dpad_), x_scale_exp_,
+                x16_hi_.get() + off * dpad_, row_err_.get() + off, res_.compute);
+    }
+    res_.sync();  // before the buffer goes
   }
 
   void allocate() {
@@ -879,6 +968,10 @@ class CudaEngine final : public Engine {
       x16_hi_.allocate(chunk_rows_ * dpad_, b);
       x16_lo_.allocate(chunk_rows_ * dpad_, b);
     }
+    if (fp16_rows_) {
+      x16_hi_.allocate(n_ * dpad_, b);
+      row_err_.allocate(n_, b);
+    }
     if (math_ != AssignMath::Ffma) {
       c16_hi_.allocate(kpad_ * dpad_, b);
       c16_lo_.allocate(kpad_ * dpad_, b);
@@ -886,7 +979,7 @@ class CudaEngine final : public Engine {
       c_scale_exp_.allocate(1, b);
     }
     if (resident_) {
-      if (!x_on_device_) x_dev_.allocate(n_ * d_, b);
+      if (!x_on_device_ && !fp16_rows_) x_dev_.allocate(n_ * d_, b);
     } else {
       for (int s = 0; s < 2; ++s) {
         stage_[s].allocate(chunk_rows_ * d_, b);
@@ -1032,7 +1125,13 @@ class CudaEngine final : public Engine {
   int64_t moved_since_sums_ = 0;  ///< label changes the assign() passes counted since then
   DeviceArray<float> x_dev_, stage_[2];
   /// The resident rows: the caller's device memory or the uploaded copy.
-  const float* x_resident() const { return x_on_device_ ? x_ : x_dev_.get(); }
+  /// fp16 rows: the float32 rows in host memory, mapped (only listed rows are read there).
+  const float* x_resident() const {
+    return fp16_rows_ ? x_mapped_ : x_on_device_ ? x_ : x_dev_.get();
+  }
+  bool fp16_rows_ = false;  ///< KMeansParams::device_rows == Float16
+  const float* x_mapped_ = nullptr;
+  DeviceArray<float> row_err_;  ///< fp16 rows: AssignArgs::row_err
   DeviceArray<uint16_t> x16_hi_, x16_lo_, c16_hi_, c16_lo_;  // fp16 bit patterns
   DeviceArray<float> c_max_abs_;
   DeviceArray<int> c_scale_exp_;

@@ -110,6 +110,12 @@ int mma_scale_exp(float max_abs);
 void split_rows(const float* x, int64_t rows, int d, const double* shift, int dpad, int scale_exp,
                 void* hi, void* lo, cudaStream_t stream);
 
+/// Rows kept on the device as fp16 alone (KMeansParams::device_rows): hi as split_rows makes
+/// it (rows x dpad halves, zero padded), and row_err[i] >= |float(x_i - shift) - hi_i
+/// 2^-scale_exp| (the row's distance from its fp16 copy, unscaled, rounded up).
+void fp16_rows(const float* x, int64_t rows, int d, const double* shift, int dpad, int scale_exp,
+               void* hi, float* row_err, cudaStream_t stream);
+
 /// Fills the centroid split from DeviceCentroids::shifted_t (after prepare_centroids).
 /// max_abs: scratch for k floats. scale_exp: device scalar written here.
 void split_centroids(const DeviceCentroids& c, int dpad, float* max_abs, int* scale_exp, void* hi,
@@ -147,7 +153,8 @@ void launch_fixup(const AssignArgs& a, int sm_count, cudaStream_t stream);
 /// From the final candidates, sorted by label (sort_by_label on a.cand): writes labels
 /// (rows, chunk-relative), adds the number of labels != previous to *changed, writes the
 /// exact distance of each row to its centroid (dist64, and rounded to dist when non-null)
-/// and the per-kReduceBlock sums of dist64 in row order.
+/// and the per-kReduceBlock sums of dist64 in row order. dist64 null (and dist null): the
+/// labels and changes only, no row of a.x is read.
 void launch_finalize(const AssignArgs& a, const int* sorted_labels, const int* sorted_ids,
                      int* labels, float* dist, double* dist64, double* block_inertia, int* changed,
                      cudaStream_t stream);

@@ -20,6 +20,7 @@
 
 #include "flashkm/kmeans.h"
 #include "kernels/engine.h"
+#include "kernels/exact_sum.h"
 #include "kernels/reference.h"
 
 #ifdef FLASHKM_WITH_CUDA
@@ -976,6 +977,111 @@ TEST_P(CudaMath, MeansAreExactWhereFloat64ChainsLose) {
   }
 }
 
+// Rows stored on the device as fp16 alone (KMeansParams::device_rows): every step equals the
+// CPU's bit for bit (labels, counts, distances, inertia, means) while the certification
+// bound carries each row's fp16 rounding error and the fix-ups and the updates read the
+// float32 rows in host memory. Shapes: d not a multiple of 64, inner product, offset data,
+// tiny magnitudes (fp16 subnormals after scaling), and a fit with tol (per-iteration inertia
+// computed) and without (NaN until the final pass).
+TEST_P(CudaMath, Fp16RowsGiveTheCpusResults) {
+  if (ffma()) {
+    KMeansParams p;
+    p.n_clusters = 4;
+    p.device_rows = DeviceRows::Float16;
+    const std::vector<float> x(64 * 4, 1.f);
+    EXPECT_THROW(detail::make_cuda_engine(64, 4, 4, x.data(), p), Error);  // no tensor cores
+    return;
+  }
+  const Shape shapes[] = {{4000, 24, 40, Metric::L2, 5},
+                          {3000, 48, 60, Metric::InnerProduct, 6},
+                          {2500, 130, 33, Metric::L2, 7, 10.f},
+                          {1500, 20, 50, Metric::L2, 8, 0.f, 1e-9f}};
+  int64_t fixups = 0;
+  for (const Shape& s : shapes) {
+    SCOPED_TRACE(describe(s));
+    const std::vector<float> x = make_data(s);
+    KMeansParams p = params_for(s);
+    p.device_rows = DeviceRows::Float16;
+    auto gpu = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+    auto cpu = detail::make_cpu_engine(s.n, s.d, s.k, x.data(), params_for(s));
+    std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+    for (int it = 0; it < 4; ++it) {
+      Step g = run_step(*gpu, c), h = run_step(*cpu, c);
+      expect_same(g, h, "fp16 rows vs CPU, iteration " + std::to_string(it), false);
+      fixups += g.out.fixups;
+      c = g.centroids;
+    }
+    // Through KMeans::fit: without tol the iterations' inertia is not computed.
+    KMeansParams f = params_for(s);
+    f.max_iter = 5;
+    f.init = Init::Given;
+    f.init_centroids = pick_rows(x, s.n, s.d, s.k, s.seed);
+    for (double tol : {0.0, 1e-7}) {
+      f.tol = tol;
+      f.device = Device::CPU;
+      f.device_rows = DeviceRows::Float32;
+      const KMeansResult rc = KMeans(s.d, f).fit(s.n, x.data());
+      f.device = Device::CUDA;
+      f.device_rows = DeviceRows::Float16;
+      const KMeansResult rg = KMeans(s.d, f).fit(s.n, x.data());
+      ASSERT_EQ(rg.iterations.size(), rc.iterations.size()) << "tol " << tol;
+      for (size_t i = 0; i < rc.iterations.size(); ++i) {
+        EXPECT_EQ(rg.iterations[i].changed, rc.iterations[i].changed);
+        if (tol > 0) {
+          EXPECT_EQ(rg.iterations[i].inertia, rc.iterations[i].inertia);
+        } else {
+          EXPECT_TRUE(std::isnan(rg.iterations[i].inertia));
+        }
+      }
+      EXPECT_EQ(rg.labels, rc.labels);
+      EXPECT_EQ(rg.centroids, rc.centroids);
+      EXPECT_EQ(rg.inertia, rc.inertia);
+    }
+  }
+  EXPECT_GT(fixups, 0);  // the fp16 bound left rows to the float32 rows in host memory
+}
+
+// device_rows=fp16 needs float32 rows it can map from host memory: device memory and file
+// mappings are refused with a message naming the reason; rows pinned by the caller are used
+// as they are.
+TEST_P(CudaMath, Fp16RowsRefuseWhatTheyCannotMap) {
+  if (ffma()) GTEST_SKIP() << "fp16 rows need a tensor-core pass";
+  const Shape s{2000, 16, 20, Metric::L2, 49};
+  const std::vector<float> x = make_data(s);
+  KMeansParams p = params_for(s);
+  p.device_rows = DeviceRows::Float16;
+  auto what = [&](const float* rows, bool on_device) {
+    try {
+      detail::make_cuda_engine(s.n, s.d, s.k, rows, p, on_device);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  MappedFile file(x);
+  ASSERT_NE(file.data(), nullptr) << "cannot map a temporary file";
+  EXPECT_NE(what(file.data(), false).find("private anonymous"), std::string::npos);
+  float* dev = nullptr;
+  ASSERT_EQ(cudaMalloc(&dev, sizeof(float) * x.size()), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dev, x.data(), sizeof(float) * x.size(), cudaMemcpyHostToDevice),
+            cudaSuccess);
+  EXPECT_NE(what(dev, true).find("device memory already"), std::string::npos);
+  cudaFree(dev);
+  p.device_memory_budget = 1000;
+  EXPECT_NE(what(x.data(), false).find("need"), std::string::npos);
+  p.device_memory_budget = 0;
+  float* pinned = nullptr;
+  ASSERT_EQ(cudaMallocHost(&pinned, sizeof(float) * x.size()), cudaSuccess);
+  std::copy(x.begin(), x.end(), pinned);
+  {
+    auto a = detail::make_cuda_engine(s.n, s.d, s.k, pinned, p);
+    auto b = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), params_for(s));
+    const std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+    expect_same(run_step(*a, c), run_step(*b, c), "pinned rows as fp16", false);
+  }
+  cudaFreeHost(pinned);
+}
+
 // fp16: the device's best tensor-core pass (wgmma on compute capability 9.0); fp16-sync:
 // the mma.sync pass, which every other device with tensor cores runs.
 INSTANTIATE_TEST_SUITE_P(FirstPass, CudaMath, ::testing::Values("ffma", "fp16", "fp16-sync"),
@@ -1156,8 +1262,11 @@ TEST(CudaTensorPasses, ResidentRowsHoldNoSplitArrays) {
   const double x_mb = 4.0 * s.n * s.d / 1e6, split_mb = 4.0 * s.n * 128 / 1e6;
   EXPECT_NEAR(arrays - in_kernel, split_mb, 0.11);
   // x, then 52 bytes a row of scratch (labels, norms, distances, candidate lists, which the
-  // sort reuses), and the centroid arrays (K x d x 40 bytes at most).
-  EXPECT_LE(in_kernel, x_mb + 56.0 * s.n / 1e6 + 40.0 * s.k * s.d / 1e6) << "x: " << x_mb;
+  // sort reuses) and 12 for the updates from moved rows (the labelling the sums hold, its
+  // sort), and the centroid arrays (K x d x 32 bytes) with the exact sums (8 a limb).
+  EXPECT_LE(in_kernel, x_mb + 68.0 * s.n / 1e6 +
+                           (32.0 + 8.0 * detail::kExactMaxLimbs) * s.k * s.d / 1e6)
+      << "x: " << x_mb;
 }
 #endif  // FLASHKM_WITH_CUDA
 
