@@ -893,7 +893,7 @@ class CudaEngine final : public Engine {
     host_registered_ = true;
   }
 
-  // The fp16 copy of the rows, their norms and fp16 rounding errors, made on the device
+  // The fp16 copy of the rows, its norms and the rows' fp16 rounding errors, made on the device
   // from chunks of the float32 rows copied through one buffer.
   void store_fp16_rows() {
     const int64_t chunk =
@@ -905,9 +905,9 @@ class CudaEngine final : public Engine {
       const int64_t rows = std::min(chunk, n_ - off);
       FLASHKM_CUDA_CHECK(cudaMemcpyAsync(stage.get(), x_ + off * d_, sizeof(float) * rows * d_,
                                          cudaMemcpyHostToDevice, res_.compute));
-      row_norms(stage.get(), rows, int(d_), shift_.get(), xnorm_.get() + off, res_.compute);
       fp16_rows(stage.get(), rows, int(d_), shift_.get(), int(dpad_), x_scale_exp_,
-                x16_hi_.get() + off * dpad_, row_err_.get() + off, res_.compute);
+                x16_hi_.get() + off * dpad_, xnorm_.get() + off, row_err_.get() + off,
+                res_.compute);
     }
     res_.sync();  // before the buffer goes
   }

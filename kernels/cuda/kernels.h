@@ -74,8 +74,8 @@ struct AssignArgs {
   int* recheck_count = nullptr;
   /// Rows kept on the device as fp16 alone (KMeansParams::device_rows, SplitRows::lo null):
   /// per row an upper bound on |float(x - shift) - hi| (unscaled), which widens the
-  /// certification bound (topk.cuh: stored_row_bound); x is then the float32 rows in host
-  /// memory, mapped, which only the fix-ups read. Null: rows stored exactly.
+  /// certification bound (topk.cuh: StoredRowBounds; xnorm is then |hi|); x is the float32
+  /// rows in host memory, mapped, which only the fix-ups read. Null: rows stored exactly.
   const float* row_err = nullptr;
 };
 
@@ -111,10 +111,12 @@ void split_rows(const float* x, int64_t rows, int d, const double* shift, int dp
                 void* hi, void* lo, cudaStream_t stream);
 
 /// Rows kept on the device as fp16 alone (KMeansParams::device_rows): hi as split_rows makes
-/// it (rows x dpad halves, zero padded), and row_err[i] >= |float(x_i - shift) - hi_i
-/// 2^-scale_exp| (the row's distance from its fp16 copy, unscaled, rounded up).
+/// it (rows x dpad halves, zero padded), norm[i] = |hi_i| 2^-scale_exp (the norm the
+/// certification bound takes for the rows, AssignArgs::xnorm) and row_err[i] >=
+/// |float(x_i - shift) - hi_i 2^-scale_exp| (the row's distance from its fp16 copy,
+/// unscaled, rounded up).
 void fp16_rows(const float* x, int64_t rows, int d, const double* shift, int dpad, int scale_exp,
-               void* hi, float* row_err, cudaStream_t stream);
+               void* hi, double* norm, float* row_err, cudaStream_t stream);
 
 /// Fills the centroid split from DeviceCentroids::shifted_t (after prepare_centroids).
 /// max_abs: scratch for k floats. scale_exp: device scalar written here.

@@ -35,28 +35,39 @@ __global__ void split_rows_kernel(const float* __restrict__ x, int64_t rows, int
   split(v, hi + e, lo + e);
 }
 
-// A warp a row: hi as split_rows_kernel makes it, and the row's distance from it in float64
-// (unscaled), rounded up.
+// A warp a row: hi as split_rows_kernel makes it, the norm of hi (unscaled) and the row's
+// distance from it in float64, rounded up.
 __global__ void fp16_rows_kernel(const float* __restrict__ x, int64_t rows, int d,
                                  const double* __restrict__ shift, int dpad, int scale_exp,
-                                 __half* __restrict__ hi, float* __restrict__ row_err) {
+                                 __half* __restrict__ hi, double* __restrict__ norm,
+                                 float* __restrict__ row_err) {
   const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (i >= rows) return;
-  double e2 = 0;
+  double e2 = 0, n2 = 0;
   for (int j = lane; j < dpad; j += 32) {
     __half h = __float2half_rn(0.f), unused;
     if (j < d) {
       const float c = centred(x[i * d + j], shift[j]);
       split(ldexpf(c, scale_exp), &h, &unused);
-      const double r = __dsub_rn(double(c), ldexp(double(__half2float(h)), -scale_exp));
+      const double t = ldexp(double(__half2float(h)), -scale_exp);  // exact
+      const double r = __dsub_rn(double(c), t);
       e2 = __fma_rn(r, r, e2);
+      n2 = __fma_rn(t, t, n2);
     }
     hi[i * dpad + j] = h;
   }
-  for (int o = 16; o > 0; o >>= 1) e2 = __dadd_rn(e2, __shfl_xor_sync(0xffffffffu, e2, o));
-  // The sum of squares is within (d + 32) 2^-53 of exact (d < 2^20): 2^-30 more covers it.
-  if (lane == 0) row_err[i] = __double2float_ru(__dsqrt_ru(__dmul_ru(e2, 1.0 + 0x1p-30)));
+  for (int o = 16; o > 0; o >>= 1) {
+    e2 = __dadd_rn(e2, __shfl_xor_sync(0xffffffffu, e2, o));
+    n2 = __dadd_rn(n2, __shfl_xor_sync(0xffffffffu, n2, o));
+  }
+  // The sums of squares are within (d + 32) 2^-53 of exact (d < 2^20): 2^-30 more covers
+  // the error; the norm (the bounds' X, taken as exact there like row_norms's) is rounded
+  // to nearest as row_norms rounds.
+  if (lane == 0) {
+    row_err[i] = __double2float_ru(__dsqrt_ru(__dmul_ru(e2, 1.0 + 0x1p-30)));
+    norm[i] = __dsqrt_rn(n2);
+  }
 }
 
 __global__ void centroid_max_abs_kernel(const float* __restrict__ shifted_t, int k, int d, int kpad,
@@ -348,10 +359,10 @@ void split_rows(const float* x, int64_t rows, int d, const double* shift, int dp
 }
 
 void fp16_rows(const float* x, int64_t rows, int d, const double* shift, int dpad, int scale_exp,
-               void* hi, float* row_err, cudaStream_t stream) {
+               void* hi, double* norm, float* row_err, cudaStream_t stream) {
   if (rows == 0) return;
   fp16_rows_kernel<<<unsigned((rows * 32 + 255) / 256), 256, 0, stream>>>(
-      x, rows, d, shift, dpad, scale_exp, static_cast<__half*>(hi), row_err);
+      x, rows, d, shift, dpad, scale_exp, static_cast<__half*>(hi), norm, row_err);
   FLASHKM_CUDA_CHECK_LAUNCH(fp16_rows_kernel);
 }
 

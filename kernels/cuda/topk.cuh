@@ -141,13 +141,32 @@ __device__ __forceinline__ double window_margin(bool ip, int d, double X, double
   return 4.04 * (d + 2) * 1.1102230246251565e-16 * s;
 }
 
-/// What a row's storage adds to its bound: a row kept on the device as fp16 alone
-/// (KMeansParams::device_rows; a.row_err[row] >= |float(x - shift) - fp16 row|, unscaled)
-/// moves x'.c' by at most row_err C, so each fast value by 2 row_err C (L2) or row_err C (IP).
-__device__ __forceinline__ double stored_row_bound(const AssignArgs& a, int64_t row, double C) {
-  if (a.row_err == nullptr) return 0;
-  return (a.inner_product ? 1.01 : 2.02) * double(a.row_err[row]) * C;
-}
+/// Rows stored on the device as fp16 alone (KMeansParams::device_rows): the fast values v
+/// are those of the fp16 row x~ (|x~'| = X, a.xnorm), within e; the float32 row x' is
+/// within rho = a.row_err[row] of x~'. L2: |x' - c'| is within rho of |x~' - c'|, so the
+/// value the float64 fix-up compares, |x' - c'|^2 - X^2, lies in [lower(v), upper(v)]:
+/// the interval grows with the distance to c (about 4 rho |x - c|), not with |c| (against
+/// 2 rho C from Cauchy-Schwarz on r.c', 5x wider on the bench data). IP: x'.c' moves by at
+/// most rho |c'| <= rho C. margin covers the float64 evaluation here and in the fix-up.
+struct StoredRowBounds {
+  bool l2;
+  double X2, e, rho, C, margin;
+  __device__ StoredRowBounds(const AssignArgs& a, int64_t row, double e_fast, double X, double Cn)
+      : l2(!a.inner_product), X2(X * X), e(e_fast), rho(a.row_err[row]), C(Cn) {
+    const double R = X + rho + C;
+    margin = window_margin(a.inner_product, a.d, X + rho, C) + 1e-13 * R * R;
+  }
+  __device__ double upper(double v) const {
+    if (!l2) return v + e + 1.01 * rho * C + margin;
+    const double s = sqrt(fmax(0.0, v + X2 + e)) + rho;
+    return s * s - X2 + margin;
+  }
+  __device__ double lower(double v) const {
+    if (!l2) return v - e - 1.01 * rho * C - margin;
+    const double s = fmax(0.0, sqrt(fmax(0.0, v + X2 - e)) - rho);
+    return s * s - X2 - margin;
+  }
+};
 
 /// Writes the row's label and, when certifying and the bound e (half-width of the error
 /// window of its fast values) does not separate best from second, queues it for the
@@ -157,10 +176,25 @@ template <int K>
 __device__ __forceinline__ void route_row(const AssignArgs& a, int64_t row, const TopK<K>& t,
                                           double e, double X, double C) {
   a.cand[row] = t.i[0];
-  e += stored_row_bound(a, row, C);
   if constexpr (K < kTop) {
     return;  // a Fast pass: no certification, the best candidate is the label
   } else {
+    if (a.certify && a.row_err) {
+      // fp16 rows: candidates whose lowest possible value is below the best's highest
+      // possible one may be nearest (values rise with v, so past the list none can be).
+      const StoredRowBounds b(a, row, e, X, C);
+      const double up = b.upper(double(t.v[0]));
+      if (b.lower(double(t.v[1])) > up) return;
+      if (b.lower(double(t.v[kTop - 1])) > up) {
+#pragma unroll
+        for (int s = 0; s < kTop; ++s)
+          a.cand_top[row * kTop + s] = b.lower(double(t.v[s])) <= up ? t.i[s] : -1;
+        a.win_list[atomicAdd(a.win_count, 1)] = int(row);
+      } else {
+        a.fix_list[atomicAdd(a.fix_count, 1)] = int(row);
+      }
+      return;
+    }
     if (!a.certify || double(t.v[1]) - double(t.v[0]) > 2 * e) return;
     const double w = double(t.v[0]) + 2 * e + window_margin(a.inner_product, a.d, X, C);
     if (double(t.v[kTop - 1]) > w) {
@@ -176,11 +210,16 @@ __device__ __forceinline__ void route_row(const AssignArgs& a, int64_t row, cons
 /// route_row for a screening state: the label when certified, else the row is queued for
 /// the collecting pass (a.recheck_list).
 __device__ __forceinline__ void route_row(const AssignArgs& a, int64_t row, const Top2& t, double e,
-                                          double, double C) {
+                                          double X, double C) {
   a.cand[row] = t.i0;
-  e += stored_row_bound(a, row, C);
-  if (!(double(t.v1) - double(t.v0) > 2 * e))
-    a.recheck_list[atomicAdd(a.recheck_count, 1)] = int(row);
+  bool certified;
+  if (a.row_err) {
+    const StoredRowBounds b(a, row, e, X, C);
+    certified = b.lower(double(t.v1)) > b.upper(double(t.v0));
+  } else {
+    certified = double(t.v1) - double(t.v0) > 2 * e;
+  }
+  if (!certified) a.recheck_list[atomicAdd(a.recheck_count, 1)] = int(row);
 }
 
 }  // namespace cuda
