@@ -432,8 +432,10 @@ class CudaEngine final : public Engine {
     moved_updates_ = resident_ && n <= (int64_t(1) << 30) && update_mode() != 1;
     if (moved_updates_) {
       sum_labels_.allocate(n, &res_.device_bytes);
-      sum_keys_.allocate(n, &res_.device_bytes);
-      sum_ids_.allocate(n, &res_.device_bytes);
+      if (!fp16_rows_) {  // fp16 rows move rows in one pass (accumulate_moved), without sorts
+        sum_keys_.allocate(n, &res_.device_bytes);
+        sum_ids_.allocate(n, &res_.device_bytes);
+      }
     }
     res_.sync();
     if (p.verbose)
@@ -724,7 +726,10 @@ class CudaEngine final : public Engine {
         clear_sums();
       }
       segment_counts(int(k_), sorted, counts_.get(), res_.compute);
-      if (moved) {
+      if (moved && fp16_rows_) {
+        accumulate_moved(x_resident(), n_, int(d_), labels_.get(), sum_labels_.get(), format_,
+                         limbs_.get(), sm_count_, res_.compute);
+      } else if (moved) {
         // Out of their old labels, in the old sort; into the new ones, in this one.
         accumulate_sorted(x_resident(), n_, int(d_), sum_keys_.get(), sum_ids_.get(),
                           labels_.get(), true, format_, limbs_.get(), res_.compute);
@@ -738,10 +743,12 @@ class CudaEngine final : public Engine {
         // The labelling the sums now hold, and its sort, for the next update.
         FLASHKM_CUDA_CHECK(cudaMemcpyAsync(sum_labels_.get(), labels_.get(), sizeof(int) * n_,
                                            cudaMemcpyDeviceToDevice, res_.compute));
-        FLASHKM_CUDA_CHECK(cudaMemcpyAsync(sum_keys_.get(), sorted.keys_out, sizeof(int) * n_,
-                                           cudaMemcpyDeviceToDevice, res_.compute));
-        FLASHKM_CUDA_CHECK(cudaMemcpyAsync(sum_ids_.get(), sorted.ids_out, sizeof(int) * n_,
-                                           cudaMemcpyDeviceToDevice, res_.compute));
+        if (!fp16_rows_) {
+          FLASHKM_CUDA_CHECK(cudaMemcpyAsync(sum_keys_.get(), sorted.keys_out, sizeof(int) * n_,
+                                             cudaMemcpyDeviceToDevice, res_.compute));
+          FLASHKM_CUDA_CHECK(cudaMemcpyAsync(sum_ids_.get(), sorted.ids_out, sizeof(int) * n_,
+                                             cudaMemcpyDeviceToDevice, res_.compute));
+        }
         sums_hold_labels_ = true;
       }
       moved_since_sums_ = 0;

@@ -289,6 +289,13 @@ void accumulate_sorted(const float* x, int64_t rows, int d, const int* keys, con
                        const int* other, bool subtract, ExactFormat fmt,
                        unsigned long long* limbs, cudaStream_t stream);
 
+/// The same moves as the two accumulate_sorted calls (rows i with labels[i] != prev[i] leave
+/// prev[i] for labels[i]), each moved row read once, with 4 integer atomics a value: for
+/// rows read across the bus (mapped host memory), where reads cost more than atomics.
+void accumulate_moved(const float* x, int64_t rows, int d, const int* labels, const int* prev,
+                      ExactFormat fmt, unsigned long long* limbs, int sm_count,
+                      cudaStream_t stream);
+
 /// means[c] = float(exact_to_double(sum of c) / counts[c]) where counts[c] > 0 (the CPU's
 /// formula, bit for bit).
 void compute_means(const unsigned long long* limbs, const long long* counts, int k, int d,

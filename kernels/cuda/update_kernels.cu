@@ -148,6 +148,50 @@ __global__ void __launch_bounds__(kAccThreads)
   flush_run<L>(run, acc, subtract, f, limbs + (int64_t(cur) * d + j) * L);
 }
 
+// The rows whose label differs from prev (the labels the limbs hold), each read once: a
+// warp takes 32 rows, then moves each changed row's values out of its old cluster's limbs
+// and into the new one's, a lane per coordinate, with integer atomics (4 a value). For rows
+// read across the bus (fp16 rows: the float32 rows mapped from host memory), reading a moved
+// row once costs less than the two sorted passes, which read it twice.
+__global__ void exact_moved_kernel(const float* __restrict__ x, int d, int64_t rows,
+                                   const int* __restrict__ labels, const int* __restrict__ prev,
+                                   ExactFormat f, unsigned long long* __restrict__ limbs) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t r0 = warp * 32; r0 < rows; r0 += warps * 32) {
+    const int64_t i = r0 + lane;
+    int from = 0, to = 0;
+    if (i < rows) {
+      to = labels[i];
+      from = prev[i];
+    }
+    unsigned moved = __ballot_sync(0xffffffffu, from != to);
+    while (moved) {
+      const int src = __ffs(moved) - 1;
+      moved &= moved - 1;
+      const int a = __shfl_sync(0xffffffffu, from, src);
+      const int b = __shfl_sync(0xffffffffu, to, src);
+      const float* row = x + (r0 + src) * d;
+      for (int j = lane; j < d; j += 32) {
+        int digit;
+        int64_t lo, hi;
+        exact_parts(row[j], f.base, &digit, &lo, &hi);
+        unsigned long long* pa = limbs + (int64_t(a) * d + j) * f.limbs + digit;
+        unsigned long long* pb = limbs + (int64_t(b) * d + j) * f.limbs + digit;
+        if (lo != 0) {
+          atomicAdd(pa, static_cast<unsigned long long>(-lo));
+          atomicAdd(pb, static_cast<unsigned long long>(lo));
+        }
+        if (hi != 0) {
+          atomicAdd(pa + 1, static_cast<unsigned long long>(-hi));
+          atomicAdd(pb + 1, static_cast<unsigned long long>(hi));
+        }
+      }
+    }
+  }
+}
+
 __global__ void segment_counts_kernel(const int* __restrict__ seg_begin,
                                       const int* __restrict__ seg_end, int k,
                                       long long* __restrict__ counts) {
@@ -264,6 +308,15 @@ void accumulate_sorted(const float* x, int64_t rows, int d, const int* keys, con
     default:
       FLASHKM_THROW("exact sums: %d limbs, expected 3 .. %d", f.limbs, kExactMaxLimbs);
   }
+}
+
+void accumulate_moved(const float* x, int64_t rows, int d, const int* labels, const int* prev,
+                      ExactFormat f, unsigned long long* limbs, int sm_count, cudaStream_t stream) {
+  if (rows == 0) return;
+  const int64_t want = (rows + 255) / 256;
+  const unsigned blocks = unsigned(std::min<int64_t>(want, int64_t(sm_count) * 8));
+  exact_moved_kernel<<<blocks, 256, 0, stream>>>(x, d, rows, labels, prev, f, limbs);
+  FLASHKM_CUDA_CHECK_LAUNCH(exact_moved_kernel);
 }
 
 void compute_means(const unsigned long long* limbs, const long long* counts, int k, int d,
