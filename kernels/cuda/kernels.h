@@ -297,8 +297,9 @@ void accumulate_moved(const float* x, int64_t rows, int d, const int* labels, co
                       cudaStream_t stream);
 
 /// means[c] = float(exact_to_double(sum of c) / counts[c]) where counts[c] > 0 (the CPU's
-/// formula, bit for bit).
-void compute_means(const unsigned long long* limbs, const long long* counts, int k, int d,
+/// formula, bit for bit); renormalises every sum in place (same values), which bounds the
+/// limbs between updates.
+void compute_means(unsigned long long* limbs, const long long* counts, int k, int d,
                    ExactFormat fmt, float* means, cudaStream_t stream);
 
 /// The exact-sum format of count values of device memory (scratch: 2 device ints); waits

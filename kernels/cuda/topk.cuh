@@ -147,7 +147,10 @@ __device__ __forceinline__ double window_margin(bool ip, int d, double X, double
 /// value the float64 fix-up compares, |x' - c'|^2 - X^2, lies in [lower(v), upper(v)]:
 /// the interval grows with the distance to c (about 4 rho |x - c|), not with |c| (against
 /// 2 rho C from Cauchy-Schwarz on r.c', 5x wider on the bench data). IP: x'.c' moves by at
-/// most rho |c'| <= rho C. margin covers the float64 evaluation here and in the fix-up.
+/// most rho |c'| <= rho C. margin covers the float64 evaluation here and in the fix-up. rho
+/// is measured from x' = float(x - shift), as the split's residual is: the centring's own
+/// rounding stays covered by e (mma_bound's float32 terms), so e must keep those terms even
+/// for rows without lo.
 struct StoredRowBounds {
   bool l2;
   double X2, e, rho, C, margin;
@@ -156,15 +159,17 @@ struct StoredRowBounds {
     const double R = X + rho + C;
     margin = window_margin(a.inner_product, a.d, X + rho, C) + 1e-13 * R * R;
   }
+  // X = sqrt(|x~'|^2) rounded: X^2 is within (d / 32 + 6) 2^-52 X^2 of |x~'|^2, so it is
+  // taken 1e-12 X^2 high where it adds and low where it subtracts.
   __device__ double upper(double v) const {
     if (!l2) return v + e + 1.01 * rho * C + margin;
-    const double s = sqrt(fmax(0.0, v + X2 + e)) + rho;
-    return s * s - X2 + margin;
+    const double s = sqrt(fmax(0.0, v + X2 * (1 + 1e-12) + e)) + rho;
+    return s * s - X2 * (1 - 1e-12) + margin;
   }
   __device__ double lower(double v) const {
     if (!l2) return v - e - 1.01 * rho * C - margin;
-    const double s = fmax(0.0, sqrt(fmax(0.0, v + X2 - e)) - rho);
-    return s * s - X2 - margin;
+    const double s = fmax(0.0, sqrt(fmax(0.0, v + X2 * (1 - 1e-12) - e)) - rho);
+    return s * s - X2 * (1 + 1e-12) - margin;
   }
 };
 

@@ -54,14 +54,14 @@ template <int L>
 __device__ __forceinline__ void flush_run(double& run, long long (&acc)[L], bool subtract,
                                           const ExactFormat& f, unsigned long long* limbs) {
   if (run != 0) {
-    int64_t m = static_cast<int64_t>(ldexp(run, -f.fast));  // an integer below 2^53: exact
-    if (subtract) m = -m;
+    const int64_t m = static_cast<int64_t>(ldexp(run, -f.fast));  // below 2^53: exact
     int digit;
-    int64_t p0, p1, p2;
-    exact_scaled_parts(m, f.fast - f.base, &digit, &p0, &p1, &p2);
-    if (p0 != 0) atomicAdd(limbs + digit, static_cast<unsigned long long>(p0));
-    if (p1 != 0) atomicAdd(limbs + digit + 1, static_cast<unsigned long long>(p1));
-    if (p2 != 0) atomicAdd(limbs + digit + 2, static_cast<unsigned long long>(p2));
+    int64_t p[3];
+    exact_scaled_parts(m, f.fast - f.base, &digit, &p[0], &p[1], &p[2]);
+#pragma unroll
+    for (int q = 0; q < 3; ++q)  // subtracting negates the parts, as the tiny values' below
+      if (p[q] != 0)
+        atomicAdd(limbs + digit + q, static_cast<unsigned long long>(subtract ? -p[q] : p[q]));
     run = 0;
   }
 #pragma unroll
@@ -199,16 +199,27 @@ __global__ void segment_counts_kernel(const int* __restrict__ seg_begin,
   if (c < k) counts[c] += seg_end[c] - seg_begin[c];
 }
 
-__global__ void exact_means_kernel(const unsigned long long* __restrict__ limbs,
+// Also renormalises each sum (exact_renormalize): the same value with every limb but the
+// top one in [0, 2^32). Runs and values added in one grouping and taken out in another (the
+// moved rows) leave carries that do not cancel limb by limb, only in value: without this,
+// the low limbs of a long fit would drift until they overflow. After it, an update may add
+// up to 2^31 contributions below 2^32 to a limb.
+__global__ void exact_means_kernel(unsigned long long* __restrict__ limbs,
                                    const long long* __restrict__ counts, int k, int d,
                                    int n_limbs, int base, float* __restrict__ means) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= int64_t(k) * d) return;
+  int64_t* sum = reinterpret_cast<int64_t*>(limbs) + i * n_limbs;
+  int64_t carry = 0;
+  for (int l = 0; l + 1 < n_limbs; ++l) {
+    const int64_t t = sum[l] + carry;
+    sum[l] = t & 0xffffffffLL;
+    carry = t >> 32;
+  }
+  sum[n_limbs - 1] += carry;
   const long long cnt = counts[i / d];
   if (cnt <= 0) return;
-  const double sum =
-      exact_to_double(reinterpret_cast<const int64_t*>(limbs) + i * n_limbs, n_limbs, base);
-  means[i] = __double2float_rn(__ddiv_rn(sum, double(cnt)));
+  means[i] = __double2float_rn(__ddiv_rn(exact_to_double(sum, n_limbs, base), double(cnt)));
 }
 
 __global__ void exponent_range_kernel(const float* __restrict__ x, int64_t count,
@@ -319,7 +330,7 @@ void accumulate_moved(const float* x, int64_t rows, int d, const int* labels, co
   FLASHKM_CUDA_CHECK_LAUNCH(exact_moved_kernel);
 }
 
-void compute_means(const unsigned long long* limbs, const long long* counts, int k, int d,
+void compute_means(unsigned long long* limbs, const long long* counts, int k, int d,
                    ExactFormat fmt, float* means, cudaStream_t stream) {
   const int64_t total = int64_t(k) * d;
   exact_means_kernel<<<unsigned((total + 255) / 256), 256, 0, stream>>>(limbs, counts, k, d,

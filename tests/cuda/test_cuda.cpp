@@ -1041,6 +1041,56 @@ TEST_P(CudaMath, Fp16RowsGiveTheCpusResults) {
   EXPECT_GT(fixups, 0);  // the fp16 bound left rows to the float32 rows in host memory
 }
 
+// Points that fp16 cannot place: two centroids, and points a hair (1e-4..1e-3, far above
+// float32's resolution, far below fp16's at |x| ~ 20) to either side of their bisector. A
+// bound that ignored the rows' fp16 rounding would certify about half of them wrongly; the
+// fp16 rows must send them to the fix-up and give the oracle's labels.
+TEST_P(CudaMath, Fp16RowsFixUpWhatFp16CannotPlace) {
+  if (ffma()) GTEST_SKIP() << "fp16 rows need a tensor-core pass";
+  const int64_t n = 3000, d = 32, k = 2;
+  std::mt19937_64 rng(57);
+  std::normal_distribution<double> g(0.0, 1.0);
+  std::vector<double> c0(d), u(d);
+  double uu = 0;
+  for (int64_t j = 0; j < d; ++j) {
+    c0[j] = 4 * g(rng);
+    u[j] = g(rng);
+    uu += u[j] * u[j];
+  }
+  for (double& v : u) v *= 2 / std::sqrt(uu);  // c1 = c0 + u, |u| = 2
+  std::vector<float> c(k * d), x(n * d);
+  for (int64_t j = 0; j < d; ++j) {
+    c[j] = float(c0[j]);
+    c[d + j] = float(c0[j] + u[j]);
+  }
+  std::uniform_real_distribution<double> off(1e-4, 1e-3);
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<double> w(d);
+    double wu = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      w[j] = 3 * g(rng);
+      wu += w[j] * u[j];
+    }
+    // Onto the bisector (w orthogonal to u), then t along u's direction.
+    const double t = (rng() & 1 ? 1 : -1) * off(rng) / 2;  // |u| = 2: t u moves 2|t|
+    for (int64_t j = 0; j < d; ++j)
+      x[i * d + j] = float(double(c[j]) + 0.5 * u[j] + w[j] - wu / 4 * u[j] + t * u[j]);
+  }
+  const Shape s{n, d, k, Metric::L2, 57};
+  KMeansParams p = params_for(s);
+  p.device_rows = DeviceRows::Float16;
+  auto gpu = detail::make_cuda_engine(n, d, k, x.data(), p);
+  auto cpu = detail::make_cpu_engine(n, d, k, x.data(), params_for(s));
+  const Step a = run_step(*gpu, c), b = run_step(*cpu, c);
+  ASSERT_EQ(a.labels, oracle_labels(Metric::L2, x, n, d, c, k));
+  expect_same(a, b, "fp16 rows vs CPU at the bisector", false);
+  int64_t ones = 0;
+  for (int32_t l : a.labels) ones += l;
+  EXPECT_GT(ones, n / 4);  // both sides are populated
+  EXPECT_LT(ones, n - n / 4);
+  EXPECT_GT(a.out.fixups, n / 2);  // fp16 could not decide them
+}
+
 // device_rows=fp16 needs float32 rows it can map from host memory: device memory and file
 // mappings are refused with a message naming the reason; rows pinned by the caller are used
 // as they are.
