@@ -178,7 +178,7 @@ class KMeans {
   /// pointer): flashkm tells which. Device data runs on that GPU in place, with
   /// device = Auto or CUDA (device = CPU throws), never copied to the host, with the same
   /// results as the same values given in host memory; flashkm adds its per-row arrays beside
-  /// it (norms and scratch: about 52 bytes a row; plus an fp16 split of 4 roundup(d, 64)
+  /// it (norms and scratch: about 64 bytes a row; plus an fp16 split of 4 roundup(d, 64)
   /// bytes a row except on compute capability 9.0 with d <= 256 exact / d <= 704 fast) and
   /// throws if they do not fit device_memory_budget or the free memory. fit() first waits for all work queued on the
   /// device, so x may still be in flight on the caller's streams when it is called.
