@@ -169,6 +169,7 @@ TEST(Cli, KMeansJsonHasEveryFieldAndMatchesTheLibrary) {
   EXPECT_EQ(j.at("threads"), 2);
   EXPECT_EQ(j.at("metric"), "l2");
   EXPECT_EQ(j.at("init"), "random");
+  EXPECT_EQ(j.at("device_rows"), "fp32");
   ASSERT_TRUE(j.at("iterations").is_array());
   ASSERT_GE(j.at("iterations").size(), 1u);
   EXPECT_LE(j.at("iterations").size(), 8u);
@@ -200,6 +201,17 @@ TEST(Cli, KMeansJsonHasEveryFieldAndMatchesTheLibrary) {
   ASSERT_EQ(l.n, kN);
   EXPECT_EQ(l.d, 1);
   EXPECT_EQ(l.values, std::vector<int64_t>(want.labels.begin(), want.labels.end()));
+
+  // --device-rows fp16 copies a mapped input (fp16 rows read float32 rows from page-locked
+  // memory) and applies to CUDA fits only: on the CPU the same result.
+  r = run_cli(dir, {"kmeans", "--input", x, "--k", std::to_string(k), "--iters", "8", "--seed",
+                    "3", "--device", "cpu", "--threads", "2", "--device-rows", "fp16",
+                    "--output", dir.file("c16.npy"), "--json"});
+  ASSERT_EQ(r.code, 0) << describe(r);
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("device_rows"), "fp16");
+  EXPECT_EQ(j.at("inertia").get<double>(), want.inertia);
+  EXPECT_EQ(floats_of(read_matrix(dir.file("c16.npy"))), want.centroids);
 }
 
 TEST(Cli, KMeansGivenInitMatchesLibraryInitGiven) {
@@ -386,6 +398,7 @@ TEST(Cli, UsageErrorsExitWithTwo) {
       {"kmeans", "--input", x, "--k", "2", "--output", c, "--device", "tpu"},
       {"kmeans", "--input", x, "--k", "2", "--output", c, "--empty", "drop"},
       {"kmeans", "--input", x, "--k", "2", "--output", c, "--precision", "half"},
+      {"kmeans", "--input", x, "--k", "2", "--output", c, "--device-rows", "bf16"},
       {"kmeans", "--input", x, "--k", "2", "--output", c, "--init", "kmeans+"},
       {"kmeans", "--input", x, "--k", "2", "--output", c, "--seed", "-5"},
       {"kmeans", "--input", x, "--k", "2", "--output", c, "--bogus"},
@@ -410,7 +423,7 @@ TEST(Cli, HelpListsEveryOptionWithItsDefault) {
   ASSERT_EQ(r.code, 0) << describe(r);
   for (const char* opt :
        {"--input", "--k", "--iters", "--tol", "--init", "--seed", "--metric", "--device",
-        "--threads", "--empty", "--precision", "--output", "--labels", "--json"})
+        "--threads", "--empty", "--precision", "--device-rows", "--output", "--labels", "--json"})
     EXPECT_THAT(r.out, HasSubstr(opt));
   // Defaults come from KMeansParams.
   const KMeansParams defaults;
@@ -418,7 +431,7 @@ TEST(Cli, HelpListsEveryOptionWithItsDefault) {
        {std::to_string(defaults.max_iter), std::to_string(defaults.seed),
         std::string(to_string(defaults.init)), std::string(to_string(defaults.metric)),
         std::string(to_string(defaults.device)), std::string(to_string(defaults.empty_policy)),
-        std::string(to_string(defaults.precision))})
+        std::string(to_string(defaults.precision)), std::string(to_string(defaults.device_rows))})
     // CLI11 2.1 writes "--iters INT=25"; later versions write "[25]".
     EXPECT_TRUE(r.out.find("=" + d) != std::string::npos ||
                 r.out.find("[" + d + "]") != std::string::npos)
