@@ -41,9 +41,10 @@ class Engine {
   /// it NaN.
   virtual AssignOutcome assign(float* distances = nullptr, bool inertia = true) = 0;
 
-  /// From the current labels: sums of each cluster's points accumulated in float64 in a fixed
-  /// order (ascending point index), then rounded to float32 means written to centroids (k x d,
-  /// host). Rows of empty clusters are left untouched. counts[c] = points in cluster c.
+  /// From the current labels: exact sums of each cluster's points (kernels/exact_sum.h), the
+  /// means float(exact_to_double(sum) / count) written to centroids (k x d, host), the same
+  /// bits on every backend. Rows of empty clusters are left untouched. counts[c] = points in
+  /// cluster c.
   virtual void update(float* centroids, int64_t* counts) = 0;
 
   /// Copies the current labels (n values) to the host.
