@@ -981,8 +981,9 @@ TEST_P(CudaMath, MeansAreExactWhereFloat64ChainsLose) {
 // CPU's bit for bit (labels, counts, distances, inertia, means) while the certification
 // bound carries each row's fp16 rounding error and the fix-ups and the updates read the
 // float32 rows in host memory. Shapes: d not a multiple of 64, inner product, offset data,
-// tiny magnitudes (fp16 subnormals after scaling), and a fit with tol (per-iteration inertia
-// computed) and without (NaN until the final pass).
+// tiny magnitudes (fp16 subnormals after scaling), d = 300 (wgmma streams row slices instead
+// of keeping rows in shared memory), and a fit with tol (per-iteration inertia computed) and
+// without (NaN until the final pass).
 TEST_P(CudaMath, Fp16RowsGiveTheCpusResults) {
   if (ffma()) {
     KMeansParams p;
@@ -995,7 +996,8 @@ TEST_P(CudaMath, Fp16RowsGiveTheCpusResults) {
   const Shape shapes[] = {{4000, 24, 40, Metric::L2, 5},
                           {3000, 48, 60, Metric::InnerProduct, 6},
                           {2500, 130, 33, Metric::L2, 7, 10.f},
-                          {1500, 20, 50, Metric::L2, 8, 0.f, 1e-9f}};
+                          {1500, 20, 50, Metric::L2, 8, 0.f, 1e-9f},
+                          {1200, 300, 24, Metric::L2, 9}};  // rows too wide for shared memory
   int64_t fixups = 0;
   for (const Shape& s : shapes) {
     SCOPED_TRACE(describe(s));
