@@ -12,7 +12,10 @@
 // up to date from the points that changed cluster alone.
 //
 // Capacity: every addition puts less than 2^32 into a limb, so a limb holds any mix of up
-// to 2^31 additions and subtractions (exact_renormalize makes room again on the CPU).
+// to 2^31 additions and subtractions; exact_renormalize (the same value, every limb but the
+// top one in [0, 2^32)) makes room again. The CPU renormalises every 2^30 rows of a sum,
+// the GPU after every update: values taken out in other groupings than they went in (a run
+// of many in, one alone out) cancel in value but leave carries limb by limb.
 //
 // exact_to_double rounds the sum to the nearest double (ties to even). The mean the
 // backends write is float(sum / count), computed in IEEE float64 and rounded once to float:
