@@ -270,6 +270,9 @@ int main(int argc, char** argv) {
       rows.push_back(line);
       std::printf("%s\n", line);
       std::fflush(stdout);
+      // Not computed with fp16 rows (NaN): JSON has no NaN, so null.
+      char inertia_json[32] = "null";
+      if (std::isfinite(inertia)) std::snprintf(inertia_json, sizeof(inertia_json), "%.10g", inertia);
       char js[1024];
       std::snprintf(js, sizeof(js),
                     "%s{\"variant\": \"%s\", \"n\": %lld, \"d\": %lld, \"k\": %lld, \"iters\": %d, "
@@ -277,11 +280,11 @@ int main(int argc, char** argv) {
                     "\"assign_ms\": %.4f, \"update_ms\": %.4f, \"tflops_iter\": %.3f, "
                     "\"tflops_assign\": %.3f, \"fixup_fraction\": %.6g, \"extra_gpu_gb\": %.3f, "
                     "\"setup_ms\": %.1f, \"datagen_ms\": %.1f, \"last_changed\": %lld, "
-                    "\"last_inertia\": %.10g, \"pruned_fraction\": %.6g}",
+                    "\"last_inertia\": %s, \"pruned_fraction\": %.6g}",
                     json.back() == '[' ? "" : ", ", variant.c_str(), (long long)s.n, (long long)s.d,
                     (long long)s.k, s.iters, it_med, as_med, up_med, flop / it_med / 1e9,
                     flop / as_med / 1e9, fix_frac, extra_gb, setup_ms, gen_ms, (long long)changed,
-                    inertia, double(pruned) / (double(s.n) * s.iters));
+                    inertia_json, double(pruned) / (double(s.n) * s.iters));
       json += js;
       for (const auto& name : set_names) unsetenv(name.c_str());
     }
