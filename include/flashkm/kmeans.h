@@ -66,13 +66,17 @@ enum class DeviceRows {
   /// The float32 rows, resident when they fit device_memory_budget (or the free memory),
   /// else streamed from host memory every iteration (default).
   Float32,
-  /// An fp16 copy of the rows (2 roundup(d, 64) + 12 bytes a row, half of float32 or less),
-  /// for data too large to keep in float32. Results stay exact and identical to Float32's:
+  /// An fp16 copy of the rows, for data too large to keep in float32: 2 roundup(d, 64) + 12
+  /// bytes a row against 4 d + 8 (both beside about 52 bytes a row of scratch; at d = 128,
+  /// 55 % of the float32 footprint; for small d no saving). Results stay exact and identical
+  /// to Float32's:
   /// the tensor-core pass certifies each row with a bound widened by that row's fp16
   /// rounding error, and reads the float32 rows it needs from host memory (the rows it
   /// cannot certify, and those whose label changed, for the update) through the bus. The
   /// host rows must be private anonymous memory (a std::vector, malloc), page-locked for the
-  /// fit; file mappings and device memory are refused. Needs a tensor-core pass (compute
+  /// fit, or rows the caller keeps page-locked as one range for the fit's duration; file
+  /// mappings and device memory are refused. k-means++ then seeds on the host (the device
+  /// has no float32 rows to draw from). Needs a tensor-core pass (compute
   /// capability 8.0 or later). Cost: the per-iteration inertia would need every float32
   /// row, so IterationStats::inertia is NaN unless tol > 0 (then each pass reads all rows);
   /// the final inertia is always computed. No centre-centre pruning (bounds).

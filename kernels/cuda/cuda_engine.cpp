@@ -429,7 +429,8 @@ class CudaEngine final : public Engine {
     limbs_.allocate(k_ * d_ * format_.limbs, &res_.device_bytes);
     // Updates from the rows that moved need the labels the sums hold, and room in the limbs
     // for the moves on top of the rows (exact_sum.h).
-    moved_updates_ = resident_ && n <= (int64_t(1) << 30) && update_mode() != 1;
+    update_mode_ = update_mode();  // read once: the engine keeps what it was built with
+    moved_updates_ = resident_ && n <= (int64_t(1) << 30) && update_mode_ != 1;
     if (moved_updates_) {
       sum_labels_.allocate(n, &res_.device_bytes);
       if (!fp16_rows_) {  // fp16 rows move rows in one pass (accumulate_moved), without sorts
@@ -715,7 +716,7 @@ class CudaEngine final : public Engine {
       // both give the same limbs (FLASHKM_CUDA_UPDATE=moved|full forces one, for tests).
       const UpdateScratch sorted = update_scratch();
       segment_bounds(n_, int(k_), sorted, res_.compute);
-      const int mode = update_mode();
+      const int mode = update_mode_;
       // fp16 rows: every row read crosses the bus, so moving rows pays until half move.
       const int64_t most_moved = fp16_rows_ ? n_ / 2 : n_ / kMovedFraction;
       const bool moved = sums_hold_labels_ && (mode == 2 || moved_since_sums_ <= most_moved);
@@ -871,9 +872,21 @@ class CudaEngine final : public Engine {
   }
 
   // fp16 rows: the float32 rows stay in host memory, page-locked and mapped into the device's
-  // address space, so that the fix-ups and the update read the rows they need in place.
+  // address space, so that the fix-ups and the update read the rows they need in place. Rows
+  // the caller keeps page-locked (cudaHostAlloc, cudaHostRegister) are mapped as they are:
+  // they must stay locked for the engine's life. A range that is only partly locked is
+  // refused where a probe (its ends, and every 256 MiB) finds it; the probes' errors are
+  // cleared, not left for the next CUDA call to report.
   void map_host_rows() {
-    const size_t bytes = sizeof(float) * size_t(n_) * size_t(d_);
+    const size_t count = size_t(n_) * size_t(d_), bytes = sizeof(float) * count;
+    auto mapped = [](const float* p) -> const float* {
+      void* dev = nullptr;
+      if (cudaHostGetDevicePointer(&dev, const_cast<float*>(p), 0) != cudaSuccess) {
+        cudaGetLastError();
+        return nullptr;
+      }
+      return static_cast<const float*>(dev);
+    };
     cudaPointerAttributes attr;
     FLASHKM_CUDA_CHECK(cudaPointerGetAttributes(&attr, x_));
     if (attr.type != cudaMemoryTypeHost) {
@@ -886,17 +899,16 @@ class CudaEngine final : public Engine {
                            "device_rows=fp16: cudaHostRegister of %zu bytes of rows failed: %s",
                            bytes, cudaGetErrorString(err));
     }
-    // Pinned by the caller (cudaHostAlloc, cudaHostRegister) or just now: mapped under
-    // unified addressing. Both ends must be, so that every row is.
-    void* dev = nullptr;
-    FLASHKM_CUDA_CHECK(cudaHostGetDevicePointer(&dev, const_cast<float*>(x_), 0));
-    void* last = nullptr;
-    FLASHKM_CUDA_CHECK(cudaHostGetDevicePointer(
-        &last, const_cast<float*>(x_ + (size_t(n_) * size_t(d_) - 1)), 0));
-    FLASHKM_THROW_IF_NOT(static_cast<float*>(last) - static_cast<float*>(dev) ==
-                             int64_t(size_t(n_) * size_t(d_) - 1),
-                         "device_rows=fp16: the rows are not one mapped range");
-    x_mapped_ = static_cast<const float*>(dev);
+    x_mapped_ = mapped(x_);
+    const size_t probe = (size_t(256) << 20) / sizeof(float);
+    bool whole = x_mapped_ != nullptr;
+    for (size_t at = probe - 1; whole && at < count; at += probe)
+      whole = mapped(x_ + at) == x_mapped_ + at;
+    if (whole) whole = mapped(x_ + (count - 1)) == x_mapped_ + (count - 1);
+    FLASHKM_THROW_IF_NOT(whole,
+                         "device_rows=fp16: the rows are page-locked only in part (or in "
+                         "separate ranges): lock all %zu bytes as one range, or none",
+                         bytes);
     host_registered_ = true;
   }
 
@@ -1072,7 +1084,8 @@ class CudaEngine final : public Engine {
   /// The rows' fp16 split lives in device arrays (x16_hi_ / x16_lo_); else the wgmma pass
   /// splits the float32 rows while staging them into shared memory.
   bool split_arrays_ = false;
-  bool host_registered_ = false;  ///< x_ is page-locked in place (streamed data only)
+  /// x_ is page-locked in place (streamed data), or page-locked and mapped (fp16 rows)
+  bool host_registered_ = false;
   /// Host threads for copies and set-up reductions: KMeansParams::threads, 0 = all.
   unsigned host_threads() const {
     return params_.threads > 0 ? unsigned(params_.threads)
@@ -1129,6 +1142,7 @@ class CudaEngine final : public Engine {
   DeviceArray<long long> counts_;
   DeviceArray<int> sum_labels_, sum_keys_, sum_ids_, range_scratch_;
   bool moved_updates_ = false, sums_hold_labels_ = false;
+  int update_mode_ = 0;  ///< update_mode() when the engine was built
   int64_t moved_since_sums_ = 0;  ///< label changes the assign() passes counted since then
   DeviceArray<float> x_dev_, stage_[2];
   /// The resident rows: the caller's device memory or the uploaded copy.

@@ -1113,25 +1113,59 @@ TEST_P(CudaMath, Fp16RowsRefuseWhatTheyCannotMap) {
   MappedFile file(x);
   ASSERT_NE(file.data(), nullptr) << "cannot map a temporary file";
   EXPECT_NE(what(file.data(), false).find("private anonymous"), std::string::npos);
-  float* dev = nullptr;
-  ASSERT_EQ(cudaMalloc(&dev, sizeof(float) * x.size()), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(dev, x.data(), sizeof(float) * x.size(), cudaMemcpyHostToDevice),
-            cudaSuccess);
-  EXPECT_NE(what(dev, true).find("device memory already"), std::string::npos);
-  cudaFree(dev);
+  const size_t bytes = sizeof(float) * x.size();
+  float* raw = nullptr;
+  ASSERT_EQ(cudaMalloc(&raw, bytes), cudaSuccess);
+  const std::unique_ptr<float, decltype(&cudaFree)> dev(raw, &cudaFree);
+  ASSERT_EQ(cudaMemcpy(dev.get(), x.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_NE(what(dev.get(), true).find("device memory already"), std::string::npos);
   p.device_memory_budget = 1000;
-  EXPECT_NE(what(x.data(), false).find("need"), std::string::npos);
+  EXPECT_NE(what(x.data(), false).find("the fp16 rows need"), std::string::npos);
   p.device_memory_budget = 0;
-  float* pinned = nullptr;
-  ASSERT_EQ(cudaMallocHost(&pinned, sizeof(float) * x.size()), cudaSuccess);
-  std::copy(x.begin(), x.end(), pinned);
+  // Pinned by the caller: used as it is. Pinned in part: refused.
+  ASSERT_EQ(cudaMallocHost(&raw, bytes), cudaSuccess);
+  const std::unique_ptr<float, decltype(&cudaFreeHost)> pinned(raw, &cudaFreeHost);
+  std::copy(x.begin(), x.end(), pinned.get());
   {
-    auto a = detail::make_cuda_engine(s.n, s.d, s.k, pinned, p);
+    auto a = detail::make_cuda_engine(s.n, s.d, s.k, pinned.get(), p);
     auto b = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), params_for(s));
     const std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
     expect_same(run_step(*a, c), run_step(*b, c), "pinned rows as fp16", false);
   }
-  cudaFreeHost(pinned);
+  std::vector<float> big(x);
+  big.resize(size_t(1) << 27, 0.f);  // 512 MiB: the probes look every 256 MiB
+  ASSERT_EQ(cudaHostRegister(big.data(), sizeof(float) * (size_t(1) << 26),
+                             cudaHostRegisterDefault),
+            cudaSuccess);  // the first half only
+  const int64_t big_n = int64_t(big.size()) / s.d;
+  try {
+    detail::make_cuda_engine(big_n, s.d, s.k, big.data(), p);
+    ADD_FAILURE() << "rows page-locked in part were mapped";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("only in part"), std::string::npos) << e.what();
+  }
+  cudaHostUnregister(big.data());
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // the probes left no error behind
+}
+
+// Fast precision with fp16 rows: the same fp16 halves as the float32 rows' in-kernel split,
+// so the same labels and means as Fast on float32 rows, with no fix-up.
+TEST_P(CudaMath, Fp16RowsInFastPrecisionEqualFloat32Rows) {
+  if (ffma()) GTEST_SKIP() << "fp16 rows need a tensor-core pass";
+  const Shape s{3000, 40, 30, Metric::L2, 63};
+  const std::vector<float> x = make_data(s);
+  KMeansParams p = params_for(s);
+  p.precision = Precision::Fast;
+  auto f32 = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+  p.device_rows = DeviceRows::Float16;
+  auto f16 = detail::make_cuda_engine(s.n, s.d, s.k, x.data(), p);
+  std::vector<float> c = pick_rows(x, s.n, s.d, s.k, s.seed);
+  for (int it = 0; it < 3; ++it) {
+    const Step a = run_step(*f16, c), b = run_step(*f32, c);
+    expect_same(a, b, "fast, fp16 rows vs float32 rows, iteration " + std::to_string(it));
+    EXPECT_EQ(a.out.fixups, 0);
+    c = a.centroids;
+  }
 }
 
 // fp16: the device's best tensor-core pass (wgmma on compute capability 9.0); fp16-sync:

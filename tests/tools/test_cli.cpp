@@ -202,8 +202,7 @@ TEST(Cli, KMeansJsonHasEveryFieldAndMatchesTheLibrary) {
   EXPECT_EQ(l.d, 1);
   EXPECT_EQ(l.values, std::vector<int64_t>(want.labels.begin(), want.labels.end()));
 
-  // --device-rows fp16 copies a mapped input (fp16 rows read float32 rows from page-locked
-  // memory) and applies to CUDA fits only: on the CPU the same result.
+  // --device-rows fp16 applies to CUDA fits only: on the CPU the same result.
   r = run_cli(dir, {"kmeans", "--input", x, "--k", std::to_string(k), "--iters", "8", "--seed",
                     "3", "--device", "cpu", "--threads", "2", "--device-rows", "fp16",
                     "--output", dir.file("c16.npy"), "--json"});
