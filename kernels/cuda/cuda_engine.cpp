@@ -875,16 +875,17 @@ class CudaEngine final : public Engine {
   // address space, so that the fix-ups and the update read the rows they need in place. Rows
   // the caller keeps page-locked (cudaHostAlloc, cudaHostRegister) are mapped as they are:
   // they must stay locked for the engine's life. A range that is only partly locked is
-  // refused where a probe (its ends, and every 256 MiB) finds it; the probes' errors are
-  // cleared, not left for the next CUDA call to report.
+  // refused where a probe (its ends, and every 256 MiB) finds it.
   void map_host_rows() {
     const size_t count = size_t(n_) * size_t(d_), bytes = sizeof(float) * count;
+    // Asked first whether p is page-locked at all, so that a refusal is no API error
+    // (compute-sanitizer would count one).
     auto mapped = [](const float* p) -> const float* {
+      cudaPointerAttributes a;
+      FLASHKM_CUDA_CHECK(cudaPointerGetAttributes(&a, p));
+      if (a.type != cudaMemoryTypeHost) return nullptr;
       void* dev = nullptr;
-      if (cudaHostGetDevicePointer(&dev, const_cast<float*>(p), 0) != cudaSuccess) {
-        cudaGetLastError();
-        return nullptr;
-      }
+      FLASHKM_CUDA_CHECK(cudaHostGetDevicePointer(&dev, const_cast<float*>(p), 0));
       return static_cast<const float*>(dev);
     };
     cudaPointerAttributes attr;
