@@ -9,7 +9,9 @@ namespace detail {
 
 void exact_exponent_range(const float* x, int64_t count, int threads, int* min_u, int* max_u) {
   int lo = 1 << 20, hi = -(1 << 20);
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(min : lo) reduction(max : hi)
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(min                 \
+                                                                         : lo) reduction(max \
+                                                                                         : hi)
   for (int64_t i = 0; i < count; ++i) {
     uint32_t bits;
     std::memcpy(&bits, x + i, sizeof bits);

@@ -272,7 +272,8 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       // Not computed with fp16 rows (NaN): JSON has no NaN, so null.
       char inertia_json[32] = "null";
-      if (std::isfinite(inertia)) std::snprintf(inertia_json, sizeof(inertia_json), "%.10g", inertia);
+      if (std::isfinite(inertia))
+        std::snprintf(inertia_json, sizeof(inertia_json), "%.10g", inertia);
       char js[1024];
       std::snprintf(js, sizeof(js),
                     "%s{\"variant\": \"%s\", \"n\": %lld, \"d\": %lld, \"k\": %lld, \"iters\": %d, "

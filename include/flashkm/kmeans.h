@@ -184,8 +184,9 @@ class KMeans {
   /// results as the same values given in host memory; flashkm adds its per-row arrays beside
   /// it (norms and scratch: about 64 bytes a row; plus an fp16 split of 4 roundup(d, 64)
   /// bytes a row except on compute capability 9.0 with d <= 256 exact / d <= 704 fast) and
-  /// throws if they do not fit device_memory_budget or the free memory. fit() first waits for all work queued on the
-  /// device, so x may still be in flight on the caller's streams when it is called.
+  /// throws if they do not fit device_memory_budget or the free memory. fit() first waits for all
+  /// work queued on the device, so x may still be in flight on the caller's streams when it is
+  /// called.
   KMeansResult fit(int64_t n, const float* x);
 
   /// Labels (and, when distances is non-null, L2 squared distances or inner products) of n

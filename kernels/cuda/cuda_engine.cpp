@@ -371,10 +371,12 @@ class CudaEngine final : public Engine {
              k <= kPruneMaxK && d <= kPruneMaxDim && prune_allowed();
     fp16_rows_ = p.device_rows == DeviceRows::Float16;
     if (fp16_rows_) {
-      FLASHKM_THROW_IF_NOT(!x_on_device, "device_rows=fp16: x is device memory already (the "
-                                         "fp16 copy is made from float32 rows in host memory)");
-      FLASHKM_THROW_IF_NOT(mma, "device_rows=fp16 needs a tensor-core pass (compute capability "
-                                "8.0 or later); this engine runs the %s",
+      FLASHKM_THROW_IF_NOT(!x_on_device,
+                           "device_rows=fp16: x is device memory already (the "
+                           "fp16 copy is made from float32 rows in host memory)");
+      FLASHKM_THROW_IF_NOT(mma,
+                           "device_rows=fp16 needs a tensor-core pass (compute capability "
+                           "8.0 or later); this engine runs the %s",
                            pass_name());
       prune_ = false;  // it would read every float32 row
       split_arrays_ = false;
@@ -721,8 +723,7 @@ class CudaEngine final : public Engine {
       const int64_t most_moved = fp16_rows_ ? n_ / 2 : n_ / kMovedFraction;
       const bool moved = sums_hold_labels_ && (mode == 2 || moved_since_sums_ <= most_moved);
       if (moved) {
-        FLASHKM_CUDA_CHECK(
-            cudaMemsetAsync(counts_.get(), 0, sizeof(long long) * k_, res_.compute));
+        FLASHKM_CUDA_CHECK(cudaMemsetAsync(counts_.get(), 0, sizeof(long long) * k_, res_.compute));
       } else {
         clear_sums();
       }
@@ -732,8 +733,8 @@ class CudaEngine final : public Engine {
                          limbs_.get(), sm_count_, res_.compute);
       } else if (moved) {
         // Out of their old labels, in the old sort; into the new ones, in this one.
-        accumulate_sorted(x_resident(), n_, int(d_), sum_keys_.get(), sum_ids_.get(),
-                          labels_.get(), true, format_, limbs_.get(), res_.compute);
+        accumulate_sorted(x_resident(), n_, int(d_), sum_keys_.get(), sum_ids_.get(), labels_.get(),
+                          true, format_, limbs_.get(), res_.compute);
         accumulate_sorted(x_resident(), n_, int(d_), sorted.keys_out, sorted.ids_out,
                           sum_labels_.get(), false, format_, limbs_.get(), res_.compute);
       } else {
@@ -1143,7 +1144,7 @@ class CudaEngine final : public Engine {
   DeviceArray<long long> counts_;
   DeviceArray<int> sum_labels_, sum_keys_, sum_ids_, range_scratch_;
   bool moved_updates_ = false, sums_hold_labels_ = false;
-  int update_mode_ = 0;  ///< update_mode() when the engine was built
+  int update_mode_ = 0;           ///< update_mode() when the engine was built
   int64_t moved_since_sums_ = 0;  ///< label changes the assign() passes counted since then
   DeviceArray<float> x_dev_, stage_[2];
   /// The resident rows: the caller's device memory or the uploaded copy.
@@ -1153,7 +1154,7 @@ class CudaEngine final : public Engine {
   }
   bool fp16_rows_ = false;  ///< KMeansParams::device_rows == Float16
   const float* x_mapped_ = nullptr;
-  DeviceArray<float> row_err_;  ///< fp16 rows: AssignArgs::row_err
+  DeviceArray<float> row_err_;                               ///< fp16 rows: AssignArgs::row_err
   DeviceArray<uint16_t> x16_hi_, x16_lo_, c16_hi_, c16_lo_;  // fp16 bit patterns
   DeviceArray<float> c_max_abs_;
   DeviceArray<int> c_scale_exp_;

@@ -286,8 +286,8 @@ void segment_counts(int k, const UpdateScratch& s, long long* counts, cudaStream
 /// limbs do not depend on the order, so the sums of moved rows, taken out of the old labels
 /// (in the old sort) and put into the new ones, give what adding all rows gives.
 void accumulate_sorted(const float* x, int64_t rows, int d, const int* keys, const int* ids,
-                       const int* other, bool subtract, ExactFormat fmt,
-                       unsigned long long* limbs, cudaStream_t stream);
+                       const int* other, bool subtract, ExactFormat fmt, unsigned long long* limbs,
+                       cudaStream_t stream);
 
 /// The same moves as the two accumulate_sorted calls (rows i with labels[i] != prev[i] leave
 /// prev[i] for labels[i]), each moved row read once, with 4 integer atomics a value: for

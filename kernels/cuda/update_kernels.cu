@@ -2,9 +2,8 @@
 // (also the pruning pass's), then exact sums (kernels/exact_sum.h) with integer atomics only;
 // later updates move only the rows whose label changed. No float atomics: the limbs, and so
 // the means, do not depend on the order of anything.
-#include <cub/device/device_radix_sort.cuh>
-
 #include <algorithm>
+#include <cub/device/device_radix_sort.cuh>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernels.h"
@@ -127,8 +126,7 @@ __global__ void __launch_bounds__(kAccThreads)
   for (int q0 = 0; q0 < n; q0 += kAccBatch) {
     float v[kAccBatch];
 #pragma unroll
-    for (int u = 0; u < kAccBatch; ++u)
-      v[u] = q0 + u < n ? x[int64_t(sid[q0 + u]) * d + j] : 0.0f;
+    for (int u = 0; u < kAccBatch; ++u) v[u] = q0 + u < n ? x[int64_t(sid[q0 + u]) * d + j] : 0.0f;
 #pragma unroll
     for (int u = 0; u < kAccBatch; ++u) {
       if (q0 + u >= n) break;
@@ -205,8 +203,8 @@ __global__ void segment_counts_kernel(const int* __restrict__ seg_begin,
 // the low limbs of a long fit would drift until they overflow. After it, an update may add
 // up to 2^31 contributions below 2^32 to a limb.
 __global__ void exact_means_kernel(unsigned long long* __restrict__ limbs,
-                                   const long long* __restrict__ counts, int k, int d,
-                                   int n_limbs, int base, float* __restrict__ means) {
+                                   const long long* __restrict__ counts, int k, int d, int n_limbs,
+                                   int base, float* __restrict__ means) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= int64_t(k) * d) return;
   int64_t* sum = reinterpret_cast<int64_t*>(limbs) + i * n_limbs;
@@ -287,7 +285,8 @@ void launch_accumulate(const float* x, int64_t rows, int d, const int* keys, con
                        const int* other, bool subtract, ExactFormat f, unsigned long long* limbs,
                        cudaStream_t stream) {
   const int threads = kAccThreads;
-  const dim3 grid(unsigned((rows + kAccRows - 1) / kAccRows), unsigned((d + threads - 1) / threads));
+  const dim3 grid(unsigned((rows + kAccRows - 1) / kAccRows),
+                  unsigned((d + threads - 1) / threads));
   exact_accumulate_kernel<L>
       <<<grid, threads, 0, stream>>>(x, d, keys, ids, rows, other, subtract, f, limbs);
   FLASHKM_CUDA_CHECK_LAUNCH(exact_accumulate_kernel);
@@ -334,14 +333,13 @@ void compute_means(unsigned long long* limbs, const long long* counts, int k, in
                    ExactFormat fmt, float* means, cudaStream_t stream) {
   const int64_t total = int64_t(k) * d;
   exact_means_kernel<<<unsigned((total + 255) / 256), 256, 0, stream>>>(limbs, counts, k, d,
-                                                                       fmt.limbs, fmt.base, means);
+                                                                        fmt.limbs, fmt.base, means);
   FLASHKM_CUDA_CHECK_LAUNCH(exact_means_kernel);
 }
 
 ExactFormat exact_format_device(const float* x, int64_t count, int* scratch, cudaStream_t stream) {
   const int init[2] = {1 << 20, -(1 << 20)};
-  FLASHKM_CUDA_CHECK(
-      cudaMemcpyAsync(scratch, init, sizeof init, cudaMemcpyHostToDevice, stream));
+  FLASHKM_CUDA_CHECK(cudaMemcpyAsync(scratch, init, sizeof init, cudaMemcpyHostToDevice, stream));
   if (count > 0) {
     const unsigned blocks = unsigned(std::min<int64_t>((count + 255) / 256, 4096));
     exponent_range_kernel<<<blocks, 256, 0, stream>>>(x, count, scratch);

@@ -561,8 +561,8 @@ __global__ void __launch_bounds__(WG * 128,
       if (!split_here) {
         for (int p = 0; p < P; ++p)
           for (int kc = 0; kc < ksteps; ++kc)
-            issue_rows(smem + (p * ksteps + kc) * Traits::kABytes + r0 * Traits::kRowBytes + swz,
-                       p, kc * BK + q * 8);
+            issue_rows(smem + (p * ksteps + kc) * Traits::kABytes + r0 * Traits::kRowBytes + swz, p,
+                       kc * BK + q * 8);
       }
     }
     constexpr int D = S - 2;  // prefetch distance in tiles

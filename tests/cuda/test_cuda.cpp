@@ -1134,9 +1134,9 @@ TEST_P(CudaMath, Fp16RowsRefuseWhatTheyCannotMap) {
   }
   std::vector<float> big(x);
   big.resize(size_t(1) << 27, 0.f);  // 512 MiB: the probes look every 256 MiB
-  ASSERT_EQ(cudaHostRegister(big.data(), sizeof(float) * (size_t(1) << 26),
-                             cudaHostRegisterDefault),
-            cudaSuccess);  // the first half only
+  ASSERT_EQ(
+      cudaHostRegister(big.data(), sizeof(float) * (size_t(1) << 26), cudaHostRegisterDefault),
+      cudaSuccess);  // the first half only
   const int64_t big_n = int64_t(big.size()) / s.d;
   try {
     detail::make_cuda_engine(big_n, s.d, s.k, big.data(), p);
@@ -1350,8 +1350,8 @@ TEST(CudaTensorPasses, ResidentRowsHoldNoSplitArrays) {
   // x, then 52 bytes a row of scratch (labels, norms, distances, candidate lists, which the
   // sort reuses) and 12 for the updates from moved rows (the labelling the sums hold, its
   // sort), and the centroid arrays (K x d x 32 bytes) with the exact sums (8 a limb).
-  EXPECT_LE(in_kernel, x_mb + 68.0 * s.n / 1e6 +
-                           (32.0 + 8.0 * detail::kExactMaxLimbs) * s.k * s.d / 1e6)
+  EXPECT_LE(in_kernel,
+            x_mb + 68.0 * s.n / 1e6 + (32.0 + 8.0 * detail::kExactMaxLimbs) * s.k * s.d / 1e6)
       << "x: " << x_mb;
 }
 #endif  // FLASHKM_WITH_CUDA

@@ -182,9 +182,15 @@ TEST(ExactSum, RunsInAndOutInOtherGroupingsStayExact) {
 // a float64 running sum loses small values next to large cancelling ones.
 TEST(ExactSum, KMeansCentroidIsTheExactMean) {
   const int64_t d = 3;
-  std::vector<float> x = {std::ldexp(1.f, 60), 1.f,  -3.f,  //
-                          1.f,                 2.f,  5.f,   //
-                          -std::ldexp(1.f, 60), 7.f, 1e-30f};
+  std::vector<float> x = {std::ldexp(1.f, 60),
+                          1.f,
+                          -3.f,  //
+                          1.f,
+                          2.f,
+                          5.f,  //
+                          -std::ldexp(1.f, 60),
+                          7.f,
+                          1e-30f};
   KMeansParams p;
   p.n_clusters = 1;
   p.init = Init::Given;

@@ -203,9 +203,9 @@ TEST(Cli, KMeansJsonHasEveryFieldAndMatchesTheLibrary) {
   EXPECT_EQ(l.values, std::vector<int64_t>(want.labels.begin(), want.labels.end()));
 
   // --device-rows fp16 applies to CUDA fits only: on the CPU the same result.
-  r = run_cli(dir, {"kmeans", "--input", x, "--k", std::to_string(k), "--iters", "8", "--seed",
-                    "3", "--device", "cpu", "--threads", "2", "--device-rows", "fp16",
-                    "--output", dir.file("c16.npy"), "--json"});
+  r = run_cli(dir, {"kmeans", "--input", x, "--k", std::to_string(k), "--iters", "8", "--seed", "3",
+                    "--device", "cpu", "--threads", "2", "--device-rows", "fp16", "--output",
+                    dir.file("c16.npy"), "--json"});
   ASSERT_EQ(r.code, 0) << describe(r);
   j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j.at("device_rows"), "fp16");
