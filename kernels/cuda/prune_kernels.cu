@@ -31,6 +31,7 @@
 #include <climits>
 #include <type_traits>
 
+#include "kernels/cuda/block_scan.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/topk.cuh"
@@ -65,29 +66,7 @@ struct Float32Bound {
   __device__ double upper(float s) const { return (double(s) + eta) * (1 + gu); }
 };
 
-// Exclusive prefix of `mine` over the threads of a block of kBlock (warp_sum: kBlock / 32
-// ints of shared memory); also returns the block's total in *total (every thread). Called by
-// every thread of the block; it synchronizes, so it may be called again with the same warp_sum.
 constexpr int kScanThreads = 1024;
-template <int kBlock>
-__device__ __forceinline__ int block_exclusive_sum(int mine, int* warp_sum, int* total) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  int incl = mine;
-  for (int off = 1; off < 32; off *= 2) {
-    const int v = __shfl_up_sync(0xffffffffu, incl, off);
-    if (lane >= off) incl += v;
-  }
-  if (lane == 31) warp_sum[warp] = incl;
-  __syncthreads();
-  int before = incl - mine, all = 0;
-  for (int w = 0; w < kBlock / 32; ++w) {
-    if (w < warp) before += warp_sum[w];
-    all += warp_sum[w];
-  }
-  *total = all;
-  __syncthreads();  // warp_sum is read by every thread before it is written again
-  return before;
-}
 
 // 1. radius2[a] = (2R)^2 (1 + 1e-5), R >= |x - a| over a's rows; -1 for a label without rows.
 // A block a label, so that one huge cluster does not hold the pass up.

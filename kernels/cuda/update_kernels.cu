@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cub/device/device_radix_sort.cuh>
 
+#include "kernels/cuda/block_scan.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/kernels.h"
 
@@ -82,7 +83,7 @@ __global__ void __launch_bounds__(kAccThreads)
   __shared__ int warp_total[kAccThreads / 32];
   // Compaction of the positions that count, in order (runs of a label stay together): each
   // thread looks at two neighbouring positions, then an exclusive scan places them.
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int tid = threadIdx.x;
   const int64_t r0 = int64_t(blockIdx.x) * kAccRows;
   int key[2], id[2], keep[2];
 #pragma unroll
@@ -95,19 +96,8 @@ __global__ void __launch_bounds__(kAccThreads)
       keep[h] = other == nullptr || other[id[h]] != key[h];
     }
   }
-  const int mine = keep[0] + keep[1];
-  int incl = mine;
-  for (int o = 1; o < 32; o <<= 1) {
-    const int t = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += t;
-  }
-  if (lane == 31) warp_total[warp] = incl;
-  __syncthreads();
-  int before = incl - mine, n = 0;
-  for (int w = 0; w < kAccThreads / 32; ++w) {
-    if (w < warp) before += warp_total[w];
-    n += warp_total[w];
-  }
+  int n;
+  int before = block_exclusive_sum<kAccThreads>(keep[0] + keep[1], warp_total, &n);
 #pragma unroll
   for (int h = 0; h < 2; ++h)
     if (keep[h]) {
